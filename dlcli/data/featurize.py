@@ -1,0 +1,159 @@
+"""Featurizers turn raw records into numeric arrays with state fitted on training data.
+
+Each one serialises to a plain dict (``preprocessing.json``) so ``predict`` and
+``evaluate`` replay exactly the training preprocessing, and so can a device team.
+"""
+
+from __future__ import annotations
+
+import re
+from collections import Counter
+from typing import Any
+
+import numpy as np
+
+from dlcli.errors import DataError
+
+
+class Featurizer:
+    kind = "identity"
+
+    def fit(self, raw: Any) -> Featurizer:
+        return self
+
+    def transform(self, raw: Any) -> np.ndarray:
+        arr = np.asarray(raw)
+        if arr.dtype.kind in "iub":
+            return arr
+        try:
+            return arr.astype(np.float32)
+        except (TypeError, ValueError):
+            raise DataError(f"features must be numeric, got dtype {arr.dtype}") from None
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"kind": self.kind}
+
+    @staticmethod
+    def from_dict(d: dict[str, Any]) -> Featurizer:
+        kinds = {c.kind: c for c in (Featurizer, TabularFeaturizer, TextFeaturizer, ImageFeaturizer)}
+        cls = kinds[d["kind"]]
+        obj = cls.__new__(cls)
+        obj.__dict__.update({k: v for k, v in d.items() if k != "kind"})
+        return obj
+
+
+class TabularFeaturizer(Featurizer):
+    """Columns of strings -> float features; categorical columns one-hot encoded."""
+
+    kind = "tabular"
+
+    def __init__(self, columns: list[str], categorical: list[str], file: str):
+        self.columns = columns
+        self.categorical_columns = categorical
+        self.vocab: dict[str, list[str]] = {}
+        self.file = file
+
+    def fit(self, raw: dict[str, list[str]]) -> TabularFeaturizer:
+        for col in self.categorical_columns:
+            self.vocab[col] = sorted(set(raw[col]))
+        return self
+
+    def feature_names(self) -> list[str]:
+        names = []
+        for col in self.columns:
+            if col in self.vocab:
+                names += [f"{col}={v}" for v in self.vocab[col]]
+            else:
+                names.append(col)
+        return names
+
+    def transform(self, raw: dict[str, list[str]]) -> np.ndarray:
+        parts = []
+        for col in self.columns:
+            if col not in raw:
+                raise DataError(f"{self.file}: column {col!r} is missing (have: {', '.join(raw)})")
+            values = raw[col]
+            if col in self.vocab:
+                index = {v: i for i, v in enumerate(self.vocab[col])}
+                onehot = np.zeros((len(values), len(index)), np.float32)
+                for r, v in enumerate(values):
+                    if v in index:  # unseen categories encode as all zeros
+                        onehot[r, index[v]] = 1.0
+                parts.append(onehot)
+            else:
+                try:
+                    parts.append(np.asarray(values, dtype=np.float32)[:, None])
+                except ValueError:
+                    bad = next(i for i, v in enumerate(values) if not _is_float(v))
+                    raise DataError(
+                        f"{self.file}: column {col!r}, row {bad + 1}: {values[bad]!r} is not a number "
+                        "(list it in data.categorical_columns to one-hot encode it)"
+                    ) from None
+        return np.concatenate(parts, axis=1) if parts else np.zeros((0, 0), np.float32)
+
+
+def _is_float(v: str) -> bool:
+    try:
+        float(v)
+        return True
+    except ValueError:
+        return False
+
+
+_TOKEN = re.compile(r"[\w']+", re.UNICODE)
+
+
+class TextFeaturizer(Featurizer):
+    """Text -> fixed-length int token ids. 0 = padding, 1 = out of vocabulary."""
+
+    kind = "text"
+
+    def __init__(self, max_tokens: int, sequence_length: int, lowercase: bool):
+        self.max_tokens = max_tokens
+        self.sequence_length = sequence_length
+        self.lowercase = lowercase
+        self.vocabulary: list[str] = []
+
+    def tokens(self, text: str) -> list[str]:
+        return _TOKEN.findall(text.lower() if self.lowercase else text)
+
+    def fit(self, raw: list[str]) -> TextFeaturizer:
+        counts = Counter(t for text in raw for t in self.tokens(text))
+        ranked = sorted(counts.items(), key=lambda kv: (-kv[1], kv[0]))
+        self.vocabulary = [t for t, _ in ranked[: self.max_tokens - 2]]
+        return self
+
+    def transform(self, raw: list[str]) -> np.ndarray:
+        index = {t: i + 2 for i, t in enumerate(self.vocabulary)}
+        out = np.zeros((len(raw), self.sequence_length), np.int32)
+        for r, text in enumerate(raw):
+            ids = [index.get(t, 1) for t in self.tokens(text)][: self.sequence_length]
+            out[r, : len(ids)] = ids
+        return out
+
+    @property
+    def vocab_size(self) -> int:
+        return len(self.vocabulary) + 2
+
+
+class ImageFeaturizer(Featurizer):
+    """Image files -> float arrays (height, width, channels), values 0..255."""
+
+    kind = "image"
+
+    def __init__(self, image_size: list[int], color_mode: str):
+        self.image_size = list(image_size)
+        self.color_mode = color_mode
+
+    def transform(self, raw: list[str]) -> np.ndarray:
+        import tensorflow as tf
+
+        channels = 1 if self.color_mode == "grayscale" else 3
+        out = np.zeros((len(raw), *self.image_size, channels), np.float32)
+        for i, path in enumerate(raw):
+            try:
+                img = tf.io.decode_image(tf.io.read_file(path), channels=channels, expand_animations=False)
+            except Exception as exc:  # noqa: BLE001 - TF raises several types
+                raise DataError(f"{path}: cannot decode image: {str(exc).splitlines()[0]}") from None
+            out[i] = tf.image.resize(tf.cast(img, tf.float32), self.image_size).numpy()
+        return out

@@ -1,0 +1,181 @@
+"""The fitted preprocessing of a run: featurizer, reshape, normalization, labels.
+
+Saved as ``RUN_DIR/preprocessing.json``; ``Preprocessor.load`` replays it for
+``predict`` / ``evaluate`` / export calibration.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from dlcli.atomic import write_json
+from dlcli.data.featurize import Featurizer
+from dlcli.errors import DataError, ShapeMismatchError
+
+_EPS = 1e-7
+
+
+class Preprocessor:
+    def __init__(self, featurizer: Featurizer, reshape: list[int] | None, normalize: dict[str, Any], task: str):
+        self.featurizer = featurizer
+        self.reshape = reshape
+        self.normalize = dict(normalize)  # method, axis, scale, offset (+ fitted stats)
+        self.task = task
+        self.labels: list[str] | None = None  # class names (classification)
+        self.label_kind: str = "int"  # "int": labels are class ids; "str": names
+        self.input_shape: list[int] = []
+        self.input_dtype = "float32"
+
+    # ------------------------------------------------------------ fit
+    def fit(self, raw_x: Any, raw_y: np.ndarray | None, class_names: list[str] | None,
+            label_names: list[str] | None) -> Preprocessor:
+        self.featurizer.fit(raw_x)
+        x = self._shape(self.featurizer.transform(raw_x))
+        self.input_dtype = "int32" if x.dtype.kind in "iu" else "float32"
+        self.input_shape = list(x.shape[1:])
+        if self.input_dtype == "float32":
+            self._fit_norm(x.astype(np.float32))
+        if self.task == "classification":
+            self._fit_labels(raw_y, class_names, label_names)
+        return self
+
+    def _fit_norm(self, x: np.ndarray) -> None:
+        m, axis = self.normalize["method"], self.normalize["axis"]
+        if m in ("none", "rescale"):
+            return
+        axes = {"feature": (0,), "channel": tuple(range(x.ndim - 1)), "global": None}[axis]
+        if m == "standard":
+            self.normalize["mean"] = np.mean(x, axis=axes).tolist()
+            std = np.std(x, axis=axes)
+            self.normalize["std"] = np.where(std < _EPS, 1.0, std).tolist()
+        elif m == "minmax":
+            lo, hi = np.min(x, axis=axes), np.max(x, axis=axes)
+            self.normalize["min"] = lo.tolist()
+            self.normalize["range"] = np.where(hi - lo < _EPS, 1.0, hi - lo).tolist()
+
+    def _fit_labels(self, y: np.ndarray | None, class_names, label_names) -> None:
+        if y is None:
+            raise DataError("data: classification needs labels, the data has none")
+        ints = _as_int_labels(y)
+        if ints is not None and class_names is None:
+            self.label_kind = "int"
+            if len(ints) and ints.min() < 0:
+                raise DataError(f"data: labels must be class ids >= 0, found {int(ints.min())}")
+            k = int(ints.max()) + 1 if len(ints) else 0
+            names = label_names or [str(i) for i in range(k)]
+            if len(names) < k:
+                raise DataError(f"data.label_names: {len(names)} names but labels go up to {k - 1}")
+            self.labels = list(names)
+        else:
+            self.label_kind = "str"
+            found = sorted({str(v) for v in y})
+            self.labels = list(class_names) if class_names else found
+            if label_names:
+                missing = [v for v in found if v not in label_names]
+                if missing:
+                    raise DataError(f"data.label_names: labels {missing[:5]} are not listed")
+                self.labels = list(label_names)
+
+    # ------------------------------------------------------------ transform
+    def _shape(self, x: np.ndarray) -> np.ndarray:
+        if not self.reshape:
+            return x
+        try:
+            return x.reshape((x.shape[0], *self.reshape))
+        except ValueError:
+            raise ShapeMismatchError(
+                f"data.reshape: cannot reshape examples of shape {tuple(x.shape[1:])} "
+                f"({int(np.prod(x.shape[1:]))} values) to {tuple(self.reshape)}"
+            ) from None
+
+    def transform_x(self, raw_x: Any) -> np.ndarray:
+        x = self._shape(self.featurizer.transform(raw_x))
+        if self.input_shape and list(x.shape[1:]) != self.input_shape:
+            raise ShapeMismatchError(
+                f"input examples have shape {tuple(x.shape[1:])}, the model was trained on {tuple(self.input_shape)}"
+            )
+        if self.input_dtype == "int32":
+            return x.astype(np.int32)
+        return self.normalize_array(x.astype(np.float32))
+
+    def normalize_array(self, x: np.ndarray) -> np.ndarray:
+        n = self.normalize
+        if n["method"] == "standard":
+            return ((x - np.asarray(n["mean"], np.float32)) / np.asarray(n["std"], np.float32)).astype(np.float32)
+        if n["method"] == "minmax":
+            return ((x - np.asarray(n["min"], np.float32)) / np.asarray(n["range"], np.float32)).astype(np.float32)
+        if n["method"] == "rescale":
+            return (x * np.float32(n["scale"]) + np.float32(n["offset"])).astype(np.float32)
+        return x
+
+    def encode_y(self, y: np.ndarray | None, split: str) -> np.ndarray:
+        if self.task != "classification":
+            if y is None:
+                raise DataError(f"data: the {split} split has no targets")
+            try:
+                return np.asarray(y, dtype=np.float32)
+            except ValueError:
+                raise DataError(f"data: {self.task} targets of the {split} split must be numbers") from None
+        assert self.labels is not None
+        if self.label_kind == "int":
+            ids = _as_int_labels(y)
+            if ids is None:
+                raise DataError(f"data: labels of the {split} split are not integer class ids")
+            return ids.astype(np.int64)
+        index = {name: i for i, name in enumerate(self.labels)}
+        unknown = sorted({str(v) for v in y} - set(index))
+        if unknown:
+            raise DataError(f"data: the {split} split has labels not seen in training: {unknown[:5]}")
+        return np.asarray([index[str(v)] for v in y], dtype=np.int64)
+
+    # ------------------------------------------------------------ io
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "format": "dlcli-preprocessing/1",
+            "task": self.task,
+            "input_shape": self.input_shape,
+            "input_dtype": self.input_dtype,
+            "featurizer": {"kind": self.featurizer.kind, **{k: v for k, v in self.featurizer.__dict__.items()}},
+            "reshape": self.reshape,
+            "normalize": self.normalize,
+            "labels": self.labels,
+            "label_kind": self.label_kind,
+        }
+
+    def save(self, path: Path) -> None:
+        write_json(path, self.to_dict())
+
+    @classmethod
+    def from_dict(cls, d: dict[str, Any]) -> Preprocessor:
+        p = cls(Featurizer.from_dict(d["featurizer"]), d["reshape"], d["normalize"], d["task"])
+        p.labels, p.label_kind = d["labels"], d["label_kind"]
+        p.input_shape, p.input_dtype = d["input_shape"], d["input_dtype"]
+        return p
+
+    @classmethod
+    def load(cls, path: Path) -> Preprocessor:
+        try:
+            return cls.from_dict(json.loads(Path(path).read_text()))
+        except (OSError, KeyError, ValueError) as exc:
+            raise DataError(f"{path}: cannot read preprocessing: {exc}") from None
+
+
+def _as_int_labels(y: Any) -> np.ndarray | None:
+    arr = np.asarray(y)
+    if arr.dtype.kind in "iu":
+        return arr.astype(np.int64)
+    if arr.dtype.kind == "b":
+        return arr.astype(np.int64)
+    if arr.dtype.kind == "f":
+        return arr.astype(np.int64) if np.all(np.mod(arr, 1) == 0) else None
+    try:
+        vals = [float(v) for v in arr]
+    except (TypeError, ValueError):
+        return None
+    if all(v.is_integer() for v in vals):
+        return np.asarray(vals, dtype=np.int64)
+    return None

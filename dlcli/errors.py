@@ -1,0 +1,92 @@
+"""One exception hierarchy, mapped in one place to a message and an exit code.
+
+Every error a user can cause derives from :class:`DlcliError`. The CLI catches
+it, prints ``error: <message>`` on one line and exits with ``exit_code``. Any
+other exception is a bug: exit code 1, traceback only with ``--debug``.
+The table is documented in docs/cli.md; a test keeps the two in step.
+"""
+
+from __future__ import annotations
+
+from enum import IntEnum
+
+
+class ExitCode(IntEnum):
+    OK = 0
+    INTERNAL = 1  # a bug in dlcli or an unexpected library failure
+    USAGE = 2  # invalid recipe, bad command-line usage, bad model description
+    DATA = 3  # missing or malformed data, data / model shape mismatch
+    DIVERGED = 4  # training produced NaN or inf loss
+    RUN_DIR = 5  # run directory exists, is not writable, or is not a dlcli run
+    PARITY = 6  # an export failed its parity gate (reserved for export)
+    THRESHOLD = 7  # a benchmark threshold was missed (reserved for benchmark)
+    INTERRUPTED = 130  # stopped by SIGINT / SIGTERM (reserved for resume)
+
+
+class DlcliError(Exception):
+    """Base class of every error a user can cause."""
+
+    exit_code: ExitCode = ExitCode.INTERNAL
+    kind: str = "error"
+
+    def __init__(self, message: str):
+        super().__init__(message)
+        self.message = message
+
+    def __str__(self) -> str:  # one line, always
+        return " ".join(self.message.split("\n"))
+
+
+class UsageError(DlcliError):
+    exit_code = ExitCode.USAGE
+    kind = "usage error"
+
+
+class RecipeError(DlcliError):
+    """The recipe file cannot be read, parsed or validated."""
+
+    exit_code = ExitCode.USAGE
+    kind = "recipe error"
+
+
+class ModelError(DlcliError):
+    """The model description cannot be turned into a Keras model."""
+
+    exit_code = ExitCode.USAGE
+    kind = "model error"
+
+
+class DataError(DlcliError):
+    """Data is missing, malformed, empty, or does not fit the model."""
+
+    exit_code = ExitCode.DATA
+    kind = "data error"
+
+
+class ShapeMismatchError(DataError):
+    kind = "shape mismatch"
+
+
+class TrainingDivergedError(DlcliError):
+    exit_code = ExitCode.DIVERGED
+    kind = "training diverged"
+
+
+class RunDirError(DlcliError):
+    exit_code = ExitCode.RUN_DIR
+    kind = "run directory error"
+
+
+EXIT_CODE_DOCS: dict[ExitCode, str] = {
+    ExitCode.OK: "success",
+    ExitCode.INTERNAL: "internal error (a bug: rerun with --debug and report the traceback)",
+    ExitCode.USAGE: "invalid recipe, model description or command-line usage",
+    ExitCode.DATA: "data error: missing or malformed file, empty split, labels out of range, "
+    "data / model shape mismatch",
+    ExitCode.DIVERGED: "training diverged (NaN or inf loss); the last good checkpoint is kept",
+    ExitCode.RUN_DIR: "run directory error: exists (use --overwrite), not writable, "
+    "or not a dlcli run",
+    ExitCode.PARITY: "an exported artifact failed its parity gate (reserved)",
+    ExitCode.THRESHOLD: "a benchmark threshold was missed (reserved)",
+    ExitCode.INTERRUPTED: "interrupted by SIGINT or SIGTERM (reserved)",
+}

@@ -1,0 +1,247 @@
+"""Turn a model description into a ``keras.Model``.
+
+Five ways in (see docs/recipes.md): a registered architecture, a list of layers,
+a functional graph, a keras.applications backbone, or user code (only with
+``allow_code=True``). Layer classes are looked up by name in ``keras.layers``;
+nothing from a recipe is evaluated.
+"""
+
+from __future__ import annotations
+
+import importlib
+import math
+from typing import Any
+
+from dlcli.errors import ModelError, ShapeMismatchError
+from dlcli.models.context import BuildContext
+
+
+def context_from_data(recipe, bundle) -> BuildContext:
+    pre = bundle.preprocessor
+    out_shape = bundle.output_shape()
+    if recipe.task == "classification":
+        num_outputs = bundle.num_classes
+    elif recipe.task == "regression":
+        num_outputs = int(math.prod(out_shape)) if out_shape else 1
+    else:
+        num_outputs = int(math.prod(pre.input_shape))
+    vocab = getattr(pre.featurizer, "vocab_size", None)
+    if vocab is None and pre.input_dtype == "int32":
+        vocab = int(bundle.train.x.max()) + 1
+    return BuildContext(
+        input_shape=tuple(pre.input_shape), input_dtype=pre.input_dtype, task=recipe.task,
+        num_outputs=num_outputs, output_shape=tuple(out_shape), vocab_size=vocab, seed=recipe.seed,
+    )
+
+
+def _regularizer(value: Any):
+    import keras
+
+    if isinstance(value, dict) and set(value) <= {"l1", "l2"}:
+        return keras.regularizers.L1L2(l1=float(value.get("l1", 0.0)), l2=float(value.get("l2", 0.0)))
+    return value
+
+
+def make_layer(spec, where: str, name: str | None = None):
+    """A ``keras.layers`` instance from a LayerSpec; errors name the recipe key."""
+    import keras
+
+    cls = getattr(keras.layers, spec.type, None)
+    if cls is None or not isinstance(cls, type) or not issubclass(cls, keras.layers.Layer):
+        raise ModelError(f"{where}.type: {spec.type!r} is not a keras.layers class")
+    args = {k: _regularizer(v) if k.endswith("_regularizer") else v for k, v in spec.args().items()}
+    if name is not None:
+        args.setdefault("name", name)
+    if "layer" in args and isinstance(args["layer"], dict):  # wrappers: Bidirectional, TimeDistributed
+        from dlcli.recipe.model import LayerSpec
+
+        try:
+            args["layer"] = make_layer(LayerSpec.model_validate(args["layer"]), f"{where}.layer")
+        except ModelError:
+            raise
+        except Exception as exc:  # noqa: BLE001
+            raise ModelError(f"{where}.layer: {_first_line(exc)}") from None
+    try:
+        return cls(**args)
+    except Exception as exc:  # noqa: BLE001 - layer constructors raise many types
+        raise ModelError(f"{where} ({spec.type}): {_first_line(exc)}") from None
+
+
+def _first_line(exc: Exception) -> str:
+    text = str(exc).strip().splitlines()
+    return text[0] if text else type(exc).__name__
+
+
+def _input(ctx: BuildContext, shape, name: str = "inputs", dtype: str | None = None):
+    import keras
+
+    return keras.Input(shape=tuple(shape), dtype=dtype or ctx.input_dtype, name=name)
+
+
+def _checked_input_shape(model_spec, ctx: BuildContext) -> tuple:
+    shape = getattr(model_spec, "input_shape", None)
+    if shape is None:
+        return ctx.input_shape
+    if len(shape) != len(ctx.input_shape) or any(s is not None and s != d for s, d in zip(shape, ctx.input_shape)):
+        raise ShapeMismatchError(
+            f"model.input_shape {tuple(shape)} does not match the data's example shape {tuple(ctx.input_shape)}"
+        )
+    return tuple(shape)
+
+
+def _call(layer, x, where: str):
+    try:
+        return layer(x)
+    except Exception as exc:  # noqa: BLE001
+        shape = [t.shape for t in x] if isinstance(x, list) else x.shape
+        raise ModelError(f"{where}: cannot apply {type(layer).__name__} to input of shape {shape}: {_first_line(exc)}") from None
+
+
+def build_layers(spec, ctx: BuildContext):
+    import keras
+
+    inputs = _input(ctx, _checked_input_shape(spec, ctx))
+    x = inputs
+    for i, layer_spec in enumerate(spec.layers):
+        x = _call(make_layer(layer_spec, f"model.layers.{i}"), x, f"model.layers.{i}")
+    return keras.Model(inputs, x, name="sequential")
+
+
+def build_graph(spec, ctx: BuildContext):
+    import keras
+
+    g = spec.graph
+    tensors: dict[str, Any] = {}
+    layers: dict[str, Any] = {}
+    inputs = []
+    for i, inp in enumerate(g.inputs):
+        shape = inp.shape
+        if shape is None:
+            if len(g.inputs) > 1:
+                raise ModelError(f"model.graph.inputs.{i}.shape: needed when a model has several inputs")
+            shape = _checked_input_shape(spec, ctx)
+        t = keras.Input(shape=tuple(shape), dtype=inp.dtype, name=inp.name)
+        tensors[inp.name] = t
+        inputs.append(t)
+    for i, node in enumerate(g.nodes):
+        where = f"model.graph.nodes.{i}"
+        layer = layers[node.share] if node.share else make_layer(node, where, name=node.name)
+        layers[node.name] = layer
+        args = [tensors[n] for n in node.inputs]
+        tensors[node.name] = _call(layer, args if len(args) > 1 else args[0], where)
+    outputs = [tensors[o] for o in g.outputs]
+    return keras.Model(inputs if len(inputs) > 1 else inputs[0], outputs if len(outputs) > 1 else outputs[0], name="graph")
+
+
+def build_application(spec, ctx: BuildContext):
+    import keras
+
+    app = spec.application
+    ctor = getattr(keras.applications, app.name, None)
+    if ctor is None:
+        raise ModelError(f"model.application.name: {app.name!r} is not in keras.applications")
+    data_shape = _checked_input_shape(spec, ctx)
+    inputs = _input(ctx, data_shape)
+    x = inputs
+    shape = tuple(app.input_shape or ((*app.resize, data_shape[-1]) if app.resize else data_shape))
+    if app.resize:
+        x = keras.layers.Resizing(*app.resize, name="resize")(x)
+    try:
+        backbone = ctor(include_top=False, weights=None, input_shape=shape, pooling=app.pooling, **app.kwargs)
+    except Exception as exc:  # noqa: BLE001
+        raise ModelError(f"model.application ({app.name}): {_first_line(exc)}") from None
+    if app.weights:
+        from pathlib import Path
+
+        path = Path(app.weights)
+        if not path.exists():
+            from dlcli.errors import DataError
+
+            raise DataError(f"{path}: model.application.weights file not found (nothing is downloaded)")
+        try:
+            backbone.load_weights(str(path))
+        except Exception as exc:  # noqa: BLE001
+            raise ModelError(f"model.application.weights: {path}: {_first_line(exc)}") from None
+    if app.trainable == "frozen":
+        backbone.trainable = False
+    elif isinstance(app.trainable, int):
+        for layer in backbone.layers[: app.trainable]:
+            layer.trainable = False
+    x = backbone(x, training=False if app.trainable == "frozen" else None)
+    if app.dropout:
+        x = keras.layers.Dropout(app.dropout, seed=ctx.seed)(x)
+    x = keras.layers.Dense(ctx.num_outputs, name="head")(x)
+    x = keras.layers.Activation(ctx.head_activation(spec.output_activation), dtype="float32", name="head_act")(x)
+    return keras.Model(inputs, x, name=f"{app.name.lower()}_transfer")
+
+
+def build_code(spec, ctx: BuildContext, allow_code: bool):
+    import keras
+
+    if not allow_code:
+        raise ModelError(
+            f"model.code: {spec.code!r} runs user code; pass --allow-code to allow it"
+        )
+    mod_name, _, fn_name = spec.code.partition(":")
+    try:
+        module = importlib.import_module(mod_name)
+    except ImportError as exc:
+        raise ModelError(f"model.code: cannot import {mod_name!r}: {exc}") from None
+    fn = getattr(module, fn_name, None)
+    if not callable(fn):
+        raise ModelError(f"model.code: {mod_name!r} has no function {fn_name!r}")
+    model = fn(input_shape=_checked_input_shape(spec, ctx), num_outputs=ctx.num_outputs, **spec.args)
+    if not isinstance(model, keras.Model):
+        raise ModelError(f"model.code: {spec.code} returned {type(model).__name__}, expected a keras.Model")
+    return model
+
+
+def build_model(recipe, ctx: BuildContext, allow_code: bool = False):
+    spec = recipe.model
+    if hasattr(spec, "architecture"):
+        from dlcli.models.registry import get_architecture
+
+        model = get_architecture(spec.architecture).build(spec, ctx)
+        if spec.input_shape is not None:
+            _checked_input_shape(spec, ctx)
+    elif hasattr(spec, "layers"):
+        model = build_layers(spec, ctx)
+    elif hasattr(spec, "graph"):
+        model = build_graph(spec, ctx)
+    elif hasattr(spec, "application"):
+        model = build_application(spec, ctx)
+    else:
+        model = build_code(spec, ctx, allow_code)
+    check_model_fits_data(model, ctx)
+    return model
+
+
+def check_model_fits_data(model, ctx: BuildContext) -> None:
+    """Input and output shapes against the data, before any training."""
+    if len(model.inputs) == 1:
+        m_in = tuple(model.inputs[0].shape[1:])
+        if len(m_in) != len(ctx.input_shape) or any(a is not None and a != b for a, b in zip(m_in, ctx.input_shape)):
+            raise ShapeMismatchError(
+                f"the model's input shape {(None, *m_in)} does not match the data's (batch, {', '.join(map(str, ctx.input_shape))})"
+            )
+    if len(model.outputs) != 1:
+        return  # multi-output graphs: labels must be provided per output by the user's loss
+    out = tuple(model.outputs[0].shape[1:])
+    if ctx.task == "classification":
+        k = ctx.num_outputs
+        if len(out) != 1:
+            raise ShapeMismatchError(
+                f"classification needs a model output of shape (batch, classes); the model's output is {(None, *out)}"
+            )
+        if out[0] is not None and out[0] < k:
+            raise ShapeMismatchError(
+                f"labels run 0..{k - 1} ({k} classes) but the model's output layer has shape {(None, *out)}: "
+                f"labels out of range for the output layer (give the last layer {k} units)"
+            )
+    else:
+        want = ctx.output_shape if ctx.task == "regression" else ctx.input_shape
+        flat_ok = ctx.task == "regression" and not want and out in ((1,), ())
+        if not flat_ok and tuple(out) != tuple(want):
+            raise ShapeMismatchError(
+                f"the model's output shape {(None, *out)} does not match the {ctx.task} targets' shape {(None, *want)}"
+            )

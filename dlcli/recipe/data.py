@@ -1,0 +1,173 @@
+"""The ``data:`` section: one spec per source, discriminated by ``source``."""
+
+from __future__ import annotations
+
+from typing import Annotated, Any, Literal
+
+from pydantic import Field, field_validator, model_validator
+
+from dlcli.recipe.base import StrictModel
+
+
+class SplitSpec(StrictModel):
+    """How the training file is divided when no separate paths are given."""
+
+    validation: float = Field(0.1, ge=0.0, lt=1.0, description="Fraction held out for validation.")
+    test: float = Field(0.1, ge=0.0, lt=1.0, description="Fraction held out for the test split.")
+    stratify: bool = Field(True, description="Keep class proportions in every split (classification).")
+
+    @model_validator(mode="after")
+    def _sum(self):
+        if self.validation + self.test >= 1.0:
+            raise ValueError("validation + test must leave something to train on (sum < 1)")
+        return self
+
+
+class NormalizeSpec(StrictModel):
+    """Input normalization, fitted on the training split only."""
+
+    method: Literal["none", "standard", "minmax", "rescale"] = Field(
+        "none", description="standard: (x-mean)/std; minmax: to [0,1]; rescale: x*scale+offset."
+    )
+    axis: Literal["feature", "channel", "global"] = Field(
+        "feature", description="Statistics per feature, per last-axis channel, or one for all."
+    )
+    scale: float = Field(1.0, description="Multiplier for method=rescale (e.g. 1/255).")
+    offset: float = Field(0.0, description="Added after scaling for method=rescale.")
+
+    @model_validator(mode="before")
+    @classmethod
+    def _shorthand(cls, data: Any) -> Any:
+        return {"method": data} if isinstance(data, str) else data
+
+
+class AugmentSpec(StrictModel):
+    """Random augmentation, applied in the training input pipeline only (never exported)."""
+
+    flip: Literal["none", "horizontal", "vertical", "both"] = Field("none", description="Random flips (images).")
+    rotation: float = Field(0.0, ge=0.0, le=1.0, description="Max rotation as a fraction of a full turn (images).")
+    zoom: float = Field(0.0, ge=0.0, lt=1.0, description="Max zoom in or out as a fraction (images).")
+    translation: float = Field(0.0, ge=0.0, lt=1.0, description="Max shift as a fraction of size (images).")
+    contrast: float = Field(0.0, ge=0.0, lt=1.0, description="Max contrast change factor (images).")
+    brightness: float = Field(0.0, ge=0.0, lt=1.0, description="Max brightness change factor (images).")
+    noise: float = Field(0.0, ge=0.0, description="Std of Gaussian noise added to inputs (any numeric data).")
+
+    def enabled(self) -> bool:
+        return any(
+            [self.flip != "none", self.rotation, self.zoom, self.translation, self.contrast,
+             self.brightness, self.noise]
+        )
+
+
+class PipelineSpec(StrictModel):
+    """tf.data input pipeline settings."""
+
+    shuffle_buffer: int = Field(10000, ge=0, description="Shuffle buffer (0 disables shuffling).")
+    cache: bool = Field(True, description="Cache decoded examples in memory after the first epoch.")
+    prefetch: bool = Field(True, description="Prefetch batches (AUTOTUNE).")
+
+
+class _DataCommon(StrictModel):
+    path: str = Field(..., description="Training data file or folder, relative to the recipe file.")
+    validation_path: str | None = Field(None, description="Separate validation data (skips the fraction split).")
+    test_path: str | None = Field(None, description="Separate test data (skips the fraction split).")
+    split: SplitSpec = Field(default_factory=SplitSpec, description="Fraction split of `path`.")
+    reshape: list[int] | None = Field(None, description="Reshape each example's features, e.g. [8, 8, 1].")
+    normalize: NormalizeSpec = Field(default_factory=NormalizeSpec, description="Normalization (string shorthand: `standard`).")
+    augment: AugmentSpec = Field(default_factory=AugmentSpec, description="Training-only augmentation.")
+    class_weight: Literal["none", "balanced"] | dict[int, float] = Field(
+        "none", description="`balanced` weights classes by inverse frequency; or a map class -> weight."
+    )
+    pipeline: PipelineSpec = Field(default_factory=PipelineSpec, description="tf.data settings.")
+    label_names: list[str] | None = Field(None, description="Names of the classes, in label order.")
+
+    @field_validator("reshape")
+    @classmethod
+    def _reshape(cls, v):
+        if v is not None and (not v or any(d == 0 or d < -1 for d in v) or v.count(-1) > 1):
+            raise ValueError("reshape needs positive sizes (at most one -1)")
+        return v
+
+
+class CsvData(_DataCommon):
+    """A CSV file (optionally .gz): feature columns and one label column."""
+
+    source: Literal["csv"]
+    label_column: str | int = Field(..., description="Label column name (or index when header is false).")
+    feature_columns: list[str | int] | None = Field(None, description="Feature columns; default: all other columns.")
+    categorical_columns: list[str | int] = Field(default_factory=list, description="Columns one-hot encoded with a vocabulary from the training split.")
+    header: bool = Field(True, description="The first row holds column names.")
+    delimiter: str = Field(",", min_length=1, max_length=1, description="Field separator.")
+
+
+class NumpyData(_DataCommon):
+    """A NumPy `.npz` (arrays by key) or `.npy` file of features (+ a labels file)."""
+
+    source: Literal["numpy"]
+    x_key: str = Field("x", description="Array name of the features in an .npz.")
+    y_key: str = Field("y", description="Array name of the labels in an .npz.")
+    labels_path: str | None = Field(None, description="For .npy features: the .npy file of labels.")
+
+
+class ImageFolderData(_DataCommon):
+    """A folder with one subfolder of images per class (subfolder name = class name)."""
+
+    source: Literal["image_folder"]
+    image_size: list[int] = Field(..., min_length=2, max_length=2, description="Resize to [height, width].")
+    color_mode: Literal["rgb", "grayscale"] = Field("rgb", description="Channels: 3 or 1.")
+    extensions: list[str] = Field([".png", ".jpg", ".jpeg", ".bmp", ".gif"], description="Image file extensions.")
+
+
+class TextData(_DataCommon):
+    """Text: a CSV with a text and a label column, or a folder of .txt files per class."""
+
+    source: Literal["text"]
+    text_column: str = Field("text", description="CSV text column.")
+    label_column: str = Field("label", description="CSV label column.")
+    max_tokens: int = Field(10000, ge=2, description="Vocabulary size (including padding 0 and OOV 1).")
+    sequence_length: int = Field(64, ge=1, description="Token sequences are padded / cut to this length.")
+    lowercase: bool = Field(True, description="Lowercase before tokenizing.")
+
+
+class TFRecordFeature(StrictModel):
+    dtype: Literal["float32", "int64", "string"] = Field(..., description="Feature type in the records.")
+    shape: list[int] = Field(default_factory=list, description="Fixed shape ([] for a scalar).")
+
+
+class TFRecordData(_DataCommon):
+    """TFRecord files of tf.train.Example with a declared feature spec."""
+
+    source: Literal["tfrecord"]
+    features: dict[str, TFRecordFeature] = Field(..., description="Feature spec: name -> dtype and shape.")
+    inputs: list[str] = Field(..., min_length=1, description="Features concatenated (flattened) into the model input.")
+    label: str = Field(..., description="Feature holding the label.")
+    compression: Literal["none", "gzip", "zlib"] = Field("none", description="Record compression.")
+
+    @model_validator(mode="after")
+    def _known(self):
+        for name in [*self.inputs, self.label]:
+            if name not in self.features:
+                raise ValueError(f"feature {name!r} is not declared in `features`")
+        return self
+
+
+class SyntheticData(_DataCommon):
+    """Generated data with learnable structure (smoke tests, benchmarks)."""
+
+    source: Literal["synthetic"]
+    path: str = Field("<synthetic>", description="Unused.")
+    kind: Literal["classification", "regression", "sequence", "image", "tokens"] = Field(
+        "classification", description="What to generate."
+    )
+    samples: int = Field(512, ge=4, description="Number of examples.")
+    shape: list[int] = Field([16], min_length=1, description="Shape of one example.")
+    num_classes: int = Field(2, ge=2, description="Classes (classification, sequence, image, tokens).")
+    vocab_size: int = Field(100, ge=4, description="Token vocabulary (kind=tokens).")
+    noise: float = Field(0.5, ge=0.0, description="Noise level; higher is harder.")
+
+
+DataSpec = Annotated[
+    CsvData | NumpyData | ImageFolderData | TextData | TFRecordData | SyntheticData,
+    Field(discriminator="source"),
+]
+DATA_SOURCES = ["csv", "numpy", "image_folder", "text", "tfrecord", "synthetic"]

@@ -1,0 +1,233 @@
+"""Load a recipe: safe YAML with positions, ``--set`` overrides, schema validation.
+
+Errors name the file, the line and column, and the dotted key::
+
+    recipes/x.yaml:14:5: train.optimizer.lerning_rate: unknown key, did you mean
+    'learning_rate'?
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import yaml
+from pydantic import ValidationError
+
+from dlcli.errors import RecipeError, UsageError
+
+Path_ = tuple[str | int, ...]
+
+
+@dataclass
+class Source:
+    """Where a recipe came from, and where each key of it sits."""
+
+    file: str
+    positions: dict[Path_, tuple[int, int]] = field(default_factory=dict)
+    overrides: dict[Path_, str] = field(default_factory=dict)
+
+    def where(self, path: Path_) -> str:
+        """``file:line:col`` for the closest known ancestor of ``path``."""
+        for cut in range(len(path), -1, -1):
+            sub = tuple(path[:cut])
+            if sub in self.overrides:
+                return f"{self.file} (--set {self.overrides[sub]})"
+            if sub in self.positions:
+                line, col = self.positions[sub]
+                return f"{self.file}:{line}:{col}"
+        return self.file
+
+
+def _walk(node: yaml.Node, path: Path_, out: dict[Path_, tuple[int, int]], file: str) -> None:
+    out.setdefault(path, (node.start_mark.line + 1, node.start_mark.column + 1))
+    if isinstance(node, yaml.MappingNode):
+        seen: set[str] = set()
+        for key_node, value_node in node.value:
+            key = key_node.value
+            if key in seen:
+                line, col = key_node.start_mark.line + 1, key_node.start_mark.column + 1
+                raise RecipeError(
+                    f"{file}:{line}:{col}: {_dotted(path + (key,))}: duplicate key"
+                )
+            seen.add(key)
+            out[path + (key,)] = (key_node.start_mark.line + 1, key_node.start_mark.column + 1)
+            _walk(value_node, path + (key,), out, file)
+    elif isinstance(node, yaml.SequenceNode):
+        for i, item in enumerate(node.value):
+            out[path + (i,)] = (item.start_mark.line + 1, item.start_mark.column + 1)
+            _walk(item, path + (i,), out, file)
+
+
+def _dotted(path: Path_) -> str:
+    return ".".join(str(p) for p in path) or "<top level>"
+
+
+def parse_yaml(text: str, file: str) -> tuple[Any, dict[Path_, tuple[int, int]]]:
+    """Safe-load YAML and record the line and column of every key and item."""
+    loader = yaml.SafeLoader(text)
+    try:
+        node = loader.get_single_node()
+        data = loader.construct_document(node) if node is not None else None
+    except yaml.MarkedYAMLError as exc:
+        mark = exc.problem_mark or exc.context_mark
+        where = f"{file}:{mark.line + 1}:{mark.column + 1}" if mark else file
+        problem = exc.problem or exc.context or "invalid YAML"
+        raise RecipeError(f"{where}: YAML syntax error: {problem}") from None
+    except yaml.YAMLError as exc:
+        raise RecipeError(f"{file}: YAML error: {exc}") from None
+    finally:
+        loader.dispose()
+    positions: dict[Path_, tuple[int, int]] = {}
+    if node is not None:
+        _walk(node, (), positions, file)
+    return data, positions
+
+
+def parse_override(text: str) -> tuple[list[str | int], Any]:
+    """``a.b.0.c=value`` -> (["a", "b", 0, "c"], value). Values are YAML scalars."""
+    if "=" not in text:
+        raise UsageError(f"--set {text!r}: expected KEY.PATH=VALUE")
+    key, raw = text.split("=", 1)
+    parts: list[str | int] = []
+    for part in key.strip().split("."):
+        if not part:
+            raise UsageError(f"--set {text!r}: empty key in {key!r}")
+        parts.append(int(part) if part.isdigit() else part)
+    try:
+        value = yaml.safe_load(raw) if raw.strip() else None
+    except yaml.YAMLError:
+        raise UsageError(f"--set {text!r}: value {raw!r} is not valid YAML") from None
+    return parts, value
+
+
+def apply_overrides(data: dict[str, Any], overrides: list[str], source: Source) -> dict[str, Any]:
+    for text in overrides:
+        parts, value = parse_override(text)
+        node: Any = data
+        for i, part in enumerate(parts[:-1]):
+            nxt = parts[i + 1]
+            if isinstance(node, list) and isinstance(part, int):
+                if part >= len(node):
+                    raise UsageError(f"--set {text}: index {part} is out of range")
+                node = node[part]
+            elif isinstance(node, dict):
+                if part not in node or node[part] is None:
+                    node[part] = [] if isinstance(nxt, int) else {}
+                node = node[part]
+            else:
+                raise UsageError(f"--set {text}: {_dotted(tuple(parts[: i + 1]))} is not a mapping")
+        last = parts[-1]
+        if isinstance(node, list) and isinstance(last, int) and last < len(node):
+            node[last] = value
+        elif isinstance(node, dict):
+            node[last] = value
+        else:
+            raise UsageError(f"--set {text}: cannot set {_dotted(tuple(parts))}")
+        source.overrides[tuple(parts)] = text
+    return data
+
+
+def _clean_loc(loc: tuple[Any, ...], data: Any, error_type: str) -> Path_:
+    """Drop the parts pydantic adds for unions (tags, type names) that are not keys."""
+    out: list[str | int] = []
+    node = data
+    for i, part in enumerate(loc):
+        last = i == len(loc) - 1
+        if isinstance(node, dict) and part in node:
+            out.append(part)
+            node = node[part]
+        elif isinstance(node, list) and isinstance(part, int) and part < len(node):
+            out.append(part)
+            node = node[part]
+        elif last and error_type == "missing" and isinstance(node, dict):
+            out.append(part)
+        # else: a union tag or type label, not a key the user wrote
+    return tuple(out)
+
+
+def _describe(value: Any) -> str:
+    text = json.dumps(value, default=str) if not isinstance(value, str) else repr(value)
+    return text if len(text) <= 60 else text[:57] + "..."
+
+
+def format_validation_error(exc: ValidationError, data: Any, source: Source) -> str:
+    errors = exc.errors(include_url=False)
+    scored = []
+    for err in errors:
+        path = _clean_loc(err["loc"], data, err["type"])
+        if err["type"] == "unknown_key":
+            path = path + (err["ctx"]["key"],)
+        scored.append((len(path), path, err))
+    # The deepest error is the most specific (a union reports every member).
+    scored.sort(key=lambda t: -t[0])
+    _, path, err = scored[0]
+    msg = err["msg"]
+    if err["type"] == "unknown_key":
+        text = f"unknown key{err['ctx']['hint']} (valid keys here: {err['ctx']['allowed']})"
+    elif err["type"] == "missing":
+        text = "required key is missing"
+    else:
+        text = msg[0].lower() + msg[1:] if msg else err["type"]
+        if err["type"] not in ("value_error", "assertion_error"):
+            text += f"; received {_describe(err.get('input'))}"
+        text = text.replace("value error, ", "")
+    more = f" (and {len(scored) - 1} more)" if len(scored) > 1 else ""
+    return f"{source.where(path)}: {_dotted(path)}: {text}{more}"
+
+
+def load_recipe(path: str | Path, overrides: list[str] | None = None):
+    """Read, override and validate a recipe file. Raises RecipeError / UsageError."""
+    from dlcli.recipe.schema import Recipe
+
+    path = Path(path)
+    file = str(path)
+    if not path.exists():
+        raise RecipeError(f"{file}: recipe file not found")
+    if path.is_dir():
+        raise RecipeError(f"{file}: is a directory, expected a recipe file")
+    try:
+        text = path.read_text(encoding="utf-8")
+    except (OSError, UnicodeDecodeError) as exc:
+        raise RecipeError(f"{file}: cannot read: {exc}") from None
+    return recipe_from_text(text, file, overrides, base_dir=path.parent)
+
+
+def recipe_from_text(text: str, file: str, overrides: list[str] | None = None, base_dir=None):
+    from dlcli.recipe.schema import Recipe
+
+    data, positions = parse_yaml(text, file)
+    source = Source(file=file, positions=positions)
+    if data is None:
+        raise RecipeError(f"{file}: the recipe is empty")
+    if not isinstance(data, dict):
+        raise RecipeError(f"{file}:1:1: expected a mapping of sections, got {type(data).__name__}")
+    if overrides:
+        data = apply_overrides(data, list(overrides), source)
+    version = data.get("version", 1)
+    if version != 1:
+        raise RecipeError(
+            f"{source.where(('version',))}: version: unsupported recipe version {version!r}; "
+            "this dlcli reads version 1"
+        )
+    try:
+        recipe = Recipe.model_validate(data, context={"base_dir": str(base_dir or ".")})
+    except ValidationError as exc:
+        raise RecipeError(format_validation_error(exc, data, source)) from None
+    recipe._source = source
+    recipe._base_dir = Path(base_dir or ".")
+    return recipe
+
+
+def recipe_to_yaml(recipe) -> str:
+    """The resolved recipe (defaults filled in), as YAML."""
+    data = recipe.model_dump(mode="json", exclude_none=False)
+    return yaml.safe_dump(data, sort_keys=False, default_flow_style=None)
+
+
+def recipe_hash(recipe) -> str:
+    data = recipe.model_dump(mode="json")
+    return hashlib.sha256(json.dumps(data, sort_keys=True).encode()).hexdigest()

@@ -1,0 +1,69 @@
+"""The recipe, version 1: ``name``, ``seed``, ``task``, ``data``, ``model``, ``train``,
+and the ``export`` / ``compress`` sections that later stages read."""
+
+from __future__ import annotations
+
+import json
+from typing import Any, Literal
+
+from pydantic import Field, PrivateAttr, model_validator
+
+from dlcli.recipe.base import StrictModel
+from dlcli.recipe.data import DataSpec
+from dlcli.recipe.model import ModelSpec
+from dlcli.recipe.train import TrainSpec
+
+
+class ExportSpec(StrictModel):
+    """Defaults for ``dlcli export`` (filled in by the export stage)."""
+
+    formats: list[Literal["saved_model", "tflite", "onnx"]] = Field(default_factory=list, description="Formats to write.")
+    quantize: Literal["none", "dynamic", "float16", "int8"] = Field("none", description="TFLite quantization.")
+    options: dict[str, Any] = Field(default_factory=dict, description="Format-specific options.")
+
+
+class CompressSpec(StrictModel):
+    """Compression stages (filled in by the compression stage)."""
+
+    prune: dict[str, Any] | None = Field(None, description="Magnitude pruning settings.")
+    distill: dict[str, Any] | None = Field(None, description="Knowledge distillation settings.")
+
+
+class Recipe(StrictModel):
+    version: Literal[1] = Field(1, description="Recipe schema version.")
+    name: str = Field(..., min_length=1, pattern=r"^[A-Za-z0-9_.\-]+$", description="Run name (letters, digits, _ . -).")
+    description: str = Field("", description="Free text.")
+    seed: int = Field(42, ge=0, description="Seed for splits, initialisation, shuffling and dropout.")
+    task: Literal["classification", "regression", "reconstruction"] = Field(
+        "classification", description="What the labels are: class ids, numbers, or the input itself."
+    )
+    data: DataSpec = Field(..., description="Where the data comes from and how it is prepared.")
+    model: ModelSpec = Field(..., description="The model: architecture, layers, graph, application or code.")
+    train: TrainSpec = Field(default_factory=TrainSpec, description="How to train.")
+    export: ExportSpec = Field(default_factory=ExportSpec, description="Export defaults.")
+    compress: CompressSpec = Field(default_factory=CompressSpec, description="Compression stages.")
+
+    _source: Any = PrivateAttr(None)
+    _base_dir: Any = PrivateAttr(None)
+
+    @model_validator(mode="after")
+    def _cross(self):
+        arch = getattr(self.model, "architecture", None)
+        if arch == "autoencoder" and self.task != "reconstruction":
+            raise ValueError("model.architecture autoencoder needs task: reconstruction")
+        if self.task == "reconstruction" and self.train.loss.name in (
+            "sparse_categorical_crossentropy", "categorical_crossentropy"
+        ):
+            raise ValueError("task reconstruction cannot use a categorical cross-entropy loss")
+        return self
+
+
+def json_schema() -> dict[str, Any]:
+    schema = Recipe.model_json_schema()
+    schema["$schema"] = "https://json-schema.org/draft/2020-12/schema"
+    schema["title"] = "dlcli recipe (version 1)"
+    return schema
+
+
+def json_schema_text() -> str:
+    return json.dumps(json_schema(), indent=2)

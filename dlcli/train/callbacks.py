@@ -1,0 +1,152 @@
+"""Callbacks: atomic history and checkpoints, divergence detection, progress."""
+
+from __future__ import annotations
+
+import csv
+import io
+import math
+import sys
+import time
+from pathlib import Path
+
+import keras
+
+from dlcli.atomic import atomic_path, write_text
+
+
+def save_model_atomic(model, target: Path) -> None:
+    with atomic_path(target, suffix=".keras") as tmp:
+        model.save(tmp)
+
+
+class HistoryCSV(keras.callbacks.Callback):
+    """history.csv rewritten atomically at every epoch end."""
+
+    def __init__(self, path: Path):
+        super().__init__()
+        self.path = path
+        self.rows: list[dict] = []
+
+    def on_epoch_end(self, epoch, logs=None):
+        row = {"epoch": epoch + 1, **{k: float(v) for k, v in (logs or {}).items()}}
+        lr = self.model.optimizer.learning_rate
+        row["learning_rate"] = float(keras.ops.convert_to_numpy(lr))
+        self.rows.append(row)
+        keys = list(dict.fromkeys(k for r in self.rows for k in r))
+        buf = io.StringIO()
+        w = csv.DictWriter(buf, fieldnames=keys)
+        w.writeheader()
+        w.writerows(self.rows)
+        write_text(self.path, buf.getvalue())
+
+
+class Checkpoints(keras.callbacks.Callback):
+    """checkpoints/last.keras after every finite epoch; checkpoints/best.keras on improvement.
+
+    Both are written atomically, so a crash at any instant leaves the previous
+    good file in place. An epoch with a NaN / inf loss never overwrites them.
+    """
+
+    def __init__(self, folder: Path, monitor: str | None, mode: str = "auto"):
+        super().__init__()
+        self.folder = folder
+        self.monitor = monitor
+        self.mode = mode if mode != "auto" else ("max" if monitor and ("acc" in monitor or "auc" in monitor) else "min")
+        self.best = -math.inf if self.mode == "max" else math.inf
+        self.best_epoch: int | None = None
+
+    def on_epoch_end(self, epoch, logs=None):
+        logs = logs or {}
+        if not all(math.isfinite(float(v)) for v in logs.values()):
+            return
+        save_model_atomic(self.model, self.folder / "last.keras")
+        if self.monitor is None:
+            return
+        value = logs.get(self.monitor)
+        if value is None:
+            return
+        value = float(value)
+        better = value > self.best if self.mode == "max" else value < self.best
+        if better:
+            self.best, self.best_epoch = value, epoch + 1
+            save_model_atomic(self.model, self.folder / "best.keras")
+
+
+class DivergenceGuard(keras.callbacks.Callback):
+    """Stops training at the first NaN / inf loss, per batch or per epoch."""
+
+    def __init__(self, per_batch: bool):
+        super().__init__()
+        self.per_batch = per_batch
+        self.diverged_at: tuple[int, int | None] | None = None
+        self.epoch = 0
+
+    def on_epoch_begin(self, epoch, logs=None):
+        self.epoch = epoch
+
+    def _check(self, logs, batch):
+        loss = (logs or {}).get("loss")
+        if loss is not None and not math.isfinite(float(loss)):
+            self.diverged_at = (self.epoch + 1, batch)
+            self.model.stop_training = True
+
+    def on_train_batch_end(self, batch, logs=None):
+        if self.per_batch and self.diverged_at is None:
+            self._check(logs, batch + 1)
+
+    def on_epoch_end(self, epoch, logs=None):
+        if self.diverged_at is None:
+            self._check(logs, None)
+
+
+def _fmt(logs: dict) -> str:
+    return "  ".join(f"{k} {float(v):.4f}" for k, v in logs.items())
+
+
+class PlainProgress(keras.callbacks.Callback):
+    """One line per epoch on stderr (non-terminal output, --quiet)."""
+
+    def __init__(self, epochs: int, stream=None):
+        super().__init__()
+        self.epochs = epochs
+        self.stream = stream or sys.stderr
+        self.t0 = 0.0
+
+    def on_epoch_begin(self, epoch, logs=None):
+        self.t0 = time.perf_counter()
+
+    def on_epoch_end(self, epoch, logs=None):
+        dt = time.perf_counter() - self.t0
+        print(f"epoch {epoch + 1}/{self.epochs}  {_fmt(logs or {})}  ({dt:.1f}s)", file=self.stream, flush=True)
+
+
+class RichProgress(keras.callbacks.Callback):
+    """A Rich progress bar on the terminal: epoch, step, loss and metrics."""
+
+    def __init__(self, epochs: int, steps: int, console, refresh_every: int = 5):
+        super().__init__()
+        from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+
+        self.epochs, self.steps, self.every = epochs, steps, refresh_every
+        self.console = console
+        self.progress = Progress(
+            TextColumn("epoch {task.fields[epoch]}"), BarColumn(), MofNCompleteColumn(),
+            TextColumn("{task.fields[metrics]}"), TimeElapsedColumn(), console=console, transient=False,
+        )
+        self.task = None
+
+    def on_train_begin(self, logs=None):
+        self.progress.start()
+
+    def on_epoch_begin(self, epoch, logs=None):
+        self.task = self.progress.add_task("train", total=self.steps, epoch=f"{epoch + 1}/{self.epochs}", metrics="")
+
+    def on_train_batch_end(self, batch, logs=None):
+        if (batch + 1) % self.every == 0 or batch + 1 == self.steps:
+            self.progress.update(self.task, completed=batch + 1, metrics=_fmt(logs or {}))
+
+    def on_epoch_end(self, epoch, logs=None):
+        self.progress.update(self.task, completed=self.steps, metrics=_fmt(logs or {}))
+
+    def on_train_end(self, logs=None):
+        self.progress.stop()

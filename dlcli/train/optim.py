@@ -1,0 +1,102 @@
+"""Optimizer, learning-rate schedule, loss and metrics from the recipe."""
+
+from __future__ import annotations
+
+from dlcli.errors import RecipeError
+
+_OPTIMIZERS = {
+    "sgd": "SGD", "adam": "Adam", "adamw": "AdamW", "rmsprop": "RMSprop", "adagrad": "Adagrad",
+    "adadelta": "Adadelta", "adamax": "Adamax", "nadam": "Nadam", "lion": "Lion", "ftrl": "Ftrl", "lamb": "Lamb",
+}
+
+
+def make_schedule(lr, steps_per_epoch: int, epochs: int):
+    import keras
+
+    if isinstance(lr, float):
+        return lr
+    warm = int(round(lr.warmup_epochs * steps_per_epoch))
+    total = max(1, epochs * steps_per_epoch - warm)
+    if lr.warmup_epochs and lr.schedule not in ("cosine", "constant"):
+        raise RecipeError(
+            f"train.optimizer.learning_rate.warmup_epochs: warm-up works with the cosine and constant "
+            f"schedules, not {lr.schedule}"
+        )
+    if lr.schedule == "constant":
+        if not warm:
+            return lr.initial
+        return keras.optimizers.schedules.CosineDecay(0.0, total, alpha=1.0, warmup_target=lr.initial, warmup_steps=warm)
+    if lr.schedule == "cosine":
+        if warm:
+            return keras.optimizers.schedules.CosineDecay(0.0, total, alpha=lr.alpha, warmup_target=lr.initial, warmup_steps=warm)
+        return keras.optimizers.schedules.CosineDecay(lr.initial, total, alpha=lr.alpha)
+    if lr.schedule == "exponential":
+        return keras.optimizers.schedules.ExponentialDecay(
+            lr.initial, max(1, int(lr.decay_epochs * steps_per_epoch)), lr.decay_rate, staircase=lr.staircase
+        )
+    if lr.schedule == "step":
+        bounds = [int(b * steps_per_epoch) for b in lr.boundaries]
+        values = [lr.initial * lr.factor**i for i in range(len(bounds) + 1)]
+        return keras.optimizers.schedules.PiecewiseConstantDecay(bounds, values)
+    raise RecipeError(f"train.optimizer.learning_rate: unknown schedule {lr.schedule!r}")  # pragma: no cover
+
+
+def make_optimizer(spec, steps_per_epoch: int, epochs: int):
+    import keras
+
+    cls = getattr(keras.optimizers, _OPTIMIZERS[spec.name])
+    kwargs = {"learning_rate": make_schedule(spec.learning_rate, steps_per_epoch, epochs)}
+    for key in ("momentum", "nesterov", "weight_decay", "beta_1", "beta_2", "epsilon", "clipnorm", "global_clipnorm"):
+        value = getattr(spec, key)
+        if value is not None:
+            kwargs[key] = value
+    if spec.use_ema:
+        kwargs["use_ema"] = True
+    try:
+        return cls(**kwargs)
+    except (TypeError, ValueError) as exc:
+        raise RecipeError(f"train.optimizer: {spec.name}: {exc}") from None
+
+
+def make_loss(spec, task: str, num_outputs: int):
+    import keras
+
+    name = spec.name
+    if name == "auto":
+        name = "sparse_categorical_crossentropy" if task == "classification" else "mse"
+    L = keras.losses
+    if name == "sparse_categorical_crossentropy":
+        if spec.label_smoothing:
+            raise RecipeError("train.loss.label_smoothing: not supported by sparse_categorical_crossentropy; "
+                              "use categorical_crossentropy")
+        return L.SparseCategoricalCrossentropy(from_logits=spec.from_logits)
+    if name == "categorical_crossentropy":
+        # labels are one-hot encoded by the trainer (see needs_one_hot)
+        return L.CategoricalCrossentropy(from_logits=spec.from_logits, label_smoothing=spec.label_smoothing)
+    if name == "binary_crossentropy":
+        return L.BinaryCrossentropy(from_logits=spec.from_logits, label_smoothing=spec.label_smoothing)
+    if name in ("mse", "mean_squared_error"):
+        return L.MeanSquaredError()
+    if name in ("mae", "mean_absolute_error"):
+        return L.MeanAbsoluteError()
+    if name == "huber":
+        return L.Huber(delta=spec.delta)
+    if name == "log_cosh":
+        return L.LogCosh()
+    if name == "kl_divergence":
+        return L.KLDivergence()
+    raise RecipeError(f"train.loss.name: unknown loss {name!r}")  # pragma: no cover
+
+
+def needs_one_hot(spec, task: str) -> bool:
+    return task == "classification" and spec.name == "categorical_crossentropy"
+
+
+def make_metrics(names: list[str], task: str) -> list:
+    out = []
+    for name in names:
+        if name == "auto":
+            out.append("accuracy" if task == "classification" else "mae")
+        else:
+            out.append(name)
+    return out
