@@ -166,7 +166,20 @@ def format_validation_error(exc: ValidationError, data: Any, source: Source) -> 
     scored.sort(key=lambda t: -t[0])
     _, path, err = scored[0]
     msg = err["msg"]
-    if err["type"] == "unknown_key":
+    if err["type"] == "union_tag_invalid":
+        key = err["ctx"]["discriminator"].strip("'")
+        path = path + (key,)
+        expected = [t.strip(" '") for t in err["ctx"]["expected_tags"].split(",")]
+        from dlcli.recipe.base import closest
+
+        hint = closest(str(err["ctx"]["tag"]), expected)
+        extra = f", did you mean '{hint}'?" if hint else ""
+        text = f"unknown value {err['ctx']['tag']!r}{extra} (expected one of: {', '.join(expected)})"
+    elif err["type"] == "union_tag_not_found":
+        key = err["ctx"]["discriminator"].strip("'")
+        path = path + (key,)
+        text = "required key is missing"
+    elif err["type"] == "unknown_key":
         text = f"unknown key{err['ctx']['hint']} (valid keys here: {err['ctx']['allowed']})"
     elif err["type"] == "missing":
         text = "required key is missing"
@@ -219,7 +232,26 @@ def recipe_from_text(text: str, file: str, overrides: list[str] | None = None, b
         raise RecipeError(format_validation_error(exc, data, source)) from None
     recipe._source = source
     recipe._base_dir = Path(base_dir or ".")
+    _absolutize(recipe, Path(base_dir or "."))
     return recipe
+
+
+def _absolutize(recipe, base_dir: Path) -> None:
+    """Make file paths absolute (relative ones are relative to the recipe file)."""
+
+    def fix(p: str | None) -> str | None:
+        if p is None or (p.startswith("<") and p.endswith(">")):
+            return p
+        path = Path(p).expanduser()
+        return str(path if path.is_absolute() else (base_dir / path).resolve())
+
+    data = recipe.data
+    for attr in ("path", "validation_path", "test_path", "labels_path"):
+        if hasattr(data, attr):
+            setattr(data, attr, fix(getattr(data, attr)))
+    app = getattr(recipe.model, "application", None)
+    if app is not None and app.weights:
+        app.weights = fix(app.weights)
 
 
 def recipe_to_yaml(recipe) -> str:

@@ -1,0 +1,26 @@
+from __future__ import annotations
+
+from pathlib import Path
+
+import typer
+
+from dlcli.cli.common import emit_json, handle_errors, quiet_frameworks
+
+
+@handle_errors
+def evaluate(
+    run_dir: Path = typer.Argument(..., help="A finished run directory."),
+    split: str = typer.Option("test", "--split", help="train, validation or test."),
+    json_out: bool = typer.Option(False, "--json", help="Print one JSON object."),
+) -> None:
+    """Evaluate a run's model on a split, with the training preprocessing."""
+    quiet_frameworks()
+    from dlcli.evaluate import evaluate as evaluate_fn
+
+    res = evaluate_fn(run_dir, split)
+    if json_out:
+        emit_json(res.to_json())
+        return
+    if res.data_changed:
+        typer.echo("warning: the data changed since training (fingerprint differs)", err=True)
+    typer.echo(f"{split} ({res.examples} examples): " + "  ".join(f"{k} {v:.4f}" for k, v in res.metrics.items()))

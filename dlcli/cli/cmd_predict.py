@@ -1,0 +1,36 @@
+from __future__ import annotations
+
+from pathlib import Path
+
+import typer
+
+from dlcli.cli.common import emit_json, handle_errors, quiet_frameworks, stdout_console
+
+
+@handle_errors
+def predict(
+    run_dir: Path = typer.Argument(..., help="A finished run directory."),
+    input_path: Path = typer.Argument(..., metavar="INPUT", help=".npy, .npz, .csv, image file or folder, .txt"),
+    top_k: int = typer.Option(3, "--top-k", min=1, help="Classes to show per example."),
+    json_out: bool = typer.Option(False, "--json", help="Print one JSON object."),
+) -> None:
+    """Predict with a run's model, applying the training preprocessing."""
+    quiet_frameworks()
+    from dlcli.predict import predict as predict_fn
+
+    pred = predict_fn(run_dir, input_path, top_k)
+    if json_out:
+        emit_json(pred.to_json())
+        return
+    from rich.table import Table
+
+    rows = pred.rows()
+    table = Table("input", "prediction", "top classes" if pred.labels else "output")
+    for row in rows:
+        if pred.labels:
+            table.add_row(row["input"], row["label"],
+                          ", ".join(f"{t['label']} {t['probability']:.3f}" for t in row["top"]))
+        else:
+            out = row["output"]
+            table.add_row(row["input"], "", str(out if not isinstance(out, list) or len(out) < 8 else f"{len(out)} values"))
+    stdout_console().print(table)

@@ -1,0 +1,37 @@
+from __future__ import annotations
+
+from pathlib import Path
+
+import typer
+
+from dlcli.cli.common import emit_json, handle_errors, progress_mode, quiet_frameworks, stderr_console
+
+
+@handle_errors
+def train(
+    recipe: Path = typer.Argument(..., help="Recipe file."),
+    run_dir: Path = typer.Option(None, "--run-dir", "-o", help="Run directory (default: runs/NAME-TIMESTAMP)."),
+    set_: list[str] = typer.Option([], "--set", help="Override KEY.PATH=VALUE (YAML scalar); repeatable."),
+    json_out: bool = typer.Option(False, "--json", help="Print one JSON object on stdout; logs go to stderr."),
+    quiet: bool = typer.Option(False, "--quiet", "-q", help="One plain line per epoch, no progress bar."),
+    overwrite: bool = typer.Option(False, "--overwrite", help="Replace an existing run directory."),
+    allow_code: bool = typer.Option(False, "--allow-code", help="Allow `model.code` to import and run user code."),
+) -> None:
+    """Train a recipe into a run directory."""
+    from dlcli.recipe.loader import load_recipe
+
+    r = load_recipe(recipe, set_)
+    quiet_frameworks()
+    from dlcli.train import train as train_fn
+
+    console = stderr_console()
+    result = train_fn(r, run_dir, overwrite=overwrite, allow_code=allow_code,
+                      progress=progress_mode(quiet, json_out), console=console)
+    if json_out:
+        emit_json(result.to_json())
+        return
+    test = result.metrics.get("test") or result.metrics.get("validation") or result.metrics["train"]
+    summary = "  ".join(f"{k} {v:.4f}" for k, v in test.items())
+    split = "test" if "test" in result.metrics else ("validation" if "validation" in result.metrics else "train")
+    console.print(f"[bold]trained[/] {r.name} in {result.duration_s:.1f}s ({result.epochs_run} epochs) -> {result.run_dir}")
+    typer.echo(f"{split}: {summary}")

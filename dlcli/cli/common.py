@@ -1,0 +1,107 @@
+"""Shared CLI plumbing: error mapping, output streams, quiet TensorFlow logs.
+
+Imports nothing heavy: TensorFlow / Keras load only inside commands that train
+or run a model.
+"""
+
+from __future__ import annotations
+
+import functools
+import json
+import os
+import sys
+import warnings
+from typing import Any
+
+import typer
+
+from dlcli.errors import DlcliError, ExitCode
+
+STATE = {"debug": False}
+
+
+def stderr_console():
+    from rich.console import Console
+
+    return Console(stderr=True, highlight=False)
+
+
+def stdout_console():
+    from rich.console import Console
+
+    return Console(highlight=False)
+
+
+def quiet_frameworks() -> None:
+    """Keep TensorFlow's C++ and Python chatter off stderr unless --debug."""
+    if STATE["debug"]:
+        return
+    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
+    os.environ.setdefault("GRPC_VERBOSITY", "ERROR")
+    os.environ.setdefault("ABSL_MIN_LOG_LEVEL", "3")
+    warnings.filterwarnings("ignore", category=UserWarning)
+    warnings.filterwarnings("ignore", category=DeprecationWarning)
+    warnings.filterwarnings("ignore", category=FutureWarning)
+    if "tensorflow" in sys.modules:
+        return
+    # TF's C++ start-up lines are printed before absl logging is initialised, so no
+    # environment variable hides them: silence fd 2 for the import only.
+    saved = os.dup(2)
+    try:
+        with open(os.devnull, "w") as devnull:
+            os.dup2(devnull.fileno(), 2)
+            try:
+                import tensorflow  # noqa: F401
+            finally:
+                os.dup2(saved, 2)
+    finally:
+        os.close(saved)
+    import logging
+
+    logging.getLogger("tensorflow").setLevel(logging.ERROR)
+
+
+def emit_json(obj: Any) -> None:
+    """Exactly one JSON object on stdout."""
+    sys.stdout.write(json.dumps(obj, default=str) + "\n")
+    sys.stdout.flush()
+
+
+def fail(exc: DlcliError) -> None:
+    print(f"error: {exc}", file=sys.stderr)
+    raise typer.Exit(int(exc.exit_code))
+
+
+def handle_errors(fn):
+    """Map DlcliError to its one-line message and exit code; other errors to exit 1."""
+
+    @functools.wraps(fn)
+    def wrapper(*args, **kwargs):
+        try:
+            return fn(*args, **kwargs)
+        except typer.Exit:
+            raise
+        except DlcliError as exc:
+            if STATE["debug"]:
+                import traceback
+
+                traceback.print_exc()
+            fail(exc)
+        except KeyboardInterrupt:
+            print("error: interrupted", file=sys.stderr)
+            raise typer.Exit(int(ExitCode.INTERRUPTED)) from None
+        except Exception as exc:  # noqa: BLE001 - last line of defence
+            if STATE["debug"]:
+                raise
+            first = (str(exc).strip().splitlines() or [""])[0]
+            print(f"internal error: {type(exc).__name__}: {first} (rerun with --debug for the traceback)",
+                  file=sys.stderr)
+            raise typer.Exit(int(ExitCode.INTERNAL)) from None
+
+    return wrapper
+
+
+def progress_mode(quiet: bool, json_out: bool) -> str:
+    if quiet:
+        return "plain"
+    return "rich" if sys.stderr.isatty() and not os.environ.get("CI") else "plain"

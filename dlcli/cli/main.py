@@ -1,0 +1,45 @@
+"""``dlcli``: composes the commands. Each command lives in its own module."""
+
+from __future__ import annotations
+
+import typer
+
+from dlcli import __version__
+from dlcli.cli import cmd_evaluate, cmd_init, cmd_predict, cmd_schema, cmd_train, cmd_validate
+from dlcli.cli.common import STATE
+
+app = typer.Typer(
+    name="dlcli",
+    help="YAML recipes to trained Keras 3 models, exported and verified for devices.",
+    no_args_is_help=True,
+    add_completion=True,
+    pretty_exceptions_enable=False,
+    context_settings={"help_option_names": ["-h", "--help"]},
+)
+
+
+def _version(value: bool) -> None:
+    if value:
+        typer.echo(f"dlcli {__version__}")
+        raise typer.Exit()
+
+
+@app.callback()
+def main(
+    debug: bool = typer.Option(False, "--debug", help="Show tracebacks and framework logs."),
+    version: bool = typer.Option(False, "--version", callback=_version, is_eager=True, help="Print the version."),
+) -> None:
+    """dlcli: train, export, verify and package Keras models from YAML recipes."""
+    STATE["debug"] = debug
+
+
+app.command("validate")(cmd_validate.validate)
+app.command("schema")(cmd_schema.schema)
+app.command("init")(cmd_init.init)
+app.command("train")(cmd_train.train)
+app.command("evaluate")(cmd_evaluate.evaluate)
+app.command("predict")(cmd_predict.predict)
+
+
+def run() -> None:  # console-script entry point
+    app()

@@ -1,0 +1,48 @@
+"""``evaluate(run_dir, split)``: the run's model on a data split, preprocessed as in training."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from dlcli.errors import UsageError
+
+
+@dataclass
+class EvalResult:
+    run_dir: Path
+    split: str
+    examples: int
+    metrics: dict[str, float]
+    data_changed: bool
+
+    def to_json(self) -> dict[str, Any]:
+        return {"run_dir": str(self.run_dir), "split": self.split, "examples": self.examples,
+                "metrics": self.metrics, "data_changed": self.data_changed}
+
+
+def evaluate(run_dir: str | Path, split: str = "test", batch_size: int | None = None) -> EvalResult:
+    from dlcli.data import fingerprint_files, read_raw_splits
+    from dlcli.data.pipeline import make_dataset
+    from dlcli.inspect import open_run
+    from dlcli.train.optim import needs_one_hot
+
+    run = open_run(run_dir)
+    recipe, pre = run.recipe, run.preprocessor
+    raws, files = read_raw_splits(recipe.data, Path("."), recipe.seed, recipe.task)
+    if split not in raws:
+        raise UsageError(f"--split {split}: this run has no {split} split (has: {', '.join(raws)})")
+    x = pre.transform_x(raws[split].x)
+    y = x if recipe.task == "reconstruction" else pre.encode_y(raws[split].y, split)
+    if needs_one_hot(recipe.train.loss, recipe.task):
+        import numpy as np
+
+        y = np.eye(len(pre.labels), dtype="float32")[y]
+    model = run.load_model()
+    ds = make_dataset(x, y, batch_size or recipe.train.batch_size, training=False)
+    res = model.evaluate(ds, verbose=0, return_dict=True)
+    changed = False
+    if recipe.data.source != "synthetic" and run.env.get("data_fingerprint"):
+        changed = fingerprint_files(files) != run.env["data_fingerprint"]
+    return EvalResult(Path(run_dir), split, len(x), {k: float(v) for k, v in res.items()}, changed)

@@ -1,0 +1,56 @@
+"""Open a finished run: its recipe, preprocessing and model (Keras safe mode)."""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from dlcli.data.preprocess import Preprocessor
+from dlcli.errors import RunDirError
+
+
+@dataclass
+class Run:
+    path: Path
+    recipe: Any
+    preprocessor: Preprocessor
+    env: dict[str, Any]
+
+    @property
+    def model_path(self) -> Path:
+        return self.path / "model.keras"
+
+    def load_model(self, path: Path | None = None):
+        return load_keras_model(path or self.model_path)
+
+
+def load_keras_model(path: Path):
+    """``keras.saving.load_model`` in safe mode (no lambda / arbitrary code)."""
+    import keras
+
+    import dlcli.models.custom_layers  # noqa: F401  (registers dlcli's layers)
+
+    if not Path(path).exists():
+        raise RunDirError(f"{path}: model file not found")
+    try:
+        return keras.saving.load_model(path, safe_mode=True)
+    except Exception as exc:  # noqa: BLE001
+        raise RunDirError(f"{path}: cannot load the model: {str(exc).splitlines()[0]}") from None
+
+
+def open_run(path: str | Path) -> Run:
+    from dlcli.recipe.loader import load_recipe
+
+    path = Path(path)
+    if not path.is_dir():
+        raise RunDirError(f"{path}: run directory not found")
+    for name in ("recipe.yaml", "preprocessing.json", "model.keras"):
+        if not (path / name).exists():
+            raise RunDirError(f"{path}: not a finished dlcli run ({name} is missing)")
+    recipe = load_recipe(path / "recipe.yaml")
+    env = {}
+    if (path / "env.json").exists():
+        env = json.loads((path / "env.json").read_text())
+    return Run(path, recipe, Preprocessor.load(path / "preprocessing.json"), env)

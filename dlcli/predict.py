@@ -1,0 +1,114 @@
+"""``predict(run_dir, input)``: raw input -> training preprocessing -> model -> readable output.
+
+INPUT may be ``.npy`` / ``.npz`` (numeric features, one example or a batch), ``.csv``
+(same columns as the training CSV; a label column is ignored), an image file or a
+folder of images, or ``.txt`` (one text per line) for text runs.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from dlcli.errors import DataError
+
+IMAGE_EXTS = {".png", ".jpg", ".jpeg", ".bmp", ".gif"}
+
+
+@dataclass
+class Prediction:
+    inputs: list[str]
+    outputs: np.ndarray
+    labels: list[str] | None
+    top_k: int
+
+    def rows(self) -> list[dict[str, Any]]:
+        rows = []
+        for name, out in zip(self.inputs, self.outputs):
+            if self.labels:
+                order = np.argsort(-out)[: self.top_k]
+                rows.append({"input": name, "label": self.labels[order[0]],
+                             "top": [{"label": self.labels[i], "probability": float(out[i])} for i in order]})
+            else:
+                rows.append({"input": name, "output": np.asarray(out).tolist()})
+        return rows
+
+    def to_json(self) -> dict[str, Any]:
+        return {"predictions": self.rows()}
+
+
+def _numeric(path: Path, pre) -> np.ndarray:
+    try:
+        if path.suffix == ".npz":
+            with np.load(path, allow_pickle=False) as z:
+                key = "x" if "x" in z else z.files[0]
+                arr = z[key]
+        else:
+            arr = np.load(path, allow_pickle=False)
+    except (OSError, ValueError) as exc:
+        raise DataError(f"{path}: cannot read NumPy input: {exc}") from None
+    shape = tuple(pre.input_shape)
+    flat = int(np.prod(shape))
+    if arr.shape == shape or (arr.ndim == 1 and arr.size == flat and len(shape) > 1):
+        arr = arr[None]
+    arr = arr.reshape((arr.shape[0], *shape)) if arr.ndim >= 1 and arr[0].size == flat else arr
+    if tuple(arr.shape[1:]) != shape:
+        raise DataError(f"{path}: input examples have shape {tuple(arr.shape[1:])}, the model expects {shape}")
+    if pre.input_dtype == "int32":
+        return arr.astype(np.int32)
+    return pre.normalize_array(arr.astype(np.float32))
+
+
+def read_input(path: Path, run) -> tuple[np.ndarray, list[str]]:
+    """Preprocessed model input for ``path`` and a name per example."""
+    from dlcli.data.sources import read_csv_columns
+
+    pre, spec = run.preprocessor, run.recipe.data
+    kind = pre.featurizer.kind
+    if not path.exists():
+        raise DataError(f"{path}: input not found")
+    if path.suffix in (".npy", ".npz"):
+        x = _numeric(path, pre)
+        return x, [f"{path.name}[{i}]" for i in range(len(x))]
+    if kind == "image":
+        files = [path] if path.is_file() else sorted(f for f in path.rglob("*") if f.suffix.lower() in IMAGE_EXTS)
+        if not files:
+            raise DataError(f"{path}: no images found")
+        return pre.transform_x([str(f) for f in files]), [str(f) for f in files]
+    if kind == "text":
+        if path.suffix == ".csv":
+            cols = read_csv_columns(path, True, ",")
+            if spec.text_column not in cols:
+                raise DataError(f"{path}: column {spec.text_column!r} not found")
+            texts = cols[spec.text_column]
+        else:
+            texts = [line for line in path.read_text(encoding="utf-8").splitlines() if line.strip()]
+        return pre.transform_x(texts), [t[:40] for t in texts]
+    if kind == "tabular" and path.suffix in (".csv", ".gz"):
+        cols = read_csv_columns(path, spec.header, spec.delimiter)
+        label = str(spec.label_column)
+        if not spec.header and len(cols) == len(pre.featurizer.columns) + 1:
+            # headerless input that still carries the label column: drop it by position
+            names = list(cols)
+            idx = spec.label_column if spec.label_column >= 0 else len(names) + spec.label_column
+            label = names[idx]
+        cols.pop(label, None)
+        if not spec.header:
+            cols = {name: values for name, values in zip(pre.featurizer.columns, cols.values())}
+        x = pre.transform_x(cols)
+        return x, [f"{path.name}:{i + 1}" for i in range(len(x))]
+    raise DataError(f"{path}: unsupported input for a {kind} run (use .npy, .npz, .csv, images or .txt)")
+
+
+def predict(run_dir: str | Path, input_path: str | Path, top_k: int = 3) -> Prediction:
+    from dlcli.inspect import open_run
+
+    run = open_run(run_dir)
+    x, names = read_input(Path(input_path), run)
+    model = run.load_model()
+    out = np.asarray(model.predict(x, verbose=0, batch_size=256))
+    labels = run.preprocessor.labels if run.recipe.task == "classification" else None
+    return Prediction(names, out, labels, max(1, min(top_k, len(labels) if labels else 1)))
