@@ -35,7 +35,7 @@ def evaluate(run_dir: str | Path, split: str = "test", batch_size: int | None = 
         raise UsageError(f"--split {split}: this run has no {split} split (has: {', '.join(raws)})")
     x = pre.transform_x(raws[split].x)
     y = x if recipe.task == "reconstruction" else pre.encode_y(raws[split].y, split)
-    if needs_one_hot(recipe.train.loss, recipe.task):
+    if needs_one_hot(recipe.train.loss, recipe.task, recipe.train.metrics):
         import numpy as np
 
         y = np.eye(len(pre.labels), dtype="float32")[y]

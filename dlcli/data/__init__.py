@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import os
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -60,8 +61,11 @@ def resolve(base_dir: Path, p: str) -> Path:
 
 def fingerprint_files(files: list[Path], extra: dict[str, Any] | None = None) -> str:
     h = hashlib.sha256()
-    for f in sorted({Path(f) for f in files}):
-        h.update(f.name.encode())
+    paths = sorted({Path(f).absolute() for f in files})
+    # names relative to the common folder: moving a file to another class folder changes the hash
+    root = Path(os.path.commonpath([str(f.parent) for f in paths])) if paths else None
+    for f in paths:
+        h.update(f.relative_to(root).as_posix().encode())
         with open(f, "rb") as fh:
             for chunk in iter(lambda: fh.read(1 << 20), b""):
                 h.update(chunk)
@@ -100,6 +104,8 @@ def read_raw_splits(spec, base_dir: Path, seed: int, task: str) -> tuple[dict[st
                                   ("test", spec.test_path, spec.split.test)):
         if path_attr:
             raws[name] = sources.read(spec, resolve(base_dir, path_attr), seed=seed + 1)
+            if len(raws[name]) == 0:
+                raise DataError(f"{resolve(base_dir, path_attr)}: the {name} data set is empty")
             files += raws[name].files
         elif frac > 0:
             fractions[name] = frac
@@ -112,8 +118,9 @@ def read_raw_splits(spec, base_dir: Path, seed: int, task: str) -> tuple[dict[st
         if len(raw) == 0:
             raise DataError(
                 f"data: the {name} split is empty ({len(main)} examples in {spec.path}; "
-                f"lower data.split.{name} or add data)" if name != "train" else
-                f"data: the training split is empty ({len(main)} examples in {spec.path})"
+                f"raise data.split.{name} or add data)" if name != "train" else
+                f"data: the training split is empty ({len(main)} examples in {spec.path}; "
+                f"lower data.split.validation / data.split.test or add data)"
             )
     return raws, files
 

@@ -52,6 +52,9 @@ def make_dataset(x: np.ndarray, y: np.ndarray, batch_size: int, *, training: boo
     """``from_tensor_slices -> cache -> shuffle -> batch -> map(augment) -> prefetch``."""
     import tensorflow as tf
 
+    if training and augment is not None and np.asarray(x).dtype.kind in "iub":
+        raise DataError(f"data.augment: the inputs are integers (dtype {np.asarray(x).dtype}, e.g. token ids); "
+                        "augmentation needs float inputs")
     ds = tf.data.Dataset.from_tensor_slices((x, y))
     if pipeline is None or pipeline.cache:
         ds = ds.cache()

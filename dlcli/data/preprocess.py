@@ -35,7 +35,8 @@ class Preprocessor:
             label_names: list[str] | None) -> Preprocessor:
         self.featurizer.fit(raw_x)
         x = self._shape(self.featurizer.transform(raw_x))
-        self.input_dtype = "int32" if x.dtype.kind in "iu" else "float32"
+        # integer features are token ids, unless they are to be normalized (e.g. uint8 pixels)
+        self.input_dtype = "int32" if x.dtype.kind in "iu" and self.normalize["method"] == "none" else "float32"
         self.input_shape = list(x.shape[1:])
         if self.input_dtype == "float32":
             self._fit_norm(x.astype(np.float32))
@@ -125,6 +126,13 @@ class Preprocessor:
             ids = _as_int_labels(y)
             if ids is None:
                 raise DataError(f"data: labels of the {split} split are not integer class ids")
+            k = len(self.labels)
+            bad = sorted({int(v) for v in ids if not 0 <= v < k})
+            if bad:
+                raise DataError(
+                    f"data: the {split} split has class ids {bad[:5]} outside 0..{k - 1} (the classes of "
+                    "the training split); list every class in data.label_names"
+                )
             return ids.astype(np.int64)
         index = {name: i for i, name in enumerate(self.labels)}
         unknown = sorted({str(v) for v in y} - set(index))

@@ -17,7 +17,7 @@ from typing import Any
 
 import numpy as np
 
-from dlcli.data.featurize import Featurizer, ImageFeaturizer, TabularFeaturizer, TextFeaturizer
+from dlcli.data.featurize import Featurizer, ImageFeaturizer, TabularFeaturizer, TextFeaturizer, _is_float
 from dlcli.errors import DataError
 
 
@@ -117,7 +117,7 @@ def _csv_featurizer(spec, raw: Raw) -> Featurizer:
 def read_csv(spec, path: Path, seed: int = 0) -> Raw:
     columns = read_csv_columns(path, spec.header, spec.delimiter)
     label = _col(spec.label_column, spec.header)
-    if isinstance(spec.label_column, int) and spec.label_column < 0:
+    if isinstance(spec.label_column, int) and -len(columns) <= spec.label_column < 0:
         label = list(columns)[spec.label_column]
     if label not in columns:
         raise DataError(f"{path}: label column {label!r} not found (columns: {', '.join(list(columns)[:12])}...)")
@@ -131,13 +131,30 @@ def read_csv(spec, path: Path, seed: int = 0) -> Raw:
     for c in spec.categorical_columns:
         if _col(c, spec.header) not in columns:
             raise DataError(f"{path}: categorical column {c!r} not found among the features")
+    categorical = {_col(c, spec.header) for c in spec.categorical_columns}
+    for c, values in columns.items():
+        if c not in categorical:
+            _check_numeric(path, c, values, spec.header)
     return Raw(columns, y, [path])
+
+
+def _check_numeric(path: Path, col: str, values: list[str], header: bool) -> None:
+    """Before the split, so the error names the row of the file (not of a split)."""
+    try:
+        np.asarray(values, dtype=np.float32)
+    except ValueError:
+        bad = next(i for i, v in enumerate(values) if not _is_float(v))
+        raise DataError(
+            f"{path}: column {col!r}, row {bad + 1} (line {bad + (2 if header else 1)}): {values[bad]!r} "
+            "is not a number (list it in data.categorical_columns to one-hot encode it)"
+        ) from None
 
 
 # ---------------------------------------------------------------- numpy
 @register_source("numpy")
 def read_numpy(spec, path: Path, seed: int = 0) -> Raw:
     _require(path)
+    files = [path]
     try:
         if path.suffix == ".npz":
             with np.load(path, allow_pickle=False) as z:
@@ -151,11 +168,12 @@ def read_numpy(spec, path: Path, seed: int = 0) -> Raw:
             if spec.labels_path:
                 lp = _require(Path(spec.labels_path) if Path(spec.labels_path).is_absolute() else path.parent / spec.labels_path)
                 y = np.load(lp, allow_pickle=False)
+                files.append(lp)
     except (ValueError, OSError) as exc:
         raise DataError(f"{path}: cannot read NumPy data: {exc}") from None
     if y is not None and len(y) != len(x):
         raise DataError(f"{path}: {len(x)} examples but {len(y)} labels")
-    return Raw(x, y, [path])
+    return Raw(x, y, files)
 
 
 # ---------------------------------------------------------------- image folder

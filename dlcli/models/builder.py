@@ -26,8 +26,8 @@ def context_from_data(recipe, bundle) -> BuildContext:
     else:
         num_outputs = int(math.prod(pre.input_shape))
     vocab = getattr(pre.featurizer, "vocab_size", None)
-    if vocab is None and pre.input_dtype == "int32":
-        vocab = int(bundle.train.x.max()) + 1
+    if vocab is None and pre.input_dtype == "int32":  # every split's ids must fit the embedding
+        vocab = max(int(s.x.max()) for s in bundle.splits.values() if len(s)) + 1
     return BuildContext(
         input_shape=tuple(pre.input_shape), input_dtype=pre.input_dtype, task=recipe.task,
         num_outputs=num_outputs, output_shape=tuple(out_shape), vocab_size=vocab, seed=recipe.seed,
@@ -55,12 +55,16 @@ def make_layer(spec, where: str, name: str | None = None):
     if "layer" in args and isinstance(args["layer"], dict):  # wrappers: Bidirectional, TimeDistributed
         from dlcli.recipe.model import LayerSpec
 
+        from pydantic import ValidationError
+
         try:
-            args["layer"] = make_layer(LayerSpec.model_validate(args["layer"]), f"{where}.layer")
-        except ModelError:
-            raise
-        except Exception as exc:  # noqa: BLE001
-            raise ModelError(f"{where}.layer: {_first_line(exc)}") from None
+            inner = LayerSpec.model_validate(args["layer"])
+        except ValidationError as exc:  # its first line is only "1 validation error for LayerSpec"
+            err = exc.errors(include_url=False)[0]
+            key = ".".join(str(p) for p in err["loc"])
+            msg = err["msg"].removeprefix("Value error, ")
+            raise ModelError(f"{where}.layer{'.' + key if key else ''}: {msg}") from None
+        args["layer"] = make_layer(inner, f"{where}.layer")
     try:
         return cls(**args)
     except Exception as exc:  # noqa: BLE001 - layer constructors raise many types

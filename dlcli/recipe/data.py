@@ -108,6 +108,17 @@ class NumpyData(_DataCommon):
     y_key: str = Field("y", description="Array name of the labels in an .npz.")
     labels_path: str | None = Field(None, description="For .npy features: the .npy file of labels.")
 
+    @model_validator(mode="after")
+    def _labels_file(self):
+        if self.labels_path is not None:
+            for key in ("validation_path", "test_path"):
+                if str(getattr(self, key) or "").endswith(".npy"):
+                    raise ValueError(
+                        f"labels_path holds the labels of `path` only; give {key} as an .npz with "
+                        f"{self.x_key!r} and {self.y_key!r} arrays"
+                    )
+        return self
+
 
 class ImageFolderData(_DataCommon):
     """A folder with one subfolder of images per class (subfolder name = class name)."""
@@ -148,6 +159,9 @@ class TFRecordData(_DataCommon):
         for name in [*self.inputs, self.label]:
             if name not in self.features:
                 raise ValueError(f"feature {name!r} is not declared in `features`")
+        for name in self.inputs:
+            if self.features[name].dtype == "string":
+                raise ValueError(f"input feature {name!r} is a string; inputs must be float32 or int64")
         return self
 
 

@@ -28,22 +28,27 @@ class Source:
 
     file: str
     positions: dict[Path_, tuple[int, int]] = field(default_factory=dict)
+    values: dict[Path_, tuple[int, int]] = field(default_factory=dict)
     overrides: dict[Path_, str] = field(default_factory=dict)
 
-    def where(self, path: Path_) -> str:
-        """``file:line:col`` for the closest known ancestor of ``path``."""
+    def where(self, path: Path_, value: bool = False) -> str:
+        """``file:line:col`` of ``path`` (its value with ``value=True``), else its closest ancestor."""
         for cut in range(len(path), -1, -1):
             sub = tuple(path[:cut])
             if sub in self.overrides:
                 return f"{self.file} (--set {self.overrides[sub]})"
-            if sub in self.positions:
-                line, col = self.positions[sub]
+            table = self.values if value and cut == len(path) and sub in self.values else self.positions
+            if sub in table:
+                line, col = table[sub]
                 return f"{self.file}:{line}:{col}"
         return self.file
 
 
-def _walk(node: yaml.Node, path: Path_, out: dict[Path_, tuple[int, int]], file: str) -> None:
+def _walk(node: yaml.Node, path: Path_, out: dict[Path_, tuple[int, int]], file: str,
+          values: dict[Path_, tuple[int, int]] | None = None) -> None:
     out.setdefault(path, (node.start_mark.line + 1, node.start_mark.column + 1))
+    if values is not None:
+        values[path] = (node.start_mark.line + 1, node.start_mark.column + 1)
     if isinstance(node, yaml.MappingNode):
         seen: set[str] = set()
         for key_node, value_node in node.value:
@@ -55,18 +60,19 @@ def _walk(node: yaml.Node, path: Path_, out: dict[Path_, tuple[int, int]], file:
                 )
             seen.add(key)
             out[path + (key,)] = (key_node.start_mark.line + 1, key_node.start_mark.column + 1)
-            _walk(value_node, path + (key,), out, file)
+            _walk(value_node, path + (key,), out, file, values)
     elif isinstance(node, yaml.SequenceNode):
         for i, item in enumerate(node.value):
             out[path + (i,)] = (item.start_mark.line + 1, item.start_mark.column + 1)
-            _walk(item, path + (i,), out, file)
+            _walk(item, path + (i,), out, file, values)
 
 
 def _dotted(path: Path_) -> str:
     return ".".join(str(p) for p in path) or "<top level>"
 
 
-def parse_yaml(text: str, file: str) -> tuple[Any, dict[Path_, tuple[int, int]]]:
+def parse_yaml(text: str, file: str, values: dict[Path_, tuple[int, int]] | None = None
+               ) -> tuple[Any, dict[Path_, tuple[int, int]]]:
     """Safe-load YAML and record the line and column of every key and item."""
     loader = yaml.SafeLoader(text)
     try:
@@ -83,7 +89,7 @@ def parse_yaml(text: str, file: str) -> tuple[Any, dict[Path_, tuple[int, int]]]
         loader.dispose()
     positions: dict[Path_, tuple[int, int]] = {}
     if node is not None:
-        _walk(node, (), positions, file)
+        _walk(node, (), positions, file, values)
     return data, positions
 
 
@@ -189,7 +195,8 @@ def format_validation_error(exc: ValidationError, data: Any, source: Source) -> 
             text += f"; received {_describe(err.get('input'))}"
         text = text.replace("value error, ", "")
     more = f" (and {len(scored) - 1} more)" if len(scored) > 1 else ""
-    return f"{source.where(path)}: {_dotted(path)}: {text}{more}"
+    at_value = err["type"] not in ("unknown_key", "missing", "union_tag_not_found")
+    return f"{source.where(path, value=at_value)}: {_dotted(path)}: {text}{more}"
 
 
 def load_recipe(path: str | Path, overrides: list[str] | None = None):
@@ -212,8 +219,9 @@ def load_recipe(path: str | Path, overrides: list[str] | None = None):
 def recipe_from_text(text: str, file: str, overrides: list[str] | None = None, base_dir=None):
     from dlcli.recipe.schema import Recipe
 
-    data, positions = parse_yaml(text, file)
-    source = Source(file=file, positions=positions)
+    values: dict[Path_, tuple[int, int]] = {}
+    data, positions = parse_yaml(text, file, values)
+    source = Source(file=file, positions=positions, values=values)
     if data is None:
         raise RecipeError(f"{file}: the recipe is empty")
     if not isinstance(data, dict):

@@ -138,6 +138,13 @@ class TrainSpec(StrictModel):
     steps_per_epoch: int | None = Field(None, ge=1, description="Limit steps per epoch (default: the whole training split).")
 
     @model_validator(mode="after")
+    def _xla(self):
+        if self.jit_compile is True and self.deterministic:
+            raise ValueError("jit_compile: true needs deterministic: false (TensorFlow turns XLA off "
+                             "while op determinism is enabled)")
+        return self
+
+    @model_validator(mode="after")
     def _lr_plateau(self):
         if self.callbacks.reduce_lr_on_plateau and not isinstance(self.optimizer.learning_rate, float):
             raise ValueError("reduce_lr_on_plateau needs a numeric optimizer.learning_rate, not a schedule")

@@ -58,12 +58,14 @@ def make_optimizer(spec, steps_per_epoch: int, epochs: int):
         raise RecipeError(f"train.optimizer: {spec.name}: {exc}") from None
 
 
-def make_loss(spec, task: str, num_outputs: int):
+def make_loss(spec, task: str, num_outputs: int, one_hot: bool = False):
     import keras
 
     name = spec.name
     if name == "auto":
         name = "sparse_categorical_crossentropy" if task == "classification" else "mse"
+    if one_hot and name == "sparse_categorical_crossentropy":
+        name = "categorical_crossentropy"  # same loss, on one-hot labels
     L = keras.losses
     if name == "sparse_categorical_crossentropy":
         if spec.label_smoothing:
@@ -88,15 +90,40 @@ def make_loss(spec, task: str, num_outputs: int):
     raise RecipeError(f"train.loss.name: unknown loss {name!r}")  # pragma: no cover
 
 
-def needs_one_hot(spec, task: str) -> bool:
-    return task == "classification" and spec.name == "categorical_crossentropy"
+# Metrics that compare per-class scores with labels of the same shape.
+ONE_HOT_METRICS = {"auc", "precision", "recall", "f1_score", "fbeta_score", "categorical_accuracy",
+                   "top_k_categorical_accuracy", "AUC", "Precision", "Recall", "F1Score"}
+
+
+def needs_one_hot(spec, task: str, metrics: list[str] | None = None) -> bool:
+    """Labels are fed one-hot for categorical cross-entropy and for per-class metrics."""
+    if task != "classification":
+        return False
+    return spec.name == "categorical_crossentropy" or bool(set(metrics or []) & ONE_HOT_METRICS)
 
 
 def make_metrics(names: list[str], task: str) -> list:
+    import keras
+
+    from dlcli.recipe.base import closest
+
+    known = sorted({"accuracy", "acc", "crossentropy", "auc", "mae", "mse", "rmse"}
+                   | {n for n in dir(keras.metrics) if not n.startswith("_") and n not in ("get", "serialize",
+                                                                                         "deserialize")})
     out = []
-    for name in names:
+    for i, name in enumerate(names):
         if name == "auto":
             out.append("accuracy" if task == "classification" else "mae")
-        else:
-            out.append(name)
+            continue
+        if name == "rmse":
+            out.append(keras.metrics.RootMeanSquaredError(name="rmse"))
+            continue
+        if name not in ("accuracy", "acc", "crossentropy", "auc"):
+            try:
+                keras.metrics.get(name)
+            except (ValueError, TypeError):
+                hint = closest(name, known)
+                extra = f", did you mean {hint!r}?" if hint else ""
+                raise RecipeError(f"train.metrics.{i}: unknown Keras metric {name!r}{extra}") from None
+        out.append(keras.metrics.AUC(name="auc") if name == "auc" else name)
     return out

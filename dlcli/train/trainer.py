@@ -129,10 +129,10 @@ def _train(recipe, run_dir: Path, env: dict, allow_code: bool, progress: str, co
         model = build_model(recipe, ctx, allow_code=allow_code)
         n_train = len(bundle.train)
         steps = tr.steps_per_epoch or math.ceil(n_train / tr.batch_size)
-        one_hot = needs_one_hot(tr.loss, recipe.task)
+        one_hot = needs_one_hot(tr.loss, recipe.task, tr.metrics)
         model.compile(
             optimizer=make_optimizer(tr.optimizer, steps, tr.epochs),
-            loss=make_loss(tr.loss, recipe.task, ctx.num_outputs),
+            loss=make_loss(tr.loss, recipe.task, ctx.num_outputs, one_hot),
             metrics=make_metrics(tr.metrics, recipe.task),
             jit_compile=tr.jit_compile,
         )
@@ -178,7 +178,7 @@ def _train(recipe, run_dir: Path, env: dict, allow_code: bool, progress: str, co
         env.update(status="completed", ended=_iso(time.time()), epochs_run=epochs_run,
                    fit_seconds=round(fit_time, 3), samples_per_second=round(sps, 1),
                    parameters=int(model.count_params()), mixed_precision=policy,
-                   jit_compile=tr.jit_compile)
+                   jit_compile=bool(getattr(model, "jit_compile", False)))
         write_json(run_dir / "env.json", env)
         hist = [{"epoch": e + 1, **{k: float(v[e]) for k, v in history.history.items()}} for e in history.epoch]
         return TrainResult(run_dir, metrics, time.time() - t0, epochs_run, hist, sps)
