@@ -147,7 +147,14 @@ def build_application(spec, ctx: BuildContext):
     data_shape = _checked_input_shape(spec, ctx)
     inputs = _input(ctx, data_shape)
     x = inputs
-    shape = tuple(app.input_shape or ((*app.resize, data_shape[-1]) if app.resize else data_shape))
+    fed = (*app.resize, data_shape[-1]) if app.resize else tuple(data_shape)
+    if app.input_shape and (len(app.input_shape) != len(fed)
+                            or any(d is not None and a != d for a, d in zip(app.input_shape, fed))):
+        raise ShapeMismatchError(
+            f"model.application.input_shape {tuple(app.input_shape)} does not match the backbone's inputs {fed} "
+            f"(the data's example shape{', resized by model.application.resize' if app.resize else ''})"
+        )
+    shape = tuple(app.input_shape or fed)
     if app.resize:
         x = keras.layers.Resizing(*app.resize, name="resize")(x)
     try:

@@ -1,0 +1,36 @@
+# Two commands set up everything on a fresh machine (Python >= 3.10 with venv):
+#   make demo   create .venv, install dlcli, train the digits quick start, print its metrics
+#   make test   create .venv, install dlcli with test extras, run the test suite
+PYTHON ?= python3
+VENV   ?= .venv
+BIN     = $(VENV)/bin
+RUN    ?= runs/digits_cnn
+
+.PHONY: demo test test-fast install clean docs
+
+$(BIN)/python:
+	$(PYTHON) -m venv $(VENV)
+	$(BIN)/python -m pip install --quiet --upgrade pip
+
+$(VENV)/.installed: pyproject.toml | $(BIN)/python
+	$(BIN)/python -m pip install --quiet -e ".[dev]"
+	touch $@
+
+install: $(VENV)/.installed
+
+demo: $(VENV)/.installed
+	$(BIN)/dlcli train recipes/digits_cnn.yaml --run-dir $(RUN) --overwrite
+	@echo "metrics: $(RUN)/metrics.json"
+	@cat $(RUN)/metrics.json
+
+test: $(VENV)/.installed
+	$(BIN)/python -m pytest
+
+test-fast: $(VENV)/.installed
+	$(BIN)/python -m pytest -m "not slow"
+
+docs: $(VENV)/.installed
+	$(BIN)/dlcli schema --markdown --out docs/recipes.md
+
+clean:
+	rm -rf $(VENV) runs .pytest_cache
