@@ -80,13 +80,13 @@ def test_csv_header_categorical_one_hot_and_string_labels(tmp_path):
     rows = [[1.5, "red", "yes"], [2.0, "green", "no"], [-1.0, "blue", "yes"], [0.5, "red", "no"]]
     write_csv(tmp_path / "t.csv", rows, header=["size", "color", "answer"])
     write_csv(tmp_path / "test.csv", [[3.0, "purple", "no"], [4.0, "blue", "yes"]], header=["size", "color", "answer"])
-    b = load_data(make_recipe(tmp_path, f"""
+    b = load_data(make_recipe(tmp_path, """
         source: csv
         path: t.csv
         test_path: test.csv
         label_column: answer
         categorical_columns: [color]
-        split: {{validation: 0.0}}
+        split: {validation: 0.0}
     """))
     f = b.preprocessor.featurizer
     assert f.feature_names() == ["size", "color=blue", "color=green", "color=red"]
@@ -117,6 +117,17 @@ def test_csv_headerless_gz_with_integer_label_column(tmp_path, label_column):
     np.testing.assert_allclose(b.train.x, x.astype(np.float32))
     np.testing.assert_array_equal(b.train.y, y)
     assert b.preprocessor.label_kind == "int" and b.preprocessor.labels == ["0", "1"]
+
+
+def test_csv_with_byte_order_mark(tmp_path):
+    """Spreadsheet exports start with a UTF-8 BOM; the first column's name must not include it."""
+    (tmp_path / "bom.csv").write_bytes("label,v\n1,2.5\n0,3.5\n".encode("utf-8-sig"))
+    with gzip.open(tmp_path / "bom.csv.gz", "wb") as fh:
+        fh.write("label,v\n1,2.5\n0,3.5\n".encode("utf-8-sig"))
+    for name in ("bom.csv", "bom.csv.gz"):
+        b = load_data(make_recipe(tmp_path, f"source: csv\npath: {name}\nlabel_column: label\n{NO_SPLIT}"))
+        np.testing.assert_array_equal(b.train.x, [[2.5], [3.5]])
+        np.testing.assert_array_equal(b.train.y, [1, 0])
 
 
 def test_csv_reshape_and_feature_columns(tmp_path):
@@ -264,6 +275,11 @@ def test_text_csv_token_ids_padding_oov_and_train_only_vocabulary(tmp_path):
     assert b.train.x.dtype == np.int32 and b.preprocessor.input_dtype == "int32"
     assert b.preprocessor.labels == ["neg", "pos"]
     np.testing.assert_array_equal(b.train.y, [1, 0, 1, 0])
+    # token ids are never normalized
+    n = load_data(make_recipe(tmp_path, "source: text\npath: train.csv\nmax_tokens: 6\nsequence_length: 5\n"
+                                        "normalize: standard\nsplit: {validation: 0.0, test: 0.0}"))
+    np.testing.assert_array_equal(n.train.x, b.train.x)
+    assert n.preprocessor.input_dtype == "int32"
 
 
 def test_text_folder_per_class(tmp_path):

@@ -8,11 +8,9 @@ from __future__ import annotations
 
 import inspect
 
-import pytest
+import keras
 
-keras = pytest.importorskip("keras")
-
-from dlcli.recipe import keras_names  # noqa: E402
+from dlcli.recipe import keras_names
 
 
 def _layer_classes() -> set[str]:

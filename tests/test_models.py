@@ -9,18 +9,17 @@ from __future__ import annotations
 import math
 import textwrap
 
+import keras
 import numpy as np
 import pytest
 
-keras = pytest.importorskip("keras")
-
-from dlcli.data import load_data  # noqa: E402
-from dlcli.errors import DataError, ModelError, RecipeError, ShapeMismatchError  # noqa: E402
-from dlcli.models import build_model, check_model_fits_data, context_from_data  # noqa: E402
-from dlcli.models.context import BuildContext  # noqa: E402
-from dlcli.models.custom_layers import PositionEmbedding  # noqa: E402
-from dlcli.models.registry import architectures, get_architecture, register_architecture  # noqa: E402
-from dlcli.recipe.loader import load_recipe, recipe_from_text  # noqa: E402
+from dlcli.data import load_data
+from dlcli.errors import DataError, ModelError, RecipeError, ShapeMismatchError
+from dlcli.models import build_model, check_model_fits_data, context_from_data
+from dlcli.models.context import BuildContext
+from dlcli.models.custom_layers import PositionEmbedding
+from dlcli.models.registry import architectures, get_architecture, register_architecture
+from dlcli.recipe.loader import load_recipe, recipe_from_text
 
 
 def make_recipe(tmp_path, model: str, task: str = "classification", data: str = "source: synthetic"):
@@ -67,8 +66,8 @@ ARCH_CASES = [
     ("rnn-unroll-dense", "architecture: rnn\nunits: [3]\nunroll: true\ndense: [4]", ctx_for((4, 2)), (3,)),
     ("transformer-tokens", "architecture: transformer\nembed_dim: 8\nnum_heads: 2\nff_dim: 8\nnum_blocks: 1",
      ctx_for((7,), dtype="int32", vocab=30), (3,)),
-    ("transformer-floats", "architecture: transformer\nembed_dim: 4\nnum_heads: 1\nff_dim: 4\nnum_blocks: 2\n"
-                           "dropout: 0.1\npooling: max", ctx_for((5, 3), "regression", 1), (1,)),
+    ("transformer-floats", ("architecture: transformer\nembed_dim: 4\nnum_heads: 1\nff_dim: 4\nnum_blocks: 2\n"
+                            "dropout: 0.1\npooling: max"), ctx_for((5, 3), "regression", 1), (1,)),
     ("autoencoder-dense", "architecture: autoencoder\nunits: [4]\nlatent_dim: 2",
      ctx_for((6,), "reconstruction", 6), (6,)),
     ("autoencoder-dense-image", "architecture: autoencoder\nunits: [4]\nlatent_dim: 2",
@@ -88,6 +87,29 @@ def test_architecture_builds_and_predicts(tmp_path, model, ctx, out):
     assert np.all(np.isfinite(y))
     if ctx.task == CLS:  # softmax head
         np.testing.assert_allclose(y.sum(axis=1), 1.0, rtol=1e-5)
+
+
+FULL_OPTIONS = [
+    ("architecture: mlp\nunits: [3, 3]\ndropout: 0.1\nnormalization: batch", ctx_for((4,))),
+    ("architecture: cnn\nfilters: [2, 2]\ndense: [3, 3]\ndropout: 0.1\nconvs_per_block: 2", ctx_for((4, 4, 1))),
+    ("architecture: cnn\nfilters: [2, 2]\ndense: [3, 3]\ndropout: 0.1\nglobal_pooling: max", ctx_for((6, 2))),
+    ("architecture: rnn\nunits: [2, 2]\ndense: [3, 3]\ndropout: 0.1\nbidirectional: true", ctx_for((3, 2))),
+    ("architecture: transformer\nembed_dim: 4\nnum_heads: 2\nff_dim: 4\nnum_blocks: 2\ndropout: 0.1",
+     ctx_for((3,), dtype="int32", vocab=9)),
+    ("architecture: autoencoder\nunits: [3, 2]\nlatent_dim: 2", ctx_for((2, 2, 1), "reconstruction", 4)),
+    ("architecture: autoencoder\nkind: conv\nfilters: [2, 2]\nnormalization: layer",
+     ctx_for((4, 4, 1), "reconstruction", 16)),
+]
+
+
+def test_architectures_with_every_option_build_repeatedly_in_one_session(tmp_path):
+    """Layer names must not collide with Keras's automatic ones (dropout, dropout_1, ...)."""
+    keras.backend.clear_session()
+    for _ in range(2):
+        for model, ctx in FULL_OPTIONS:
+            m = build_model(make_recipe(tmp_path, model, task=ctx.task), ctx)
+            names = [layer.name for layer in m.layers]
+            assert len(names) == len(set(names)), model
 
 
 def test_architecture_registry():

@@ -35,8 +35,9 @@ class Preprocessor:
             label_names: list[str] | None) -> Preprocessor:
         self.featurizer.fit(raw_x)
         x = self._shape(self.featurizer.transform(raw_x))
-        # integer features are token ids, unless they are to be normalized (e.g. uint8 pixels)
-        self.input_dtype = "int32" if x.dtype.kind in "iu" and self.normalize["method"] == "none" else "float32"
+        # integer features are token ids, unless they are to be normalized (e.g. uint8 pixels); text always ids
+        ids = x.dtype.kind in "iu" and (self.normalize["method"] == "none" or self.featurizer.kind == "text")
+        self.input_dtype = "int32" if ids else "float32"
         self.input_shape = list(x.shape[1:])
         if self.input_dtype == "float32":
             self._fit_norm(x.astype(np.float32))

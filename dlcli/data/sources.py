@@ -79,8 +79,8 @@ def _require(path: Path, kind: str = "file") -> Path:
 # ---------------------------------------------------------------- csv
 def _open_text(path: Path) -> io.TextIOBase:
     if path.suffix == ".gz":
-        return io.TextIOWrapper(gzip.open(path, "rb"), encoding="utf-8", newline="")
-    return open(path, encoding="utf-8", newline="")
+        return io.TextIOWrapper(gzip.open(path, "rb"), encoding="utf-8-sig", newline="")
+    return open(path, encoding="utf-8-sig", newline="")
 
 
 def read_csv_columns(path: Path, header: bool, delimiter: str) -> dict[str, list[str]]:

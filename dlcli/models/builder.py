@@ -53,9 +53,9 @@ def make_layer(spec, where: str, name: str | None = None):
     if name is not None:
         args.setdefault("name", name)
     if "layer" in args and isinstance(args["layer"], dict):  # wrappers: Bidirectional, TimeDistributed
-        from dlcli.recipe.model import LayerSpec
-
         from pydantic import ValidationError
+
+        from dlcli.recipe.model import LayerSpec
 
         try:
             inner = LayerSpec.model_validate(args["layer"])

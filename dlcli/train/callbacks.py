@@ -72,8 +72,26 @@ class Checkpoints(keras.callbacks.Callback):
             save_model_atomic(self.model, self.folder / "best.keras")
 
 
+class EpochTensorBoard(keras.callbacks.TensorBoard):
+    """TensorBoard logging at epoch level only.
+
+    Keras's TensorBoard overrides the per-batch hooks (even with update_freq="epoch"),
+    which makes Keras synchronise with the device after every step. Restoring the
+    default no-op hooks lets Keras dispatch batch callbacks asynchronously.
+    """
+
+    on_train_batch_begin = keras.callbacks.Callback.on_train_batch_begin
+    on_train_batch_end = keras.callbacks.Callback.on_train_batch_end
+
+
 class DivergenceGuard(keras.callbacks.Callback):
-    """Stops training at the first NaN / inf loss, per batch or per epoch."""
+    """Stops training at the first NaN / inf loss, per batch or per epoch.
+
+    ``async_safe``: it only reads the logs and sets ``stop_training``, so Keras may
+    call it from its callback thread instead of blocking the training loop.
+    """
+
+    async_safe = True
 
     def __init__(self, per_batch: bool):
         super().__init__()

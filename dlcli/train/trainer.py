@@ -213,7 +213,7 @@ def _callbacks(recipe, run_dir: Path, steps: int, progress: str, console, has_va
     if c.csv_history:
         out.append(cb.HistoryCSV(run_dir / "history.csv"))
     if c.tensorboard:
-        out.append(keras.callbacks.TensorBoard(log_dir=str(run_dir / "tensorboard"), write_graph=False))
+        out.append(cb.EpochTensorBoard(log_dir=str(run_dir / "tensorboard"), write_graph=False, profile_batch=0))
     if progress == "rich":
         out.append(cb.RichProgress(recipe.train.epochs, recipe.train.steps_per_epoch or steps, console))
     elif progress == "plain":

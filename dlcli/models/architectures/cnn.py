@@ -60,5 +60,5 @@ def build_cnn(p: CNNParams, ctx):
         x = keras.layers.Dense(units, kernel_regularizer=regularizer(p.regularization), name=f"dense_{i}")(x)
         x = activation_layer(p.activation, f"dense_act_{i}")(x)
         if p.dropout:
-            x = keras.layers.Dropout(p.dropout, seed=ctx.seed + 100 + i)(x)
+            x = keras.layers.Dropout(p.dropout, seed=ctx.seed + 100 + i, name=f"dense_dropout_{i}")(x)
     return keras.Model(inputs, dense_head(x, ctx, p), name="cnn")
