@@ -469,3 +469,14 @@ def test_tiny_recipe_builds_and_trains(tiny_recipe):
     m.compile(optimizer=keras.optimizers.Adam(0.05), loss="sparse_categorical_crossentropy", metrics=["accuracy"])
     hist = m.fit(bundle.train.x, bundle.train.y, batch_size=16, epochs=2, verbose=0)
     assert hist.history["loss"][-1] < hist.history["loss"][0]
+
+
+def test_application_batchnorm_momentum_override(tmp_path):
+    ctx = ctx_for((32, 32, 3), outputs=3)
+    m = build_model(make_recipe(tmp_path, "application: {name: MobileNet, batchnorm_momentum: 0.9, "
+                                          "kwargs: {alpha: 0.25}}"), ctx)
+    bns = [layer for layer in _backbone(m).layers if isinstance(layer, keras.layers.BatchNormalization)]
+    assert bns and all(layer.momentum == 0.9 for layer in bns)
+    m = build_model(make_recipe(tmp_path, "application: {name: MobileNet, kwargs: {alpha: 0.25}}"), ctx)
+    assert all(layer.momentum != 0.9 for layer in _backbone(m).layers
+               if isinstance(layer, keras.layers.BatchNormalization))

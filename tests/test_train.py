@@ -197,3 +197,26 @@ def test_regression_and_reconstruction(write_recipe, tmp_path):
     res = train(load_recipe(ae), tmp_path / "ae", progress="none")
     assert res.metrics["test"]["loss"] < 0.5
     assert not (tmp_path / "ae" / "labels.txt").exists()
+
+
+@pytest.mark.parametrize("interval", [0, 3600])
+def test_best_checkpoint_holds_the_best_epoch(tiny_recipe, tmp_path, interval):
+    """Written live (interval 0) or from the in-memory snapshot at the end (long interval)."""
+    import keras
+
+    from dlcli.data import load_data
+    from dlcli.data.pipeline import make_dataset
+
+    recipe = load_recipe(tiny_recipe, ["train.epochs=6", "train.optimizer.learning_rate=0.05",
+                                       f"train.callbacks.checkpoint.min_interval_seconds={interval}"])
+    res = train(recipe, tmp_path / "r", progress="none")
+    val_losses = [h["val_loss"] for h in res.history]
+    bundle = load_data(recipe)
+    val = make_dataset(bundle.splits["validation"].x, bundle.splits["validation"].y, 32, training=False)
+    best = keras.saving.load_model(tmp_path / "r" / "checkpoints" / "best.keras", safe_mode=True)
+    assert best.evaluate(val, verbose=0, return_dict=True)["loss"] == pytest.approx(min(val_losses), rel=1e-5)
+    last = keras.saving.load_model(tmp_path / "r" / "checkpoints" / "last.keras", safe_mode=True)
+    assert last.evaluate(val, verbose=0, return_dict=True)["loss"] == pytest.approx(val_losses[-1], rel=1e-5)
+    # the optimizer state travels with the checkpoint (needed to resume)
+    steps = -(-len(bundle.train) // 16)
+    assert int(last.optimizer.iterations.numpy()) == 6 * steps

@@ -173,6 +173,10 @@ def build_application(spec, ctx: BuildContext):
             backbone.load_weights(str(path))
         except Exception as exc:  # noqa: BLE001
             raise ModelError(f"model.application.weights: {path}: {_first_line(exc)}") from None
+    if app.batchnorm_momentum is not None:
+        for layer in backbone.layers:
+            if isinstance(layer, keras.layers.BatchNormalization):
+                layer.momentum = app.batchnorm_momentum
     if app.trainable == "frozen":
         backbone.trainable = False
     elif isinstance(app.trainable, int):

@@ -123,6 +123,11 @@ class ApplicationSpec(StrictModel):
     )
     pooling: Literal["avg", "max"] = Field("avg", description="Global pooling after the backbone.")
     dropout: float = Field(0.0, ge=0.0, lt=1.0, description="Dropout before the head.")
+    batchnorm_momentum: float | None = Field(
+        None, gt=0.0, lt=1.0,
+        description="Override the backbone's BatchNormalization momentum (keras.applications use 0.99-0.999; "
+        "0.9 suits training from scratch or fine-tuning on small data).",
+    )
     kwargs: dict[str, Any] = Field(default_factory=dict, description="Extra backbone constructor arguments (e.g. alpha).")
 
     @field_validator("name")

@@ -103,8 +103,18 @@ class EarlyStoppingSpec(StrictModel):
 
 
 class CheckpointSpec(StrictModel):
+    """checkpoints/last.keras and checkpoints/best.keras.
+
+    Every finite epoch is kept in memory; files are written when ``min_interval_seconds``
+    have passed since the last write, and always when training ends (after a NaN loss,
+    the last finite epoch is written).
+    """
+
     monitor: str = Field("val_loss", description="Quantity that picks the best epoch.")
     mode: Literal["auto", "min", "max"] = Field("auto", description="Whether lower or higher is better.")
+    min_interval_seconds: float = Field(
+        30.0, ge=0, description="Least time between checkpoint writes during training (0: every epoch)."
+    )
 
 
 class ReduceLROnPlateauSpec(StrictModel):

@@ -40,36 +40,100 @@ class HistoryCSV(keras.callbacks.Callback):
         write_text(self.path, buf.getvalue())
 
 
-class Checkpoints(keras.callbacks.Callback):
-    """checkpoints/last.keras after every finite epoch; checkpoints/best.keras on improvement.
+class _Snapshot:
+    """Model weights and optimizer variables copied to host memory."""
 
-    Both are written atomically, so a crash at any instant leaves the previous
-    good file in place. An epoch with a NaN / inf loss never overwrites them.
+    def __init__(self, model):
+        self.weights = [v.numpy().copy() for v in model.weights]
+        opt = getattr(model, "optimizer", None)
+        self.optimizer = [v.numpy().copy() for v in opt.variables] if opt is not None and opt.built else None
+
+    def restore(self, model) -> None:
+        for v, value in zip(model.weights, self.weights):
+            v.assign(value)
+        if self.optimizer is not None:
+            for v, value in zip(model.optimizer.variables, self.optimizer):
+                v.assign(value)
+
+
+class Checkpoints(keras.callbacks.Callback):
+    """checkpoints/last.keras (last finite epoch) and checkpoints/best.keras (best monitored epoch).
+
+    Every finite epoch is snapshotted in memory (weights and optimizer state: a copy,
+    no I/O). ``last.keras`` is written when ``min_interval`` seconds have passed since
+    the previous write (0: every epoch) and always when training ends; ``best.keras``
+    is written from the best epoch's snapshot. Both are written atomically, so a crash
+    at any instant leaves the previous good file in place, and an epoch with a NaN /
+    inf value never reaches either: after divergence the last finite snapshot is saved.
     """
 
-    def __init__(self, folder: Path, monitor: str | None, mode: str = "auto"):
+    def __init__(self, folder: Path, monitor: str | None, mode: str = "auto", min_interval: float = 0.0):
         super().__init__()
         self.folder = folder
         self.monitor = monitor
         self.mode = mode if mode != "auto" else ("max" if monitor and ("acc" in monitor or "auc" in monitor) else "min")
+        self.min_interval = min_interval
         self.best = -math.inf if self.mode == "max" else math.inf
         self.best_epoch: int | None = None
+        self.last_epoch: int | None = None
+        self._last: _Snapshot | None = None
+        self._best: _Snapshot | None = None
+        self._last_written_epoch: int | None = None
+        self._best_written_epoch: int | None = None
+        self._last_write = time.monotonic()
+
+    def on_train_begin(self, logs=None):
+        self._last_write = time.monotonic()
 
     def on_epoch_end(self, epoch, logs=None):
         logs = logs or {}
         if not all(math.isfinite(float(v)) for v in logs.values()):
             return
-        save_model_atomic(self.model, self.folder / "last.keras")
-        if self.monitor is None:
-            return
-        value = logs.get(self.monitor)
-        if value is None:
-            return
-        value = float(value)
-        better = value > self.best if self.mode == "max" else value < self.best
-        if better:
+        self.last_epoch = epoch + 1
+        improved = False
+        value = logs.get(self.monitor) if self.monitor else None
+        if value is not None:
+            value = float(value)
+            improved = value > self.best if self.mode == "max" else value < self.best
+        if improved:
             self.best, self.best_epoch = value, epoch + 1
-            save_model_atomic(self.model, self.folder / "best.keras")
+        if time.monotonic() - self._last_write >= self.min_interval:
+            self._write_live(improved)
+            return
+        self._last = _Snapshot(self.model)
+        if improved:
+            self._best = self._last
+
+    def _write_live(self, improved: bool) -> None:
+        """Write last.keras from the live model (and best.keras as a copy when improved)."""
+        save_model_atomic(self.model, self.folder / "last.keras")
+        self._last, self._last_written_epoch = None, self.last_epoch
+        if improved:  # best == last: copy the file rather than serialise the model twice
+            with atomic_path(self.folder / "best.keras") as tmp:
+                tmp.write_bytes((self.folder / "last.keras").read_bytes())
+            self._best, self._best_written_epoch = None, self.best_epoch
+        self._last_write = time.monotonic()
+
+    def _write_snapshot(self, snap: _Snapshot, target: Path) -> None:
+        current = _Snapshot(self.model)
+        snap.restore(self.model)
+        try:
+            save_model_atomic(self.model, target)
+        finally:
+            current.restore(self.model)
+
+    def flush(self) -> None:
+        """Write whatever is only in memory (called when training ends, however it ends)."""
+        if self._best is not None and self._best_written_epoch != self.best_epoch:
+            self._write_snapshot(self._best, self.folder / "best.keras")
+            self._best_written_epoch = self.best_epoch
+        if self._last is not None and self._last_written_epoch != self.last_epoch:
+            self._write_snapshot(self._last, self.folder / "last.keras")
+            self._last_written_epoch = self.last_epoch
+        self._last = self._best = None
+
+    def on_train_end(self, logs=None):
+        self.flush()
 
 
 class EpochTensorBoard(keras.callbacks.TensorBoard):

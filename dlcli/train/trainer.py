@@ -209,7 +209,8 @@ def _callbacks(recipe, run_dir: Path, steps: int, progress: str, console, has_va
         out.append(keras.callbacks.ReduceLROnPlateau(monitor=monitor(r.monitor), factor=r.factor,
                                                      patience=r.patience, min_lr=r.min_lr, verbose=0))
     ck = c.checkpoint
-    out.append(cb.Checkpoints(run_dir / "checkpoints", monitor(ck.monitor) if ck else None, ck.mode if ck else "auto"))
+    out.append(cb.Checkpoints(run_dir / "checkpoints", monitor(ck.monitor) if ck else None,
+                              ck.mode if ck else "auto", ck.min_interval_seconds if ck else 30.0))
     if c.csv_history:
         out.append(cb.HistoryCSV(run_dir / "history.csv"))
     if c.tensorboard:
