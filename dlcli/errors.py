@@ -72,6 +72,13 @@ class TrainingDivergedError(DlcliError):
     kind = "training diverged"
 
 
+class ParityError(DlcliError):
+    """An exported artifact failed its parity gate, or its conversion produced nothing."""
+
+    exit_code = ExitCode.PARITY
+    kind = "parity gate failed"
+
+
 class RunDirError(DlcliError):
     exit_code = ExitCode.RUN_DIR
     kind = "run directory error"
@@ -86,7 +93,8 @@ EXIT_CODE_DOCS: dict[ExitCode, str] = {
     ExitCode.DIVERGED: "training diverged (NaN or inf loss); the last good checkpoint is kept",
     ExitCode.RUN_DIR: "run directory error: exists (use --overwrite), not writable, "
     "or not a dlcli run",
-    ExitCode.PARITY: "an exported artifact failed its parity gate (reserved)",
+    ExitCode.PARITY: "an exported artifact failed its parity gate or its conversion; "
+    "the artifact is kept and marked failed in manifest.json",
     ExitCode.THRESHOLD: "a benchmark threshold was missed (reserved)",
     ExitCode.INTERRUPTED: "interrupted by SIGINT or SIGTERM (reserved)",
 }

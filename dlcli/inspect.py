@@ -40,6 +40,22 @@ def load_keras_model(path: Path):
         raise RunDirError(f"{path}: cannot load the model: {str(exc).splitlines()[0]}") from None
 
 
+def run_split(run: Run, split: str):
+    """(x, y) of one split of the run's data, through the run's saved preprocessing."""
+    import numpy as np
+
+    from dlcli.data import read_raw_splits
+    from dlcli.errors import UsageError
+
+    recipe, pre = run.recipe, run.preprocessor
+    raws, _ = read_raw_splits(recipe.data, Path("."), recipe.seed, recipe.task)
+    if split not in raws:
+        raise UsageError(f"this run has no {split} split (has: {', '.join(raws)})")
+    x = pre.transform_x(raws[split].x)
+    y = x if recipe.task == "reconstruction" else pre.encode_y(raws[split].y, split)
+    return x, np.asarray(y)
+
+
 def open_run(path: str | Path) -> Run:
     from dlcli.recipe.loader import load_recipe
 

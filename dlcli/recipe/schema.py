@@ -14,12 +14,36 @@ from dlcli.recipe.model import ModelSpec
 from dlcli.recipe.train import TrainSpec
 
 
-class ExportSpec(StrictModel):
-    """Defaults for ``dlcli export`` (filled in by the export stage)."""
+class GateSpec(StrictModel):
+    """Parity-gate thresholds; null means the default for the format and quantization.
 
-    formats: list[Literal["saved_model", "tflite", "onnx"]] = Field(default_factory=list, description="Formats to write.")
-    quantize: Literal["none", "dynamic", "float16", "int8"] = Field("none", description="TFLite quantization.")
-    options: dict[str, Any] = Field(default_factory=dict, description="Format-specific options.")
+    Defaults: float32 (SavedModel, ONNX, TFLite) max abs error 1e-4; float16 1e-2;
+    dynamic-range and int8: top-1 agreement >= 0.98 and a metric drop of at most 0.01
+    (accuracy points for classification; relative increase of MAE otherwise).
+    """
+
+    max_abs_error: float | None = Field(None, gt=0, description="Largest allowed |artifact - Keras| over all outputs.")
+    min_top1_agreement: float | None = Field(None, ge=0, le=1, description="Least fraction of test samples with the same top-1 class (classification).")
+    max_metric_drop: float | None = Field(None, ge=0, description="Largest allowed drop of the test metric against the Keras model.")
+
+
+class ExportSpec(StrictModel):
+    """Defaults for ``dlcli export``; command-line flags override them."""
+
+    formats: list[Literal["saved_model", "tflite", "onnx"]] = Field(
+        default_factory=list, description="Formats written when the command names none (empty: all three)."
+    )
+    quantize: Literal["none", "dynamic", "float16", "int8"] = Field(
+        "none", description="TFLite quantization (a float32 TFLite is also written as the size reference)."
+    )
+    representative_samples: int = Field(200, ge=1, description="Training examples that calibrate int8 quantization.")
+    int8_float_fallback: bool = Field(False, description="Let ops without an int8 kernel run in float (int8 I/O kept where possible).")
+    opset: int | None = Field(None, ge=9, description="ONNX opset (default: Keras's choice).")
+    tflite_batch_size: int | Literal["auto", "dynamic"] = Field(
+        "auto", description="TFLite batch dimension: auto = 1 for recurrent models (builtin ops only), dynamic otherwise."
+    )
+    parity_samples: int = Field(1000, ge=1, description="Test examples (at most) run through every artifact by the parity gate.")
+    gate: GateSpec = Field(default_factory=GateSpec, description="Parity-gate thresholds.")
 
 
 class CompressSpec(StrictModel):

@@ -1,0 +1,233 @@
+"""Export a trained run to SavedModel, TFLite and ONNX, and prove each artifact.
+
+``export_run(run_dir, ...) -> ExportResult``. Every artifact is converted into a
+temporary name and renamed into place, then loaded in its real runtime
+(``tf.saved_model.load``, ``ai_edge_litert``, ``onnxruntime``) and compared with the
+Keras model on held-out test samples by the parity gate (:mod:`dlcli.export.parity`).
+``RUN_DIR/export/manifest.json`` records every artifact: format, quantization, path,
+size, sha256, inputs / outputs (with int8 scale and zero point), conversion time and
+check results. A failed artifact is kept and marked failed.
+
+Importing this module does not import TensorFlow.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import shutil
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+FORMAT_ORDER = ("saved_model", "tflite", "onnx")
+
+
+@dataclass
+class Plan:
+    quantize: str
+    representative: Any = None
+    tflite_batch: int | None = None
+    int8_float_fallback: bool = False
+    opset: int | None = None
+
+
+@dataclass
+class Artifact:
+    name: str
+    format: str
+    quantization: str
+    path: str
+    runtime: str
+    status: str = "failed"  # passed | failed
+    size_bytes: int = 0
+    sha256: str = ""
+    conversion_seconds: float = 0.0
+    inputs: list[dict[str, Any]] = field(default_factory=list)
+    outputs: list[dict[str, Any]] = field(default_factory=list)
+    checks: dict[str, Any] = field(default_factory=dict)
+    error: str | None = None
+
+    def to_json(self) -> dict[str, Any]:
+        return {k: v for k, v in self.__dict__.items() if not (k == "error" and v is None)}
+
+    def failure(self) -> str:
+        if self.error:
+            return self.error
+        return "; ".join(self.checks.get("failures", [])) + f" (output {self.checks.get('output')!r})"
+
+
+@dataclass
+class ExportResult:
+    run_dir: Path
+    out_dir: Path
+    artifacts: list[Artifact]
+    keras: dict[str, Any]
+
+    @property
+    def failed(self) -> list[Artifact]:
+        return [a for a in self.artifacts if a.status != "passed"]
+
+    def manifest(self) -> dict[str, Any]:
+        import dlcli
+
+        return {
+            "format": "dlcli-export-manifest/1",
+            "dlcli": dlcli.__version__,
+            "run_dir": str(self.run_dir.resolve()),
+            "created": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
+            "keras": self.keras,
+            "passed": not self.failed,
+            "artifacts": [a.to_json() for a in self.artifacts],
+        }
+
+    def raise_for_failures(self) -> None:
+        from dlcli.errors import ParityError
+
+        if not self.failed:
+            return
+        worst = self.failed[0]
+        raise ParityError(
+            f"{len(self.failed)} of {len(self.artifacts)} artifacts failed: {worst.name} "
+            f"({worst.format} {worst.quantization}): {worst.failure()}; see {self.out_dir / 'manifest.json'}"
+        )
+
+
+def sha256_path(path: Path) -> tuple[str, int]:
+    """sha256 and size of a file, or of a directory (relative names and contents, sorted)."""
+    h = hashlib.sha256()
+    size = 0
+    files = [path] if path.is_file() else sorted(p for p in path.rglob("*") if p.is_file())
+    for f in files:
+        if path.is_dir():
+            h.update(str(f.relative_to(path)).encode() + b"\0")
+        data = f.read_bytes()
+        size += len(data)
+        h.update(hashlib.sha256(data).digest())
+    return h.hexdigest(), size
+
+
+def _place(tmp: Path, target: Path) -> None:
+    """Move a finished artifact into place (a file or a directory), replacing an old one."""
+    if target.is_dir() and not target.is_symlink():
+        old = target.with_name(f".{target.name}.old-{os.getpid()}")
+        os.replace(target, old)
+        os.replace(tmp, target)
+        shutil.rmtree(old, ignore_errors=True)
+    else:
+        os.replace(tmp, target)
+
+
+def artifact_name(fmt: str, quantization: str) -> str:
+    return {"saved_model": "saved_model", "onnx": "model.onnx"}.get(
+        fmt, f"model_{'float32' if quantization == 'none' else quantization}.tflite")
+
+
+def export_run(run_dir: str | Path, formats: list[str] | None = None, quantize: str | None = None,
+               out_dir: str | Path | None = None, representative_samples: int | None = None,
+               gate=None, opset: int | None = None, int8_float_fallback: bool | None = None,
+               tflite_batch_size: int | str | None = None, parity_samples: int | None = None,
+               log=None) -> ExportResult:
+    """Export ``run_dir``'s model; the recipe's ``export:`` section fills unset arguments."""
+    import numpy as np
+
+    from dlcli.atomic import write_json
+    from dlcli.errors import UsageError
+    from dlcli.export.parity import compare, resolve_gate, task_metric
+    from dlcli.export.registry import get_format
+    from dlcli.export.signature import has_recurrent_layers
+    from dlcli.inspect import open_run, run_split
+
+    log = log or (lambda msg: None)
+    run = open_run(run_dir)
+    spec = run.recipe.export
+    formats = list(formats or spec.formats or FORMAT_ORDER)
+    for f in formats:
+        get_format(f)
+    quantize = quantize or spec.quantize
+    if quantize not in ("none", "dynamic", "float16", "int8"):
+        raise UsageError(f"--quantize {quantize!r}: expected none, dynamic, float16 or int8")
+    n_rep = representative_samples or spec.representative_samples
+    n_parity = parity_samples or spec.parity_samples
+    gate_overrides = gate if gate is not None else spec.gate
+    out = Path(out_dir) if out_dir else run.path / "export"
+    out.mkdir(parents=True, exist_ok=True)
+
+    model = run.load_model()
+    task = run.recipe.task
+    x_test, y_test = run_split(run, "test")
+    x_test, y_test = x_test[:n_parity], y_test[:n_parity]
+    ref = np.asarray(model.predict(x_test, verbose=0, batch_size=256))
+    k_name, k_value = task_metric(ref, y_test, task)
+    keras_info = {"metric": k_name, "value": k_value, "samples": int(len(x_test)),
+                  "parameters": int(model.count_params())}
+
+    batch_setting = tflite_batch_size if tflite_batch_size is not None else spec.tflite_batch_size
+    if batch_setting == "auto":
+        tflite_batch = 1 if has_recurrent_layers(model) else None
+    else:
+        tflite_batch = None if batch_setting == "dynamic" else int(batch_setting)
+    jobs: list[tuple[str, str]] = []
+    for f in sorted(formats, key=FORMAT_ORDER.index):
+        if f == "tflite":
+            jobs.append((f, "none"))
+            if quantize != "none":
+                jobs.append((f, quantize))
+        else:
+            jobs.append((f, "none"))
+    rep = None
+    if any(q == "int8" for _, q in jobs):
+        x_train, _ = run_split(run, "train")
+        order = np.random.default_rng(run.recipe.seed).permutation(len(x_train))[:n_rep]
+        rep = x_train[np.sort(order)]
+
+    artifacts = []
+    for fmt_name, q in jobs:
+        fmt = get_format(fmt_name)
+        name = artifact_name(fmt_name, q)
+        target = out / name
+        art = Artifact(name, fmt_name, q, name, fmt.runtime)
+        plan = Plan(q, rep, tflite_batch, int8_float_fallback if int8_float_fallback is not None
+                    else spec.int8_float_fallback, opset or spec.opset)
+        log(f"exporting {name} ...")
+        tmp = out / f".{name}.tmp-{os.getpid()}{fmt.suffix}"
+        t0 = time.perf_counter()
+        try:
+            fmt.export(model, tmp, plan)
+            art.conversion_seconds = round(time.perf_counter() - t0, 3)
+            if not tmp.exists() or (tmp.is_file() and tmp.stat().st_size == 0):
+                raise RuntimeError("the converter reported success but produced no file")
+            _place(tmp, target)
+        except Exception as exc:  # noqa: BLE001 - any converter failure is recorded, not fatal
+            art.error = f"conversion failed: {type(exc).__name__}: {_first_line(exc)}"
+            art.conversion_seconds = round(time.perf_counter() - t0, 3)
+            shutil.rmtree(tmp, ignore_errors=True) if tmp.is_dir() else tmp.unlink(missing_ok=True)
+            artifacts.append(art)
+            continue
+        art.sha256, art.size_bytes = sha256_path(target)
+        try:
+            runner = fmt.load(target)
+            art.inputs = [t.to_json() for t in runner.inputs]
+            art.outputs = [t.to_json() for t in runner.outputs]
+            got = runner.predict(x_test)
+        except Exception as exc:  # noqa: BLE001 - the runtime refusing the artifact is a failure
+            art.error = f"{fmt.runtime} could not run it: {type(exc).__name__}: {_first_line(exc)}"
+            artifacts.append(art)
+            continue
+        checks = compare(ref, got, y_test, task, resolve_gate(q, task, gate_overrides), art.outputs[0]["name"])
+        art.checks = checks.to_json()
+        art.status = "passed" if checks.passed else "failed"
+        artifacts.append(art)
+
+    for extra in ("preprocessing.json", "labels.txt"):
+        if (run.path / extra).exists() and out.resolve() != run.path.resolve():
+            shutil.copyfile(run.path / extra, out / extra)
+    result = ExportResult(run.path, out, artifacts, keras_info)
+    write_json(out / "manifest.json", result.manifest())
+    return result
+
+
+def _first_line(exc: Exception) -> str:
+    lines = [line.strip() for line in str(exc).splitlines() if line.strip()]
+    return lines[0][:300] if lines else ""

@@ -1,0 +1,105 @@
+"""The parity gate: an artifact's outputs, in its real runtime, against the Keras model's.
+
+Per output: max and mean absolute error. Classification: top-1 agreement and the test
+accuracy with its drop (in accuracy points, 0.01 = 1 point). Regression and
+reconstruction: the test MAE and its relative increase.
+"""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass, field
+from typing import Any
+
+import numpy as np
+
+FLOAT_MAX_ABS = 1e-4
+FLOAT16_MAX_ABS = 1e-2
+QUANT_MIN_TOP1 = 0.98
+QUANT_MAX_DROP = 0.01  # classification: accuracy points / 100
+QUANT_MAX_REL_INCREASE = 0.10  # regression / reconstruction: relative MAE increase
+
+
+@dataclass
+class Gate:
+    max_abs_error: float | None = None
+    min_top1_agreement: float | None = None
+    max_metric_drop: float | None = None
+
+
+def default_gate(quantization: str, task: str) -> Gate:
+    if quantization == "none":
+        return Gate(max_abs_error=FLOAT_MAX_ABS)
+    if quantization == "float16":
+        return Gate(max_abs_error=FLOAT16_MAX_ABS)
+    if task == "classification":
+        return Gate(min_top1_agreement=QUANT_MIN_TOP1, max_metric_drop=QUANT_MAX_DROP)
+    return Gate(max_metric_drop=QUANT_MAX_REL_INCREASE)
+
+
+def resolve_gate(quantization: str, task: str, overrides) -> Gate:
+    gate = default_gate(quantization, task)
+    for key in ("max_abs_error", "min_top1_agreement", "max_metric_drop"):
+        value = getattr(overrides, key, None) if overrides is not None else None
+        if value is not None:
+            setattr(gate, key, value)
+    return gate
+
+
+def task_metric(pred: np.ndarray, y: np.ndarray, task: str) -> tuple[str, float]:
+    if task == "classification":
+        return "accuracy", float(np.mean(pred.reshape(len(pred), -1).argmax(-1) == y.reshape(-1)))
+    return "mae", float(np.mean(np.abs(pred.reshape(len(pred), -1) - y.reshape(len(y), -1))))
+
+
+@dataclass
+class Checks:
+    samples: int
+    output: str
+    max_abs_error: float
+    mean_abs_error: float
+    metric: str
+    keras_metric: float
+    artifact_metric: float
+    metric_drop: float
+    top1_agreement: float | None = None
+    gate: dict[str, Any] = field(default_factory=dict)
+    failures: list[str] = field(default_factory=list)
+
+    @property
+    def passed(self) -> bool:
+        return not self.failures
+
+    def to_json(self) -> dict[str, Any]:
+        d = asdict(self)
+        d["passed"] = self.passed
+        return d
+
+
+def compare(ref: np.ndarray, got: np.ndarray, y: np.ndarray, task: str, gate: Gate, output: str) -> Checks:
+    if got.shape != ref.shape:
+        got = got.reshape(ref.shape) if got.size == ref.size else got
+    if got.shape != ref.shape:
+        c = Checks(len(ref), output, float("inf"), float("inf"), "", 0.0, 0.0, float("inf"), gate=asdict(gate))
+        c.failures.append(f"output shape {got.shape} differs from the Keras model's {ref.shape}")
+        return c
+    diff = np.abs(ref.astype(np.float64) - got.astype(np.float64))
+    name, k_metric = task_metric(ref, y, task)
+    _, a_metric = task_metric(got, y, task)
+    if task == "classification":
+        drop = k_metric - a_metric
+        top1 = float(np.mean(ref.reshape(len(ref), -1).argmax(-1) == got.reshape(len(got), -1).argmax(-1)))
+    else:
+        drop = (a_metric - k_metric) / max(k_metric, 1e-12)
+        top1 = None
+    c = Checks(len(ref), output, float(diff.max()), float(diff.mean()), name, k_metric, a_metric, float(drop), top1,
+               gate=asdict(gate))
+    if not np.all(np.isfinite(got)):
+        c.failures.append("outputs contain NaN or inf")
+    if gate.max_abs_error is not None and c.max_abs_error > gate.max_abs_error:
+        c.failures.append(f"max abs error {c.max_abs_error:.3g} > {gate.max_abs_error:g}")
+    if gate.min_top1_agreement is not None and top1 is not None and top1 < gate.min_top1_agreement:
+        c.failures.append(f"top-1 agreement {top1:.4f} < {gate.min_top1_agreement:g}")
+    if gate.max_metric_drop is not None and drop > gate.max_metric_drop:
+        what = "accuracy drop" if task == "classification" else "relative MAE increase"
+        c.failures.append(f"{what} {drop:.4f} > {gate.max_metric_drop:g}")
+    return c

@@ -1,0 +1,117 @@
+"""TFLite (LiteRT): float32, dynamic range, float16 and full-integer int8; builtin ops
+only (no Flex ops, which the LiteRT interpreter cannot run); checked by
+``ai_edge_litert``.
+
+Conversion follows Keras's own path (ExportArchive -> SavedModel ->
+``TFLiteConverter.from_saved_model``) with dlcli's input signature: recurrent models
+get a fixed batch of 1 so LSTM / GRU fuse into builtin ops (STACK-FACTS.md).
+"""
+
+from __future__ import annotations
+
+import functools
+import sys
+import tempfile
+from pathlib import Path
+
+import numpy as np
+
+from dlcli.export.registry import register_exporter
+from dlcli.export.runner import Runner, TensorInfo, dequantize, quantize
+
+
+def convert(model, plan) -> bytes:
+    import keras
+    import tensorflow as tf
+
+    from dlcli.export.signature import input_signature
+
+    with tempfile.TemporaryDirectory() as tmp:
+        archive = keras.export.ExportArchive()
+        archive.track(model)
+        archive.add_endpoint("serve", functools.partial(model.__call__, training=False),
+                             input_signature=input_signature(model, plan.tflite_batch))
+        archive.write_out(tmp, verbose=False)
+        conv = tf.lite.TFLiteConverter.from_saved_model(tmp)
+        conv.target_spec.supported_ops = [tf.lite.OpsSet.TFLITE_BUILTINS]
+        q = plan.quantize
+        if q in ("dynamic", "float16", "int8"):
+            conv.optimizations = [tf.lite.Optimize.DEFAULT]
+        if q == "float16":
+            conv.target_spec.supported_types = [tf.float16]
+        if q == "int8":
+            rep = plan.representative
+            batch = plan.tflite_batch or 1
+
+            def dataset():
+                for i in range(0, len(rep) - batch + 1, batch):
+                    yield [rep[i:i + batch]]
+
+            conv.representative_dataset = dataset
+            ops = [tf.lite.OpsSet.TFLITE_BUILTINS_INT8]
+            if plan.int8_float_fallback:
+                ops.append(tf.lite.OpsSet.TFLITE_BUILTINS)
+            conv.target_spec.supported_ops = ops
+            if model.inputs[0].dtype in ("float32", "float16"):
+                conv.inference_input_type = tf.int8
+            conv.inference_output_type = tf.int8
+        return conv.convert()
+
+
+def export(model, target: Path, plan) -> None:
+    Path(target).write_bytes(convert(model, plan))
+
+
+def _info(d) -> TensorInfo:
+    scale, zp = d.get("quantization", (0.0, 0))
+    dtype = np.dtype(d["dtype"]).name
+    q = scale != 0.0 and dtype in ("int8", "uint8")
+    shape = [int(s) for s in d["shape_signature"]] if "shape_signature" in d else [int(s) for s in d["shape"]]
+    return TensorInfo(d["name"], dtype, [None if s == -1 else s for s in shape],
+                      float(scale) if q else None, int(zp) if q else None)
+
+
+class TFLiteRunner(Runner):
+    def __init__(self, path: Path):
+        from ai_edge_litert.interpreter import Interpreter
+
+        self.path = str(path)
+        self.interpreter = Interpreter(model_path=self.path)
+        self.interpreter.allocate_tensors()
+        self.inputs = [_info(d) for d in self.interpreter.get_input_details()]
+        self.outputs = [_info(d) for d in self.interpreter.get_output_details()]
+        self.fixed_batch = self.inputs[0].shape[0]
+        self._batch = None
+
+    def ops(self) -> list[str]:
+        return sorted({op["op_name"] for op in self.interpreter._get_ops_details()})
+
+    def _run(self, xb: np.ndarray) -> np.ndarray:
+        inp = self.interpreter.get_input_details()[0]
+        if self.fixed_batch is None and self._batch != len(xb):
+            self.interpreter.resize_tensor_input(inp["index"], [len(xb), *xb.shape[1:]])
+            self.interpreter.allocate_tensors()
+            self._batch = len(xb)
+            inp = self.interpreter.get_input_details()[0]
+        self.interpreter.set_tensor(inp["index"], quantize(xb, self.inputs[0]))
+        self.interpreter.invoke()
+        out = self.interpreter.get_output_details()[0]
+        return dequantize(self.interpreter.get_tensor(out["index"]).copy(), self.outputs[0])
+
+    def predict(self, x: np.ndarray) -> np.ndarray:
+        b = self.fixed_batch or min(len(x), 256)
+        parts = []
+        for i in range(0, len(x), b):
+            xb = x[i:i + b]
+            n = len(xb)
+            if self.fixed_batch and n < b:  # pad the last chunk of a fixed-batch model
+                xb = np.concatenate([xb, np.repeat(xb[-1:], b - n, axis=0)])
+            parts.append(self._run(xb)[:n])
+        return np.concatenate(parts)
+
+
+def load(path: Path) -> Runner:
+    return TFLiteRunner(Path(path))
+
+
+register_exporter("tflite", ".tflite", "ai_edge_litert")(sys.modules[__name__])
