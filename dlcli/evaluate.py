@@ -22,6 +22,24 @@ class EvalResult:
                 "metrics": self.metrics, "data_changed": self.data_changed}
 
 
+def evaluate_artifact(run_dir: str | Path, artifact: str | Path, split: str = "test") -> EvalResult:
+    """An exported artifact, in its real runtime, on a split of the run's data."""
+    import numpy as np
+
+    from dlcli.export.registry import format_of
+    from dlcli.inspect import open_run, run_split
+
+    run = open_run(run_dir)
+    x, y = run_split(run, split)
+    out = format_of(Path(artifact)).load(Path(artifact)).predict(x)
+    if run.recipe.task == "classification":
+        metrics = {"accuracy": float(np.mean(out.reshape(len(out), -1).argmax(-1) == y))}
+    else:
+        err = out.reshape(len(out), -1) - y.reshape(len(y), -1)
+        metrics = {"mae": float(np.mean(np.abs(err))), "mse": float(np.mean(err**2))}
+    return EvalResult(Path(run_dir), split, len(x), metrics, False)
+
+
 def evaluate(run_dir: str | Path, split: str = "test", batch_size: int | None = None) -> EvalResult:
     from dlcli.data import fingerprint_files, read_raw_splits
     from dlcli.data.pipeline import make_dataset

@@ -40,6 +40,23 @@ def load_keras_model(path: Path):
         raise RunDirError(f"{path}: cannot load the model: {str(exc).splitlines()[0]}") from None
 
 
+def find_artifact_run(artifact: Path) -> Run:
+    """The run an exported artifact came from, through the manifest beside it."""
+    import json as _json
+
+    artifact = Path(artifact)
+    for folder in (artifact.parent, artifact.parent.parent):
+        manifest = folder / "manifest.json"
+        if manifest.exists():
+            run_dir = Path(_json.loads(manifest.read_text())["run_dir"])
+            return open_run(run_dir)
+    raise RunDirError(f"{artifact}: no manifest.json beside it names its run; export it with `dlcli export`")
+
+
+def is_run_dir(path: Path) -> bool:
+    return Path(path).is_dir() and (Path(path) / "recipe.yaml").exists() and (Path(path) / "model.keras").exists()
+
+
 def run_split(run: Run, split: str):
     """(x, y) of one split of the run's data, through the run's saved preprocessing."""
     import numpy as np

@@ -103,12 +103,21 @@ def read_input(path: Path, run) -> tuple[np.ndarray, list[str]]:
     raise DataError(f"{path}: unsupported input for a {kind} run (use .npy, .npz, .csv, images or .txt)")
 
 
-def predict(run_dir: str | Path, input_path: str | Path, top_k: int = 3) -> Prediction:
-    from dlcli.inspect import open_run
+def predict(path: str | Path, input_path: str | Path, top_k: int = 3) -> Prediction:
+    """``path``: a run directory (its Keras model) or an exported artifact (its runtime)."""
+    from dlcli.inspect import find_artifact_run, is_run_dir, open_run
 
-    run = open_run(run_dir)
-    x, names = read_input(Path(input_path), run)
-    model = run.load_model()
-    out = np.asarray(model.predict(x, verbose=0, batch_size=256))
+    path = Path(path)
+    if is_run_dir(path):
+        run = open_run(path)
+        x, names = read_input(Path(input_path), run)
+        out = np.asarray(run.load_model().predict(x, verbose=0, batch_size=256))
+    else:
+        from dlcli.export.registry import format_of
+
+        fmt = format_of(path)
+        run = find_artifact_run(path)
+        x, names = read_input(Path(input_path), run)
+        out = fmt.load(path).predict(x)
     labels = run.preprocessor.labels if run.recipe.task == "classification" else None
     return Prediction(names, out, labels, max(1, min(top_k, len(labels) if labels else 1)))

@@ -4,20 +4,24 @@ from pathlib import Path
 
 import typer
 
-from dlcli.cli.common import emit_json, handle_errors, quiet_frameworks
+from dlcli.cli.common import emit_json, handle_errors, native_quiet, quiet_frameworks
 
 
 @handle_errors
 def evaluate(
     run_dir: Path = typer.Argument(..., help="A finished run directory."),
     split: str = typer.Option("test", "--split", help="train, validation or test."),
+    artifact: Path = typer.Option(None, "--artifact", help="Evaluate an exported artifact (.tflite, .onnx, SavedModel) "
+                                  "in its runtime instead of the Keras model."),
     json_out: bool = typer.Option(False, "--json", help="Print one JSON object."),
 ) -> None:
-    """Evaluate a run's model on a split, with the training preprocessing."""
+    """Evaluate a run's model (or an exported artifact) on a split, with the training preprocessing."""
     quiet_frameworks()
     from dlcli.evaluate import evaluate as evaluate_fn
+    from dlcli.evaluate import evaluate_artifact
 
-    res = evaluate_fn(run_dir, split)
+    with native_quiet():
+        res = evaluate_artifact(run_dir, artifact, split) if artifact else evaluate_fn(run_dir, split)
     if json_out:
         emit_json(res.to_json())
         return

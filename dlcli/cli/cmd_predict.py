@@ -4,21 +4,24 @@ from pathlib import Path
 
 import typer
 
-from dlcli.cli.common import emit_json, handle_errors, quiet_frameworks, stdout_console
+from dlcli.cli.common import emit_json, handle_errors, native_quiet, quiet_frameworks, stdout_console
 
 
 @handle_errors
 def predict(
-    run_dir: Path = typer.Argument(..., help="A finished run directory."),
+    run_dir: Path = typer.Argument(..., metavar="RUN_DIR|ARTIFACT",
+                                   help="A finished run, or an exported .tflite / .onnx / SavedModel."),
     input_path: Path = typer.Argument(..., metavar="INPUT", help=".npy, .npz, .csv, image file or folder, .txt"),
     top_k: int = typer.Option(3, "--top-k", min=1, help="Classes to show per example."),
     json_out: bool = typer.Option(False, "--json", help="Print one JSON object."),
 ) -> None:
-    """Predict with a run's model, applying the training preprocessing."""
+    """Predict with a run's model or an exported artifact, applying the training preprocessing
+    (and int8 quantization of inputs / dequantization of outputs for int8 models)."""
     quiet_frameworks()
     from dlcli.predict import predict as predict_fn
 
-    pred = predict_fn(run_dir, input_path, top_k)
+    with native_quiet():
+        pred = predict_fn(run_dir, input_path, top_k)
     if json_out:
         emit_json(pred.to_json())
         return

@@ -6,6 +6,7 @@ or run a model.
 
 from __future__ import annotations
 
+import contextlib
 import functools
 import json
 import os
@@ -59,6 +60,27 @@ def quiet_frameworks() -> None:
     import logging
 
     logging.getLogger("tensorflow").setLevel(logging.ERROR)
+
+
+@contextlib.contextmanager
+def native_quiet():
+    """Silence what native code (TFLite converter, LiteRT, onnxruntime) prints on fd 2,
+    unless --debug. Python-level errors still surface: they are raised, not printed."""
+    if STATE["debug"]:
+        yield
+        return
+    sys.stderr.flush()
+    saved = os.dup(2)
+    try:
+        with open(os.devnull, "w") as devnull:
+            os.dup2(devnull.fileno(), 2)
+            try:
+                yield
+            finally:
+                sys.stderr.flush()
+                os.dup2(saved, 2)
+    finally:
+        os.close(saved)
 
 
 def emit_json(obj: Any) -> None:

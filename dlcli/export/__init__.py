@@ -31,6 +31,7 @@ class Plan:
     tflite_batch: int | None = None
     int8_float_fallback: bool = False
     opset: int | None = None
+    int8_per_channel: bool = True
 
 
 @dataclass
@@ -189,7 +190,7 @@ def export_run(run_dir: str | Path, formats: list[str] | None = None, quantize: 
         target = out / name
         art = Artifact(name, fmt_name, q, name, fmt.runtime)
         plan = Plan(q, rep, tflite_batch, int8_float_fallback if int8_float_fallback is not None
-                    else spec.int8_float_fallback, opset or spec.opset)
+                    else spec.int8_float_fallback, opset or spec.opset, spec.int8_per_channel)
         log(f"exporting {name} ...")
         tmp = out / f".{name}.tmp-{os.getpid()}{fmt.suffix}"
         t0 = time.perf_counter()

@@ -15,9 +15,39 @@ _ORT_TYPES = {"tensor(float)": "float32", "tensor(int32)": "int32", "tensor(int6
               "tensor(double)": "float64", "tensor(float16)": "float16"}
 
 
+_FIXES_REGISTERED = False
+
+
+def register_tf2onnx_fixes() -> None:
+    """Teach tf2onnx the TensorFlow ops Keras 3 layers emit that it lacks.
+
+    ``Erfc``: exact GELU (``keras.activations.gelu``, the transformer default) lowers to
+    ``erfc``; tf2onnx 1.17 has no handler, and the graph it writes is rejected by
+    onnxruntime. erfc(x) = 1 - erf(x), and ONNX has ``Erf`` from opset 9.
+    """
+    global _FIXES_REGISTERED
+    if _FIXES_REGISTERED:
+        return
+    from tf2onnx import utils
+    from tf2onnx.handler import tf_op
+
+    @tf_op("Erfc")
+    class Erfc:  # noqa: F841 - registered by the decorator
+        @classmethod
+        def version_9(cls, ctx, node, **kwargs):
+            np_dtype = utils.map_onnx_to_numpy_type(ctx.get_dtype(node.input[0]))
+            one = ctx.make_const(utils.make_name(f"{node.name}_one"), np.array(1, np_dtype))
+            erf = ctx.make_node("Erf", [node.input[0]], name=utils.make_name(f"{node.name}_erf"))
+            node.type = "Sub"
+            ctx.replace_inputs(node, [one.output[0], erf.output[0]])
+
+    _FIXES_REGISTERED = True
+
+
 def export(model, target: Path, plan) -> None:
     from dlcli.export.signature import input_signature
 
+    register_tf2onnx_fixes()
     kwargs = {"opset_version": plan.opset} if plan.opset else {}
     model.export(str(target), format="onnx", verbose=False, input_signature=input_signature(model, None), **kwargs)
 

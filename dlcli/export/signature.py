@@ -19,3 +19,35 @@ def input_signature(model, batch: int | None):
 
     specs = [tf.TensorSpec((batch, *t.shape[1:]), t.dtype, name=t.name.split(":")[0]) for t in model.inputs]
     return specs if len(specs) > 1 else [specs[0]]
+
+
+_RECURRENT = ("LSTM", "GRU", "SimpleRNN")
+
+
+def unrolled_copy(model):
+    """The same model (same weights) with every LSTM / GRU / SimpleRNN unrolled.
+
+    The int8 TFLite converter crashes (SIGSEGV, TF 2.21) on the fused recurrent kernels
+    it makes at a fixed batch; unrolled, a recurrent layer becomes builtin
+    FULLY_CONNECTED / TANH / LOGISTIC ops that quantize cleanly. Needs a fixed
+    sequence length (dlcli's inputs have one).
+    """
+    import keras
+
+    def walk(node):
+        if isinstance(node, dict):
+            if node.get("class_name") in _RECURRENT and isinstance(node.get("config"), dict):
+                node["config"]["unroll"] = True
+            for value in node.values():
+                walk(value)
+        elif isinstance(node, list):
+            for value in node:
+                walk(value)
+
+    config = model.get_config()
+    walk(config)
+    import dlcli.models.custom_layers  # noqa: F401
+
+    copy = model.__class__.from_config(config)
+    copy.set_weights(model.get_weights())
+    return copy

@@ -4,7 +4,8 @@ only (no Flex ops, which the LiteRT interpreter cannot run); checked by
 
 Conversion follows Keras's own path (ExportArchive -> SavedModel ->
 ``TFLiteConverter.from_saved_model``) with dlcli's input signature: recurrent models
-get a fixed batch of 1 so LSTM / GRU fuse into builtin ops (STACK-FACTS.md).
+get a fixed batch of 1 so LSTM / GRU fuse into builtin ops (STACK-FACTS.md). For int8,
+recurrent layers are unrolled first: the converter crashes on the fused kernels.
 """
 
 from __future__ import annotations
@@ -24,8 +25,10 @@ def convert(model, plan) -> bytes:
     import keras
     import tensorflow as tf
 
-    from dlcli.export.signature import input_signature
+    from dlcli.export.signature import has_recurrent_layers, input_signature, unrolled_copy
 
+    if plan.quantize == "int8" and has_recurrent_layers(model):
+        model = unrolled_copy(model)
     with tempfile.TemporaryDirectory() as tmp:
         archive = keras.export.ExportArchive()
         archive.track(model)
@@ -55,6 +58,8 @@ def convert(model, plan) -> bytes:
             if model.inputs[0].dtype in ("float32", "float16"):
                 conv.inference_input_type = tf.int8
             conv.inference_output_type = tf.int8
+            if not plan.int8_per_channel:
+                conv._experimental_disable_per_channel = True  # per-tensor scales: smaller, coarser
         return conv.convert()
 
 
@@ -84,7 +89,12 @@ class TFLiteRunner(Runner):
         self._batch = None
 
     def ops(self) -> list[str]:
-        return sorted({op["op_name"] for op in self.interpreter._get_ops_details()})
+        """The model's operators as converted (read without delegates, which replace nodes)."""
+        from ai_edge_litert.interpreter import Interpreter, OpResolverType
+
+        plain = Interpreter(model_path=self.path,
+                            experimental_op_resolver_type=OpResolverType.BUILTIN_WITHOUT_DEFAULT_DELEGATES)
+        return sorted({op["op_name"] for op in plain._get_ops_details()})
 
     def _run(self, xb: np.ndarray) -> np.ndarray:
         inp = self.interpreter.get_input_details()[0]

@@ -38,6 +38,9 @@ class ExportSpec(StrictModel):
     )
     representative_samples: int = Field(200, ge=1, description="Training examples that calibrate int8 quantization.")
     int8_float_fallback: bool = Field(False, description="Let ops without an int8 kernel run in float (int8 I/O kept where possible).")
+    int8_per_channel: bool = Field(
+        True, description="Per-channel int8 weight scales (more accurate); false: per-tensor (smaller file)."
+    )
     opset: int | None = Field(None, ge=9, description="ONNX opset (default: Keras's choice).")
     tflite_batch_size: int | Literal["auto", "dynamic"] = Field(
         "auto", description="TFLite batch dimension: auto = 1 for recurrent models (builtin ops only), dynamic otherwise."

@@ -1,0 +1,90 @@
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+
+import typer
+
+from dlcli.cli.common import emit_json, handle_errors, native_quiet, quiet_frameworks, stdout_console
+from dlcli.errors import RunDirError
+
+
+def latest_run(root: Path = Path("runs")) -> Path:
+    """The most recently finished run under ``root``."""
+    candidates = [p for p in root.glob("*/model.keras")] if root.is_dir() else []
+    if not candidates:
+        raise RunDirError(f"no RUN_DIR given and no finished run under {root}/ (train one, or name the run)")
+    return max(candidates, key=lambda p: p.stat().st_mtime).parent
+
+
+@handle_errors
+def export(
+    run_dir: Path = typer.Argument(None, help="A finished run (default: the most recent under ./runs)."),
+    saved_model: bool = typer.Option(False, "--saved-model", help="Write a SavedModel."),
+    tflite: bool = typer.Option(False, "--tflite", help="Write TFLite (LiteRT) models."),
+    onnx: bool = typer.Option(False, "--onnx", help="Write an ONNX model."),
+    all_: bool = typer.Option(False, "--all", help="All three formats."),
+    quantize: str = typer.Option(None, "--quantize", "-q", help="TFLite quantization: none, dynamic, float16, int8."),
+    representative_samples: int = typer.Option(None, "--representative-samples", min=1,
+                                               help="Training examples that calibrate int8."),
+    int8_float_fallback: bool = typer.Option(None, "--int8-float-fallback/--no-int8-float-fallback",
+                                             help="Let ops without an int8 kernel run in float."),
+    opset: int = typer.Option(None, "--opset", min=9, help="ONNX opset."),
+    out: Path = typer.Option(None, "--out", "-o", help="Output folder (default: RUN_DIR/export)."),
+    max_abs_error: float = typer.Option(None, "--max-abs-error", help="Gate: largest |artifact - Keras|."),
+    min_top1_agreement: float = typer.Option(None, "--min-top1-agreement", help="Gate: least top-1 agreement."),
+    max_metric_drop: float = typer.Option(None, "--max-metric-drop", help="Gate: largest metric drop."),
+    json_out: bool = typer.Option(False, "--json", help="Print the manifest as one JSON object."),
+) -> None:
+    """Export a run to SavedModel / TFLite / ONNX and check every artifact in its real runtime.
+
+    Exit code 6 when an artifact fails its parity gate (it is kept, marked failed)."""
+    quiet_frameworks()
+    from dlcli.export import export_run
+    from dlcli.recipe.schema import GateSpec
+
+    if run_dir is None:
+        run_dir = latest_run()
+        print(f"using the most recent run: {run_dir}", file=sys.stderr)
+    formats = [f for f, on in (("saved_model", saved_model), ("tflite", tflite), ("onnx", onnx)) if on or all_]
+    gate = None
+    if any(v is not None for v in (max_abs_error, min_top1_agreement, max_metric_drop)):
+        gate = GateSpec(max_abs_error=max_abs_error, min_top1_agreement=min_top1_agreement,
+                        max_metric_drop=max_metric_drop)
+    log = (lambda msg: None) if json_out else (lambda msg: print(msg, file=sys.stderr, flush=True))
+    with native_quiet():
+        result = export_run(run_dir, formats or None, quantize, out, representative_samples, gate, opset,
+                            int8_float_fallback, log=log)
+    if json_out:
+        emit_json(result.manifest())
+    else:
+        _table(result)
+    result.raise_for_failures()
+
+
+def _table(result) -> None:
+    from rich.table import Table
+
+    ref = next((a.size_bytes for a in result.artifacts if a.name == "model_float32.tflite" and a.size_bytes), None)
+    metric = result.keras["metric"]
+    t = Table(title=f"{result.out_dir}", title_justify="left")
+    t.add_column("artifact", no_wrap=True)
+    for col in ("size", "ratio", "max err", "top-1", metric):
+        t.add_column(col, justify="right", no_wrap=True)
+    t.add_column("gate", no_wrap=True)
+    t.add_row("keras model", "", "", "", "", f"{result.keras['value']:.4f}", "reference")
+    for a in result.artifacts:
+        c = a.checks
+        t.add_row(
+            a.name, _size(a.size_bytes) if a.size_bytes else "-",
+            f"{a.size_bytes / ref:.2f}x" if ref and a.size_bytes else "-",
+            f"{c['max_abs_error']:.1e}" if c else "-",
+            f"{c['top1_agreement']:.3f}" if c and c.get("top1_agreement") is not None else "-",
+            f"{c['artifact_metric']:.4f}" if c else "-",
+            "[green]pass[/]" if a.status == "passed" else "[red]FAIL[/]",
+        )
+    stdout_console().print(t)
+
+
+def _size(n: int) -> str:
+    return f"{n / 1024:.1f}k" if n < 1024 * 1024 else f"{n / 1024 / 1024:.2f}M"
