@@ -23,7 +23,8 @@ run()
 
 @pytest.mark.parametrize("args", [
     ["--help"], ["--version"], ["validate", "recipes/digits_cnn.yaml"], ["schema"], ["init", "--list"],
-    ["train", "--help"], ["validate", "recipes/does-not-exist.yaml"],
+    ["train", "--help"], ["export", "--help"], ["evaluate", "--help"], ["predict", "--help"],
+    ["validate", "recipes/does-not-exist.yaml"],
 ])
 def test_light_commands_do_not_import_tensorflow(args):
     proc = subprocess.run([sys.executable, "-c", PROBE, *args], cwd=REPO, capture_output=True, text=True, timeout=60)

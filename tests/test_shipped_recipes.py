@@ -53,3 +53,9 @@ def test_digits_quick_start_reaches_095_and_reloads(cli, tmp_path):
     pred = model.predict(bundle.splits["test"].x, verbose=0).argmax(-1)
     acc = float(np.mean(pred == bundle.splits["test"].y))
     assert acc == pytest.approx(metrics["test"]["accuracy"], abs=1e-6)
+    # export acceptance: every format, int8 included, passes its parity gate
+    r = cli("export", run, "--all", "--quantize", "int8", "--json")
+    assert r.exit_code == 0, r.stderr
+    manifest = json.loads(r.stdout)
+    assert manifest["passed"] and len(manifest["artifacts"]) == 4
+    assert all(a["status"] == "passed" for a in manifest["artifacts"])

@@ -29,6 +29,8 @@ def export(
                                                help="Training examples that calibrate int8."),
     int8_float_fallback: bool = typer.Option(None, "--int8-float-fallback/--no-int8-float-fallback",
                                              help="Let ops without an int8 kernel run in float."),
+    int8_per_channel: bool = typer.Option(None, "--int8-per-channel/--int8-per-tensor",
+                                          help="int8 weight scales per channel (default) or per tensor (smaller)."),
     opset: int = typer.Option(None, "--opset", min=9, help="ONNX opset."),
     out: Path = typer.Option(None, "--out", "-o", help="Output folder (default: RUN_DIR/export)."),
     max_abs_error: float = typer.Option(None, "--max-abs-error", help="Gate: largest |artifact - Keras|."),
@@ -54,7 +56,7 @@ def export(
     log = (lambda msg: None) if json_out else (lambda msg: print(msg, file=sys.stderr, flush=True))
     with native_quiet():
         result = export_run(run_dir, formats or None, quantize, out, representative_samples, gate, opset,
-                            int8_float_fallback, log=log)
+                            int8_float_fallback, int8_per_channel=int8_per_channel, log=log)
     if json_out:
         emit_json(result.manifest())
     else:

@@ -129,7 +129,7 @@ def export_run(run_dir: str | Path, formats: list[str] | None = None, quantize: 
                out_dir: str | Path | None = None, representative_samples: int | None = None,
                gate=None, opset: int | None = None, int8_float_fallback: bool | None = None,
                tflite_batch_size: int | str | None = None, parity_samples: int | None = None,
-               log=None) -> ExportResult:
+               int8_per_channel: bool | None = None, log=None) -> ExportResult:
     """Export ``run_dir``'s model; the recipe's ``export:`` section fills unset arguments."""
     import numpy as np
 
@@ -190,7 +190,8 @@ def export_run(run_dir: str | Path, formats: list[str] | None = None, quantize: 
         target = out / name
         art = Artifact(name, fmt_name, q, name, fmt.runtime)
         plan = Plan(q, rep, tflite_batch, int8_float_fallback if int8_float_fallback is not None
-                    else spec.int8_float_fallback, opset or spec.opset, spec.int8_per_channel)
+                    else spec.int8_float_fallback, opset or spec.opset,
+                    spec.int8_per_channel if int8_per_channel is None else int8_per_channel)
         log(f"exporting {name} ...")
         tmp = out / f".{name}.tmp-{os.getpid()}{fmt.suffix}"
         t0 = time.perf_counter()
