@@ -5,7 +5,16 @@ from __future__ import annotations
 import typer
 
 from dlcli import __version__
-from dlcli.cli import cmd_evaluate, cmd_export, cmd_init, cmd_predict, cmd_schema, cmd_train, cmd_validate
+from dlcli.cli import (
+    cmd_evaluate,
+    cmd_export,
+    cmd_init,
+    cmd_predict,
+    cmd_prune,
+    cmd_schema,
+    cmd_train,
+    cmd_validate,
+)
 from dlcli.cli.common import STATE
 
 app = typer.Typer(
@@ -38,6 +47,7 @@ app.command("schema")(cmd_schema.schema)
 app.command("init")(cmd_init.init)
 app.command("train")(cmd_train.train)
 app.command("export")(cmd_export.export)
+app.command("prune")(cmd_prune.prune)
 app.command("evaluate")(cmd_evaluate.evaluate)
 app.command("predict")(cmd_predict.predict)
 

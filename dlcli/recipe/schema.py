@@ -49,11 +49,35 @@ class ExportSpec(StrictModel):
     gate: GateSpec = Field(default_factory=GateSpec, description="Parity-gate thresholds.")
 
 
-class CompressSpec(StrictModel):
-    """Compression stages (filled in by the compression stage)."""
+class PruneSpec(StrictModel):
+    """Magnitude pruning (``dlcli prune``): fine-tune while the smallest weights are masked."""
 
-    prune: dict[str, Any] | None = Field(None, description="Magnitude pruning settings.")
-    distill: dict[str, Any] | None = Field(None, description="Knowledge distillation settings.")
+    sparsity: float = Field(0.8, ge=0.0, lt=1.0, description="Target fraction of zeros in each prunable kernel.")
+    schedule: Literal["constant", "polynomial"] = Field(
+        "polynomial", description="constant: target from the first step; polynomial: rise from initial_sparsity (Zhu & Gupta)."
+    )
+    initial_sparsity: float = Field(0.0, ge=0.0, lt=1.0, description="Sparsity at the first step (polynomial).")
+    end_fraction: float = Field(0.7, gt=0.0, le=1.0, description="Fraction of the fine-tuning steps after which the target is reached.")
+    frequency: int = Field(10, ge=1, description="Steps between mask updates (masks are re-applied after every step).")
+    structure: Literal["unstructured", "2:4"] = Field(
+        "unstructured", description="2:4: at most 2 non-zeros in every group of 4 consecutive weights along the input axis."
+    )
+    scope: Literal["layer", "global"] = Field(
+        "layer", description="layer: the target sparsity in every kernel; global: one magnitude threshold across kernels."
+    )
+    epochs: int = Field(10, ge=1, description="Fine-tuning epochs.")
+    learning_rate: float | None = Field(None, gt=0, description="Fine-tuning rate (default: a third of the training rate).")
+    exclude: list[str] = Field(default_factory=list, description="Layer names to leave dense.")
+
+
+class CompressSpec(StrictModel):
+    """Compression stages."""
+
+    prune: PruneSpec | None = Field(None, description="Magnitude pruning settings.")
+    distill: dict[str, Any] | None = Field(None, description="Knowledge distillation settings (not built yet).")
+
+    def prune_spec(self) -> PruneSpec:
+        return self.prune or PruneSpec()
 
 
 class Recipe(StrictModel):

@@ -1,0 +1,55 @@
+from __future__ import annotations
+
+from pathlib import Path
+
+import typer
+
+from dlcli.cli.common import emit_json, handle_errors, native_quiet, quiet_frameworks, stdout_console
+
+
+@handle_errors
+def prune(
+    run_dir: Path = typer.Argument(..., help="A finished run to prune."),
+    sparsity: float = typer.Option(None, "--sparsity", help="Target fraction of zeros, in [0, 1) (default 0.8)."),
+    schedule: str = typer.Option(None, "--schedule", help="constant or polynomial (default)."),
+    structure: str = typer.Option(None, "--structure", help="unstructured (default) or 2:4."),
+    scope: str = typer.Option(None, "--scope", help="layer (default): target per kernel; global: one threshold."),
+    epochs: int = typer.Option(None, "--epochs", min=1, help="Fine-tuning epochs (default 10)."),
+    learning_rate: float = typer.Option(None, "--learning-rate", help="Fine-tuning rate (default: training rate / 3)."),
+    exclude: list[str] = typer.Option(None, "--exclude", help="Layer name to leave dense; repeatable."),
+    out: Path = typer.Option(None, "--run-dir", "-o", help="New run directory (default: RUN_DIR-pruned)."),
+    overwrite: bool = typer.Option(False, "--overwrite", help="Replace an existing output run."),
+    json_out: bool = typer.Option(False, "--json", help="Print one JSON object."),
+    quiet: bool = typer.Option(False, "--quiet", help="No per-epoch lines."),
+) -> None:
+    """Magnitude-prune a trained model (Keras 3, no tfmot): fine-tune while the smallest
+    weights stay exactly zero; write a new run with a plain model.keras and sparsity.json."""
+    quiet_frameworks()
+    from dlcli.compress.prune import prune as prune_fn
+
+    with native_quiet():
+        res = prune_fn(run_dir, out, sparsity=sparsity, schedule=schedule, structure=structure, epochs=epochs,
+                       exclude=exclude or None, learning_rate=learning_rate, overwrite=overwrite, scope=scope,
+                       progress="none" if (json_out or quiet) else "plain")
+    if json_out:
+        emit_json({**res.to_json(), "layers": res.sparsity["layers"]})
+        return
+    from rich.table import Table
+
+    t = Table(title=f"{res.run_dir}  (pruned from {res.source})", title_justify="left")
+    for col in ("layer", "shape", "zeros", "sparsity"):
+        t.add_column(col, justify="left" if col in ("layer", "shape") else "right")
+    for layer in res.sparsity["layers"]:
+        t.add_row(layer["layer"], "x".join(map(str, layer["shape"])), str(layer["zeros"]), f"{layer['sparsity']:.3f}")
+    t.add_row("[bold]prunable total[/]", "", str(round(res.sparsity["prunable_sparsity"] * res.sparsity["prunable_parameters"])),
+              f"[bold]{res.sparsity['prunable_sparsity']:.3f}[/]")
+    console = stdout_console()
+    console.print(t)
+    s = res.sizes
+    if "tflite_gzip" in s:
+        console.print(f"gzip size: model.keras {s['model_keras_gzip']:,} B (dense {s['dense_model_keras_gzip']:,}), "
+                      f"TFLite {s['tflite_gzip']:,} B (dense {s['dense_tflite_gzip']:,}, "
+                      f"{s['tflite_gzip'] / s['dense_tflite_gzip']:.2f}x)")
+    split = "test" if "test" in res.metrics else "train"
+    console.print(f"{split}: " + "  ".join(f"{k} {v:.4f} (dense {res.dense_metrics[split][k]:.4f})"
+                                          for k, v in res.metrics[split].items()))
