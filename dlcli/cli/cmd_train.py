@@ -27,11 +27,46 @@ def train(
     console = stderr_console()
     result = train_fn(r, run_dir, overwrite=overwrite, allow_code=allow_code,
                       progress=progress_mode(quiet, json_out), console=console)
+    from dlcli.pipeline import run_pipeline, wants_pipeline
+
+    pipeline = None
+    if wants_pipeline(r):
+        from dlcli.cli.common import native_quiet
+
+        with native_quiet():
+            pipeline = run_pipeline(r, result.run_dir, allow_code=allow_code,
+                                    log=(lambda m: None) if json_out else (lambda m: console.print(m)))
     if json_out:
-        emit_json(result.to_json())
+        emit_json({**result.to_json(), **({"pipeline": pipeline.to_json()} if pipeline else {})})
+        if pipeline and pipeline.export is not None:
+            pipeline.export.raise_for_failures()
         return
     test = result.metrics.get("test") or result.metrics.get("validation") or result.metrics["train"]
     summary = "  ".join(f"{k} {v:.4f}" for k, v in test.items())
     split = "test" if "test" in result.metrics else ("validation" if "validation" in result.metrics else "train")
     console.print(f"[bold]trained[/] {r.name} in {result.duration_s:.1f}s ({result.epochs_run} epochs) -> {result.run_dir}")
     typer.echo(f"{split}: {summary}")
+    if pipeline:
+        _pipeline_table(pipeline)
+        if pipeline.export is not None:
+            pipeline.export.raise_for_failures()
+
+
+def _pipeline_table(pipeline) -> None:
+    from rich.table import Table
+
+    from dlcli.cli.common import stdout_console
+
+    t = Table(title="pipeline", title_justify="left")
+    for col in ("stage", "parameters", "sparsity", "model.keras", "gzip", "metric"):
+        t.add_column(col, justify="left" if col == "stage" else "right")
+    for s in pipeline.stages:
+        t.add_row(s.name, f"{s.parameters:,}", f"{s.sparsity:.3f}", f"{s.model_bytes:,}", f"{s.model_gzip_bytes:,}",
+                  f"{s.metric} {s.value:.4f}")
+    if pipeline.export is not None:
+        for a in pipeline.export.artifacts:
+            metric = a.checks.get("artifact_metric")
+            t.add_row(f"export {a.name}", "", "", f"{a.size_bytes:,}", "",
+                      (f"{pipeline.export.keras['metric']} {metric:.4f} " if metric is not None else "")
+                      + ("pass" if a.status == "passed" else "FAIL"))
+    stdout_console().print(t)

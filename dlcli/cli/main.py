@@ -6,6 +6,7 @@ import typer
 
 from dlcli import __version__
 from dlcli.cli import (
+    cmd_distill,
     cmd_evaluate,
     cmd_export,
     cmd_init,
@@ -48,6 +49,7 @@ app.command("init")(cmd_init.init)
 app.command("train")(cmd_train.train)
 app.command("export")(cmd_export.export)
 app.command("prune")(cmd_prune.prune)
+app.command("distill")(cmd_distill.distill)
 app.command("evaluate")(cmd_evaluate.evaluate)
 app.command("predict")(cmd_predict.predict)
 

@@ -178,14 +178,14 @@ def tflite_gzip_size(model) -> tuple[int, int]:
 def prune(run_dir: str | Path, out_dir: str | Path | None = None, *, sparsity: float | None = None,
           schedule: str | None = None, structure: str | None = None, epochs: int | None = None,
           exclude: list[str] | None = None, learning_rate: float | None = None, overwrite: bool = False,
-          scope: str | None = None, progress: str = "plain") -> PruneResult:
-    """Fine-tune ``run_dir``'s model to the target sparsity; the recipe's
-    ``compress.prune`` section fills unset arguments."""
+          scope: str | None = None, spec=None, progress: str = "plain") -> PruneResult:
+    """Fine-tune ``run_dir``'s model to the target sparsity. Unset arguments come from
+    ``spec`` (a PruneSpec), else from the run's recipe ``compress.prune`` section."""
     from dlcli.inspect import open_run
 
     t0 = time.time()
     run = open_run(run_dir)
-    spec = run.recipe.compress.prune_spec()
+    spec = spec or run.recipe.compress.prune_spec()
     sparsity = spec.sparsity if sparsity is None else sparsity
     structure = structure or spec.structure
     if not 0.0 <= sparsity < 1.0:

@@ -257,6 +257,8 @@ def _absolutize(recipe, base_dir: Path) -> None:
     for attr in ("path", "validation_path", "test_path", "labels_path"):
         if hasattr(data, attr):
             setattr(data, attr, fix(getattr(data, attr)))
+    if recipe.compress.distill is not None and recipe.compress.distill.student:
+        recipe.compress.distill.student = fix(recipe.compress.distill.student)
     app = getattr(recipe.model, "application", None)
     if app is not None and app.weights:
         app.weights = fix(app.weights)

@@ -70,11 +70,19 @@ class PruneSpec(StrictModel):
     exclude: list[str] = Field(default_factory=list, description="Layer names to leave dense.")
 
 
+class DistillSpec(StrictModel):
+    """Knowledge distillation (``dlcli distill`` and the train pipeline)."""
+
+    student: str | None = Field(None, description="Student recipe file (pipeline: required; relative to this recipe).")
+    temperature: float = Field(3.0, gt=0, description="Softmax temperature for the teacher's and student's logits.")
+    alpha: float = Field(0.5, ge=0, le=1, description="Weight of the distillation loss; 1 - alpha weighs the label loss.")
+
+
 class CompressSpec(StrictModel):
-    """Compression stages."""
+    """Compression stages, run by ``dlcli train`` after training (distill, then prune), before export."""
 
     prune: PruneSpec | None = Field(None, description="Magnitude pruning settings.")
-    distill: dict[str, Any] | None = Field(None, description="Knowledge distillation settings (not built yet).")
+    distill: DistillSpec | None = Field(None, description="Knowledge distillation settings.")
 
     def prune_spec(self) -> PruneSpec:
         return self.prune or PruneSpec()

@@ -1,0 +1,99 @@
+"""The recipe pipeline ``dlcli train`` runs after training: compress (distill, then
+prune), then export with the parity gate, each stage in its own run directory under
+RUN_DIR, and a summary of every stage (size, sparsity, metric) in RUN_DIR/pipeline.json.
+"""
+
+from __future__ import annotations
+
+import gzip
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from dlcli.atomic import write_json
+from dlcli.errors import UsageError
+
+
+def wants_pipeline(recipe) -> bool:
+    c = recipe.compress
+    return bool(c.prune or c.distill or recipe.export.formats)
+
+
+@dataclass
+class Stage:
+    name: str
+    run_dir: str
+    parameters: int
+    sparsity: float
+    model_bytes: int
+    model_gzip_bytes: int
+    metric: str
+    value: float
+
+    def to_json(self) -> dict[str, Any]:
+        return dict(self.__dict__)
+
+
+@dataclass
+class PipelineResult:
+    stages: list[Stage] = field(default_factory=list)
+    export: Any = None
+
+    def to_json(self) -> dict[str, Any]:
+        out: dict[str, Any] = {"stages": [s.to_json() for s in self.stages]}
+        if self.export is not None:
+            out["export"] = {"out_dir": str(self.export.out_dir), "passed": not self.export.failed,
+                             "artifacts": [{"name": a.name, "status": a.status, "size_bytes": a.size_bytes,
+                                            "metric": a.checks.get("artifact_metric"), "error": a.error}
+                                           for a in self.export.artifacts]}
+        return out
+
+
+def _stage(name: str, run_dir: Path) -> Stage:
+    import json
+
+    import numpy as np
+
+    from dlcli.inspect import load_keras_model
+
+    from dlcli.compress.prune import measure
+
+    model = load_keras_model(run_dir / "model.keras")
+    total = sum(int(np.prod(v.shape)) for v in model.weights)
+    sparsity = measure(model)["prunable_sparsity"]  # zeros in the prunable kernels
+    metrics = json.loads((run_dir / "metrics.json").read_text())
+    split = metrics.get("test") or metrics.get("validation") or metrics["train"]
+    metric = next((k for k in ("accuracy", "mae", "loss") if k in split), next(iter(split)))
+    data = (run_dir / "model.keras").read_bytes()
+    return Stage(name, str(run_dir), int(total), sparsity, len(data),
+                 len(gzip.compress(data, compresslevel=9)), metric, float(split[metric]))
+
+
+def run_pipeline(recipe, run_dir: Path, *, allow_code: bool = False, log=None) -> PipelineResult:
+    from dlcli.compress.distill import distill
+    from dlcli.compress.prune import prune
+    from dlcli.export import export_run
+
+    log = log or (lambda msg: None)
+    result = PipelineResult([_stage("train", run_dir)])
+    current = run_dir
+    c = recipe.compress
+    if c.distill:
+        if not c.distill.student:
+            raise UsageError("compress.distill.student: the pipeline needs a student recipe file")
+        log(f"distilling into {run_dir / 'distilled'} ...")
+        distill(current, c.distill.student, run_dir / "distilled", temperature=c.distill.temperature,
+                alpha=c.distill.alpha, overwrite=True, allow_code=allow_code, progress="none")
+        current = run_dir / "distilled"
+        result.stages.append(_stage("distill", current))
+    if c.prune:
+        log(f"pruning into {run_dir / 'pruned'} ...")
+        prune(current, run_dir / "pruned", overwrite=True, spec=c.prune, progress="none")
+        current = run_dir / "pruned"
+        result.stages.append(_stage("prune", current))
+    if recipe.export.formats or c.prune or c.distill:
+        log(f"exporting {current} ...")
+        result.export = export_run(current, recipe.export.formats or None, recipe.export.quantize)
+    write_json(run_dir / "pipeline.json", {**result.to_json(), "created": time.strftime("%Y-%m-%dT%H:%M:%S%z")})
+    return result
