@@ -20,6 +20,7 @@ class ExitCode(IntEnum):
     RUN_DIR = 5  # run directory exists, is not writable, or is not a dlcli run
     PARITY = 6  # an export failed its parity gate (reserved for export)
     THRESHOLD = 7  # a benchmark threshold was missed (reserved for benchmark)
+    PACKAGE = 8  # a deployment package failed verification (changed, missing, extra or unsafe entries)
     INTERRUPTED = 130  # stopped by SIGINT / SIGTERM (reserved for resume)
 
 
@@ -79,6 +80,14 @@ class ParityError(DlcliError):
     kind = "parity gate failed"
 
 
+class PackageError(DlcliError):
+    """A deployment package is unreadable or fails verification: a checksum differs, a file
+    is missing or extra, or an entry is unsafe (absolute, ``..``, a link)."""
+
+    exit_code = ExitCode.PACKAGE
+    kind = "package error"
+
+
 class RunDirError(DlcliError):
     exit_code = ExitCode.RUN_DIR
     kind = "run directory error"
@@ -95,6 +104,8 @@ EXIT_CODE_DOCS: dict[ExitCode, str] = {
     "or not a dlcli run",
     ExitCode.PARITY: "an exported artifact failed its parity gate or its conversion; "
     "the artifact is kept and marked failed in manifest.json",
-    ExitCode.THRESHOLD: "a benchmark threshold was missed (reserved)",
+    ExitCode.THRESHOLD: "a benchmark threshold was missed (--fail-under, --max-latency-ms)",
+    ExitCode.PACKAGE: "package verification failed: a checksum differs, a file is missing or extra, "
+    "or an entry is unsafe (absolute path, '..', a link)",
     ExitCode.INTERRUPTED: "interrupted by SIGINT or SIGTERM (reserved)",
 }

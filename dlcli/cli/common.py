@@ -28,9 +28,10 @@ def stderr_console():
 
 
 def stdout_console():
+    """Tables on stdout; 120 columns when stdout is not a terminal (CI logs), so they stay readable."""
     from rich.console import Console
 
-    return Console(highlight=False)
+    return Console(highlight=False, width=None if sys.stdout.isatty() else 120)
 
 
 def quiet_frameworks() -> None:

@@ -6,6 +6,7 @@ import typer
 
 from dlcli import __version__
 from dlcli.cli import (
+    cmd_benchmark,
     cmd_distill,
     cmd_evaluate,
     cmd_export,
@@ -51,6 +52,7 @@ app.command("export")(cmd_export.export)
 app.command("prune")(cmd_prune.prune)
 app.command("distill")(cmd_distill.distill)
 app.command("evaluate")(cmd_evaluate.evaluate)
+app.command("benchmark")(cmd_benchmark.benchmark)
 app.command("predict")(cmd_predict.predict)
 
 

@@ -1,0 +1,218 @@
+"""``benchmark(paths) -> BenchmarkResult``: the Keras model and each exported artifact, in
+its real runtime, side by side: file size, load time, p50 / p95 latency at batch 1 (after
+warm-up), throughput at batch B, peak memory, and the test metric.
+
+Peak memory is the growth of the process's peak resident set while the model is loaded
+and run; on Linux the peak is reset before each model (``/proc/self/clear_refs``), so
+every figure is that model's own. Elsewhere it falls back to ``ru_maxrss`` growth, which
+only ever increases (noted in the result).
+"""
+
+from __future__ import annotations
+
+import os
+import resource
+import statistics
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from dlcli.atomic import write_json
+from dlcli.errors import DlcliError, ExitCode, UsageError
+
+
+class ThresholdError(DlcliError):
+    exit_code = ExitCode.THRESHOLD
+    kind = "threshold missed"
+
+
+def _rss_kb(field_name: str) -> int | None:
+    try:
+        for line in Path("/proc/self/status").read_text().splitlines():
+            if line.startswith(field_name + ":"):
+                return int(line.split()[1])
+    except OSError:
+        return None
+    return None
+
+
+def _reset_peak() -> bool:
+    try:
+        Path("/proc/self/clear_refs").write_text("5")
+        return True
+    except OSError:
+        return False
+
+
+@dataclass
+class Measure:
+    name: str
+    format: str
+    quantization: str
+    runtime: str
+    path: str
+    size_bytes: int
+    load_seconds: float
+    latency_ms: dict[str, float]
+    throughput_samples_per_s: float
+    peak_memory_bytes: int
+    metric: dict[str, Any]
+
+    def to_json(self) -> dict[str, Any]:
+        return dict(self.__dict__)
+
+
+@dataclass
+class BenchmarkResult:
+    run_dir: Path
+    batch_size: int
+    runs: int
+    results: list[Measure]
+    thresholds: dict[str, Any] = field(default_factory=dict)
+    failures: list[str] = field(default_factory=list)
+    memory_method: str = "VmHWM reset per model"
+
+    def to_json(self) -> dict[str, Any]:
+        return {"format": "dlcli-benchmark/1", "run_dir": str(self.run_dir.resolve()),
+                "created": time.strftime("%Y-%m-%dT%H:%M:%S%z"), "batch_size": self.batch_size, "runs": self.runs,
+                "memory_method": self.memory_method, "results": [r.to_json() for r in self.results],
+                "thresholds": self.thresholds, "passed": not self.failures, "failures": self.failures}
+
+    def raise_for_failures(self) -> None:
+        if self.failures:
+            raise ThresholdError(f"{len(self.failures)} threshold(s) missed: {'; '.join(self.failures)}")
+
+
+class _KerasRunner:
+    """The Keras model, called directly (no per-call predict() set-up)."""
+
+    def __init__(self, model):
+        import tensorflow as tf
+
+        self.model = model
+        self.fn = tf.function(lambda x: model(x, training=False), reduce_retracing=True)
+
+    def predict(self, x):
+        return np.asarray(self.fn(x))
+
+
+def _size(path: Path) -> int:
+    return path.stat().st_size if path.is_file() else sum(p.stat().st_size for p in path.rglob("*") if p.is_file())
+
+
+def _measure(name, fmt, quant, runtime, path: Path, load, x: np.ndarray, y: np.ndarray, task: str,
+             batch_size: int, runs: int, warmup: int) -> tuple[Measure, bool]:
+    from dlcli.export.parity import task_metric
+
+    reset = _reset_peak()
+    base_kb = _rss_kb("VmRSS") if reset else resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+    t0 = time.perf_counter()
+    runner = load()
+    load_s = time.perf_counter() - t0
+    one = x[:1]
+    for _ in range(warmup):
+        runner.predict(one)
+    lat = []
+    for i in range(runs):
+        xi = x[i % len(x): i % len(x) + 1]
+        t = time.perf_counter()
+        runner.predict(xi)
+        lat.append((time.perf_counter() - t) * 1000)
+    batch = x[:batch_size] if len(x) >= batch_size else np.resize(x, (batch_size, *x.shape[1:])).astype(x.dtype)
+    runner.predict(batch)  # warm the batch shape
+    reps = max(3, runs // 10)
+    t = time.perf_counter()
+    for _ in range(reps):
+        runner.predict(batch)
+    thr = reps * len(batch) / (time.perf_counter() - t)
+    pred = runner.predict(x)
+    metric_name, value = task_metric(pred, y, task)
+    peak_kb = _rss_kb("VmHWM") if reset else resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+    lat.sort()
+    m = Measure(name, fmt, quant, runtime, str(path), _size(path), round(load_s, 4),
+                {"p50": round(statistics.median(lat), 4), "p95": round(lat[min(len(lat) - 1, int(0.95 * len(lat)))], 4),
+                 "mean": round(statistics.fmean(lat), 4)},
+                round(thr, 1), max(0, (peak_kb or 0) - (base_kb or 0)) * 1024, {"name": metric_name, "value": value})
+    return m, reset
+
+
+def _parse_fail_under(items: list[str]) -> dict[str, float]:
+    out = {}
+    for item in items:
+        if "=" not in item:
+            raise UsageError(f"--fail-under {item!r}: expected METRIC=VALUE, e.g. accuracy=0.95")
+        k, v = item.split("=", 1)
+        try:
+            out[k.strip()] = float(v)
+        except ValueError:
+            raise UsageError(f"--fail-under {item!r}: {v!r} is not a number") from None
+    return out
+
+
+def benchmark(paths: list[str | Path], batch_size: int = 32, runs: int = 100, warmup: int = 10,
+              fail_under: list[str] | None = None, max_latency_ms: float | None = None,
+              log=None) -> BenchmarkResult:
+    """``paths``: one run directory (the Keras model and every exported artifact in its
+    manifest), or artifacts (.tflite, .onnx, SavedModel folders) of one run."""
+    import json
+
+    from dlcli.export.registry import format_of
+    from dlcli.inspect import find_artifact_run, is_run_dir, open_run, run_split
+
+    log = log or (lambda m: None)
+    if batch_size < 1 or runs < 1:
+        raise UsageError("--batch-size and --runs must be at least 1")
+    thresholds = _parse_fail_under(fail_under or [])
+    paths = [Path(p) for p in paths]
+    jobs = []  # (name, format, quantization, runtime, path, loader)
+    if len(paths) == 1 and is_run_dir(paths[0]):
+        run = open_run(paths[0])
+        jobs.append(("keras", "keras", "none", "keras", run.model_path,
+                     lambda: _KerasRunner(run.load_model())))
+        manifest = run.path / "export" / "manifest.json"
+        if manifest.exists():
+            for a in json.loads(manifest.read_text())["artifacts"]:
+                p = run.path / "export" / a["path"]
+                if a["status"] == "passed" and p.exists():
+                    fmt = format_of(p)
+                    jobs.append((a["name"], a["format"], a["quantization"], fmt.runtime, p,
+                                 (lambda fmt=fmt, p=p: fmt.load(p))))
+    else:
+        run = None
+        for p in paths:
+            if not p.exists():
+                raise UsageError(f"{p}: not found")
+            fmt = format_of(p)
+            r = find_artifact_run(p)
+            if run is not None and r.path.resolve() != run.path.resolve():
+                raise UsageError(f"{p}: belongs to another run than {paths[0]}; benchmark one run at a time")
+            run = r
+            quant = next((q for q in ("int8", "float16", "dynamic") if q in p.name), "none")
+            jobs.append((p.name, fmt.name, quant, fmt.runtime, p, (lambda fmt=fmt, p=p: fmt.load(p))))
+    x, y = run_split(run, "test" if "test" in (run.env.get("data_sizes") or {"test": 1}) else "train")
+    results = []
+    method_ok = True
+    for name, fmt, quant, runtime, path, load in jobs:
+        log(f"benchmarking {name} ...")
+        m, reset = _measure(name, fmt, quant, runtime, path, load, x, y, run.recipe.task, batch_size, runs, warmup)
+        method_ok &= reset
+        results.append(m)
+    res = BenchmarkResult(run.path, batch_size, runs, results,
+                          {"fail_under": thresholds, "max_latency_ms": max_latency_ms},
+                          memory_method="VmHWM reset per model" if method_ok else "ru_maxrss growth (cumulative)")
+    for m in results:
+        for metric, floor in thresholds.items():
+            if metric != m.metric["name"]:
+                if not any(metric == r.metric["name"] for r in results):
+                    res.failures.append(f"{m.name}: no metric {metric!r} (have {m.metric['name']!r})")
+                continue
+            if m.metric["value"] < floor:
+                res.failures.append(f"{m.name}: {metric} {m.metric['value']:.4f} < {floor:g}")
+        if max_latency_ms is not None and m.latency_ms["p50"] > max_latency_ms:
+            res.failures.append(f"{m.name}: p50 latency {m.latency_ms['p50']:.3f} ms > {max_latency_ms:g} ms")
+    if len(paths) == 1 and is_run_dir(paths[0]):
+        write_json(run.path / "benchmark.json", res.to_json())
+    return res

@@ -1,0 +1,48 @@
+from __future__ import annotations
+
+from pathlib import Path
+
+import typer
+
+from dlcli.cli.common import emit_json, handle_errors, native_quiet, quiet_frameworks, stdout_console
+
+
+@handle_errors
+def benchmark(
+    paths: list[Path] = typer.Argument(..., metavar="RUN_DIR | ARTIFACT...",
+                                       help="A run (its Keras model and every exported artifact) or artifacts."),
+    batch_size: int = typer.Option(32, "--batch-size", "-b", help="Batch size of the throughput measure."),
+    runs: int = typer.Option(100, "--runs", "-n", help="Timed batch-1 calls per model (after 10 warm-up calls)."),
+    fail_under: list[str] = typer.Option([], "--fail-under", help="METRIC=VALUE: fail when a model's test metric "
+                                         "is below it (e.g. accuracy=0.95); repeatable."),
+    max_latency_ms: float = typer.Option(None, "--max-latency-ms", help="Fail when a model's p50 batch-1 latency "
+                                         "is above this."),
+    json_out: bool = typer.Option(False, "--json", help="Print one JSON object."),
+) -> None:
+    """Size, load time, p50/p95 latency, throughput, peak memory and test metric of the Keras
+    model and each exported artifact, in its real runtime. Exit 7 when a threshold is missed."""
+    quiet_frameworks()
+    import sys
+
+    from dlcli.benchmark import benchmark as benchmark_fn
+
+    log = (lambda m: None) if json_out else (lambda m: print(m, file=sys.stderr, flush=True))
+    with native_quiet():
+        res = benchmark_fn(paths, batch_size, runs, fail_under=fail_under, max_latency_ms=max_latency_ms, log=log)
+    if json_out:
+        emit_json(res.to_json())
+    else:
+        from rich.table import Table
+
+        t = Table(title=f"{res.run_dir}: batch-1 latency over {res.runs} calls, throughput at batch {res.batch_size}",
+                  title_justify="left")
+        t.add_column("model", no_wrap=True)
+        for col in ("size", "load s", "p50 ms", "p95 ms", "samples/s", "peak MB", res.results[0].metric["name"]):
+            t.add_column(col, justify="right", no_wrap=True)
+        for m in res.results:
+            size = f"{m.size_bytes / 1024:.1f}k" if m.size_bytes < 1 << 20 else f"{m.size_bytes / (1 << 20):.2f}M"
+            t.add_row(m.name, size, f"{m.load_seconds:.3f}", f"{m.latency_ms['p50']:.3f}", f"{m.latency_ms['p95']:.3f}",
+                      f"{m.throughput_samples_per_s:,.0f}", f"{m.peak_memory_bytes / (1 << 20):.1f}",
+                      f"{m.metric['value']:.4f}")
+        stdout_console().print(t)
+    res.raise_for_failures()
