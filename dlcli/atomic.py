@@ -15,6 +15,12 @@ from pathlib import Path
 from typing import Any
 
 
+def _umask() -> int:
+    mask = os.umask(0)
+    os.umask(mask)
+    return mask
+
+
 def _fsync_dir(path: Path) -> None:
     with contextlib.suppress(OSError):  # not every filesystem allows it
         fd = os.open(path, os.O_RDONLY)
@@ -38,6 +44,7 @@ def atomic_path(target: str | os.PathLike[str], suffix: str = "") -> Iterator[Pa
     )
     os.close(fd)
     tmp = Path(tmp_name)
+    os.chmod(tmp, 0o666 & ~_umask())  # mkstemp makes 0600; files should be as readable as any other
     try:
         yield tmp
         with open(tmp, "rb+") as fh:

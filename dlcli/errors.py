@@ -21,7 +21,7 @@ class ExitCode(IntEnum):
     PARITY = 6  # an export failed its parity gate (reserved for export)
     THRESHOLD = 7  # a benchmark threshold was missed (reserved for benchmark)
     PACKAGE = 8  # a deployment package failed verification (changed, missing, extra or unsafe entries)
-    INTERRUPTED = 130  # stopped by SIGINT / SIGTERM (reserved for resume)
+    INTERRUPTED = 130  # stopped by SIGINT / SIGTERM after writing a checkpoint
 
 
 class DlcliError(Exception):
@@ -88,6 +88,20 @@ class PackageError(DlcliError):
     kind = "package error"
 
 
+class EnvironmentProblemError(DlcliError):
+    """``dlcli doctor`` found a known-bad combination of libraries or settings."""
+
+    exit_code = ExitCode.USAGE
+    kind = "environment problem"
+
+
+class TrainingInterrupted(DlcliError):
+    """SIGTERM / SIGINT: the current step finished, a checkpoint was written."""
+
+    exit_code = ExitCode.INTERRUPTED
+    kind = "interrupted"
+
+
 class RunDirError(DlcliError):
     exit_code = ExitCode.RUN_DIR
     kind = "run directory error"
@@ -107,5 +121,6 @@ EXIT_CODE_DOCS: dict[ExitCode, str] = {
     ExitCode.THRESHOLD: "a benchmark threshold was missed (--fail-under, --max-latency-ms)",
     ExitCode.PACKAGE: "package verification failed: a checksum differs, a file is missing or extra, "
     "or an entry is unsafe (absolute path, '..', a link)",
-    ExitCode.INTERRUPTED: "interrupted by SIGINT or SIGTERM (reserved)",
+    ExitCode.INTERRUPTED: "interrupted by SIGINT or SIGTERM: the current step finished and "
+    "checkpoints/last.keras was written",
 }

@@ -24,6 +24,7 @@ run()
 @pytest.mark.parametrize("args", [
     ["--help"], ["--version"], ["validate", "recipes/digits_cnn.yaml"], ["schema"], ["init", "--list"],
     ["train", "--help"], ["export", "--help"], ["prune", "--help"], ["benchmark", "--help"], ["distill", "--help"], ["evaluate", "--help"], ["predict", "--help"], ["package", "--help"],
+    ["report", "--help"], ["doctor", "--help"],
     ["validate", "recipes/does-not-exist.yaml"],
 ])
 def test_light_commands_do_not_import_tensorflow(args):

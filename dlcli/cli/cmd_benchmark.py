@@ -19,15 +19,15 @@ def benchmark(
                                          "is above this."),
     json_out: bool = typer.Option(False, "--json", help="Print one JSON object."),
 ) -> None:
-    """Size, load time, p50/p95 latency, throughput, peak memory and test metric of the Keras
-    model and each exported artifact, in its real runtime. Exit 7 when a threshold is missed."""
-    quiet_frameworks()
-    import sys
+    """Size, latency, throughput, memory and test metric of each model, side by side.
 
+    The Keras model and each exported artifact run in their real runtimes.
+    Exit code 7 when a threshold is missed."""
+    quiet_frameworks()
     from dlcli.benchmark import benchmark as benchmark_fn
 
-    log = (lambda m: None) if json_out else (lambda m: print(m, file=sys.stderr, flush=True))
-    with native_quiet():
+    with native_quiet() as err:
+        log = (lambda m: None) if json_out else (lambda m: print(m, file=err, flush=True))
         res = benchmark_fn(paths, batch_size, runs, fail_under=fail_under, max_latency_ms=max_latency_ms, log=log)
     if json_out:
         emit_json(res.to_json())

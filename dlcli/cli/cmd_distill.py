@@ -19,8 +19,9 @@ def distill(
     allow_code: bool = typer.Option(False, "--allow-code", help="Allow a `model.code` student."),
     json_out: bool = typer.Option(False, "--json", help="Print one JSON object."),
 ) -> None:
-    """Knowledge distillation (keras.distillation): train the student from the teacher's
-    softened outputs, and report it beside the same student trained alone and the teacher."""
+    """Knowledge distillation into a smaller student model.
+
+    Reports the distilled student beside the same student trained alone and the teacher."""
     from dlcli.recipe.loader import load_recipe
 
     student = load_recipe(student_recipe, set_)

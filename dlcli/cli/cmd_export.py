@@ -53,8 +53,8 @@ def export(
     if any(v is not None for v in (max_abs_error, min_top1_agreement, max_metric_drop)):
         gate = GateSpec(max_abs_error=max_abs_error, min_top1_agreement=min_top1_agreement,
                         max_metric_drop=max_metric_drop)
-    log = (lambda msg: None) if json_out else (lambda msg: print(msg, file=sys.stderr, flush=True))
-    with native_quiet():
+    with native_quiet() as err:
+        log = (lambda msg: None) if json_out else (lambda msg: print(msg, file=err, flush=True))
         result = export_run(run_dir, formats or None, quantize, out, representative_samples, gate, opset,
                             int8_float_fallback, int8_per_channel=int8_per_channel, log=log)
     if json_out:

@@ -15,8 +15,10 @@ def predict(
     top_k: int = typer.Option(3, "--top-k", min=1, help="Classes to show per example."),
     json_out: bool = typer.Option(False, "--json", help="Print one JSON object."),
 ) -> None:
-    """Predict with a run's model or an exported artifact, applying the training preprocessing
-    (and int8 quantization of inputs / dequantization of outputs for int8 models)."""
+    """Predict with a run's model or an exported artifact.
+
+    Applies the training preprocessing, and int8 quantization of inputs and
+    dequantization of outputs for int8 models."""
     quiet_frameworks()
     from dlcli.predict import predict as predict_fn
 

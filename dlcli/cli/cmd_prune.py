@@ -22,8 +22,10 @@ def prune(
     json_out: bool = typer.Option(False, "--json", help="Print one JSON object."),
     quiet: bool = typer.Option(False, "--quiet", help="No per-epoch lines."),
 ) -> None:
-    """Magnitude-prune a trained model (Keras 3, no tfmot): fine-tune while the smallest
-    weights stay exactly zero; write a new run with a plain model.keras and sparsity.json."""
+    """Magnitude-prune a trained model into a new run (Keras 3, no tfmot).
+
+    Fine-tunes while the smallest weights stay exactly zero; writes a plain model.keras
+    and sparsity.json."""
     quiet_frameworks()
     from dlcli.compress.prune import prune as prune_fn
 

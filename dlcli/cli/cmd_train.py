@@ -33,9 +33,9 @@ def train(
     if wants_pipeline(r):
         from dlcli.cli.common import native_quiet
 
-        with native_quiet():
+        with native_quiet() as err:
             pipeline = run_pipeline(r, result.run_dir, allow_code=allow_code,
-                                    log=(lambda m: None) if json_out else (lambda m: console.print(m)))
+                                    log=(lambda m: None) if json_out else (lambda m: print(m, file=err, flush=True)))
     if json_out:
         emit_json({**result.to_json(), **({"pipeline": pipeline.to_json()} if pipeline else {})})
         if pipeline and pipeline.export is not None:

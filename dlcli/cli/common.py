@@ -66,21 +66,24 @@ def quiet_frameworks() -> None:
 @contextlib.contextmanager
 def native_quiet():
     """Silence what native code (TFLite converter, LiteRT, onnxruntime) prints on fd 2,
-    unless --debug. Python-level errors still surface: they are raised, not printed."""
+    unless --debug; yields a text stream on the real stderr for dlcli's own progress lines.
+    Python-level errors still surface: they are raised, not printed."""
     if STATE["debug"]:
-        yield
+        yield sys.stderr
         return
     sys.stderr.flush()
     saved = os.dup(2)
+    log = os.fdopen(os.dup(saved), "w", buffering=1)  # progress lines still reach the real stderr
     try:
         with open(os.devnull, "w") as devnull:
             os.dup2(devnull.fileno(), 2)
             try:
-                yield
+                yield log
             finally:
                 sys.stderr.flush()
                 os.dup2(saved, 2)
     finally:
+        log.close()
         os.close(saved)
 
 

@@ -8,10 +8,13 @@ from dlcli import __version__
 from dlcli.cli import (
     cmd_benchmark,
     cmd_distill,
+    cmd_doctor,
     cmd_evaluate,
     cmd_export,
     cmd_init,
+    cmd_package,
     cmd_predict,
+    cmd_report,
     cmd_prune,
     cmd_schema,
     cmd_train,
@@ -53,6 +56,9 @@ app.command("prune")(cmd_prune.prune)
 app.command("distill")(cmd_distill.distill)
 app.command("evaluate")(cmd_evaluate.evaluate)
 app.command("benchmark")(cmd_benchmark.benchmark)
+app.add_typer(cmd_package.package_app, name="package")
+app.command("report")(cmd_report.report)
+app.command("doctor")(cmd_doctor.doctor)
 app.command("predict")(cmd_predict.predict)
 
 

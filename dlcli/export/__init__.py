@@ -96,16 +96,20 @@ class ExportResult:
 
 
 def sha256_path(path: Path) -> tuple[str, int]:
-    """sha256 and size of a file, or of a directory (relative names and contents, sorted)."""
+    """sha256 and size of a file (the plain ``sha256sum`` of its bytes), or of a directory
+    (sha256 over each file's relative name and the sha256 of its bytes, sorted by name)."""
+    if path.is_file():
+        h = hashlib.sha256()
+        with open(path, "rb") as fh:
+            for chunk in iter(lambda: fh.read(1 << 20), b""):
+                h.update(chunk)
+        return h.hexdigest(), path.stat().st_size
     h = hashlib.sha256()
     size = 0
-    files = [path] if path.is_file() else sorted(p for p in path.rglob("*") if p.is_file())
-    for f in files:
-        if path.is_dir():
-            h.update(str(f.relative_to(path)).encode() + b"\0")
+    for f in sorted(p for p in path.rglob("*") if p.is_file()):
         data = f.read_bytes()
         size += len(data)
-        h.update(hashlib.sha256(data).digest())
+        h.update(str(f.relative_to(path)).encode() + b"\0" + hashlib.sha256(data).digest())
     return h.hexdigest(), size
 
 
@@ -226,7 +230,22 @@ def export_run(run_dir: str | Path, formats: list[str] | None = None, quantize: 
         if (run.path / extra).exists() and out.resolve() != run.path.resolve():
             shutil.copyfile(run.path / extra, out / extra)
     result = ExportResult(run.path, out, artifacts, keras_info)
-    write_json(out / "manifest.json", result.manifest())
+    manifest = result.manifest()
+    # keep earlier artifacts of this folder that this call did not re-export (and that still exist)
+    previous = out / "manifest.json"
+    if previous.exists():
+        import json
+
+        try:
+            old = json.loads(previous.read_text())
+        except ValueError:
+            old = {}
+        if old.get("run_dir") == manifest["run_dir"]:
+            names = {a["name"] for a in manifest["artifacts"]}
+            kept = [a for a in old.get("artifacts", []) if a["name"] not in names and (out / a["path"]).exists()]
+            manifest["artifacts"] = kept + manifest["artifacts"]
+            manifest["passed"] = all(a["status"] == "passed" for a in manifest["artifacts"])
+    write_json(out / "manifest.json", manifest)
     return result
 
 

@@ -146,6 +146,14 @@ class TrainSpec(StrictModel):
     jit_compile: bool | Literal["auto"] = Field(False, description="XLA compilation (auto lets Keras decide).")
     deterministic: bool = Field(True, description="Enable TensorFlow op determinism (same seed, same result).")
     steps_per_epoch: int | None = Field(None, ge=1, description="Limit steps per epoch (default: the whole training split).")
+    strategy: Literal["auto", "default", "one_device", "mirrored", "multi_worker", "tpu"] = Field(
+        "auto", description="tf.distribute strategy; auto: TPU if configured, multi-worker if TF_CONFIG / SLURM "
+        "describe several workers, mirrored with several GPUs, else default."
+    )
+    tpu: str | None = Field(None, description="TPU name or grpc:// address for the tpu strategy.")
+    scale_learning_rate: bool = Field(False, description="Multiply the learning rate by the number of replicas.")
+    cpu_devices: int | None = Field(None, ge=1, description="Split the CPU into this many logical devices "
+                                    "(mirrored training without GPUs, as Keras's own tests do).")
 
     @model_validator(mode="after")
     def _xla(self):

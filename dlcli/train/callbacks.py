@@ -232,3 +232,29 @@ class RichProgress(keras.callbacks.Callback):
 
     def on_train_end(self, logs=None):
         self.progress.stop()
+
+
+class StopOnSignal(keras.callbacks.Callback):
+    """SIGTERM / SIGINT set a flag; training stops after the current step.
+
+    ``async_safe``: it only reads a flag and sets ``stop_training``.
+    """
+
+    async_safe = True
+
+    def __init__(self):
+        super().__init__()
+        self.signal: int | None = None
+        self.epoch = 0
+        self.step = 0
+
+    def handler(self, signum, frame):  # installed by the trainer
+        self.signal = signum
+
+    def on_epoch_begin(self, epoch, logs=None):
+        self.epoch, self.step = epoch, 0
+
+    def on_train_batch_end(self, batch, logs=None):
+        self.step = batch + 1
+        if self.signal is not None:
+            self.model.stop_training = True

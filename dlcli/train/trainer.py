@@ -91,9 +91,10 @@ def train(recipe, run_dir: str | Path | None = None, *, overwrite: bool = False,
     try:
         result = _train(recipe, run_dir, env, allow_code, progress, console)
     except DlcliError as exc:
-        env.update(status="failed" if not isinstance(exc, TrainingDivergedError) else "diverged",
-                   error=str(exc), ended=_iso(time.time()))
-        write_json(run_dir / "env.json", env)
+        if env.get("status") != "interrupted":
+            env.update(status="failed" if not isinstance(exc, TrainingDivergedError) else "diverged",
+                       error=str(exc), ended=_iso(time.time()))
+            write_json(run_dir / "env.json", env)
         raise
     except BaseException as exc:
         env.update(status="failed", error=f"{type(exc).__name__}: {exc}", ended=_iso(time.time()))
@@ -108,6 +109,10 @@ def _iso(t: float) -> str:
 
 def _train(recipe, run_dir: Path, env: dict, allow_code: bool, progress: str, console) -> TrainResult:
     t0 = time.time()
+    if recipe.train.cpu_devices:
+        from dlcli.distribute import split_cpu
+
+        split_cpu(recipe.train.cpu_devices)  # before anything initialises TensorFlow's runtime
     bundle = load_data(recipe)
     env["data_fingerprint"] = bundle.fingerprint
     env["data_sizes"] = bundle.sizes
@@ -119,23 +124,37 @@ def _train(recipe, run_dir: Path, env: dict, allow_code: bool, progress: str, co
     from dlcli.train import callbacks as cb
     from dlcli.train.optim import make_loss, make_metrics, make_optimizer, needs_one_hot
 
+    import tensorflow as tf
+
+    from dlcli.distribute import make_strategy, resolve
+
     tr = recipe.train
     keras.backend.clear_session()
     seed_everything(recipe.seed, tr.deterministic)
     policy = "float32" if tr.mixed_precision == "none" else tr.mixed_precision
     keras.mixed_precision.set_dtype_policy(policy)
+    resolution = resolve(tr.strategy, gpus=len(tf.config.list_physical_devices("GPU")), tpu=tr.tpu)
+    strategy = make_strategy(resolution.name, tr.tpu)
+    replicas = int(strategy.num_replicas_in_sync)
+    env["strategy"] = {"name": resolution.name, "reason": resolution.reason, "replicas": replicas}
     try:
         ctx = context_from_data(recipe, bundle)
-        model = build_model(recipe, ctx, allow_code=allow_code)
         n_train = len(bundle.train)
         steps = tr.steps_per_epoch or math.ceil(n_train / tr.batch_size)
         one_hot = needs_one_hot(tr.loss, recipe.task, tr.metrics)
-        model.compile(
-            optimizer=make_optimizer(tr.optimizer, steps, tr.epochs),
-            loss=make_loss(tr.loss, recipe.task, ctx.num_outputs, one_hot),
-            metrics=make_metrics(tr.metrics, recipe.task),
-            jit_compile=tr.jit_compile,
-        )
+        opt_spec = tr.optimizer
+        if tr.scale_learning_rate and replicas > 1:
+            lr = opt_spec.learning_rate
+            lr = lr * replicas if isinstance(lr, float) else lr.model_copy(update={"initial": lr.initial * replicas})
+            opt_spec = opt_spec.model_copy(update={"learning_rate": lr})
+        with strategy.scope():
+            model = build_model(recipe, ctx, allow_code=allow_code)
+            model.compile(
+                optimizer=make_optimizer(opt_spec, steps, tr.epochs),
+                loss=make_loss(tr.loss, recipe.task, ctx.num_outputs, one_hot),
+                metrics=make_metrics(tr.metrics, recipe.task),
+                jit_compile=tr.jit_compile,
+            )
         train_x = bundle.train.x
         aug = build_augmenter(recipe.data.augment, ctx.input_shape,
                               (float(train_x.min()), float(train_x.max())), recipe.seed)
@@ -149,11 +168,29 @@ def _train(recipe, run_dir: Path, env: dict, allow_code: bool, progress: str, co
         cbs = _callbacks(recipe, run_dir, steps, progress, console, has_val=val_ds is not None)
         guard = next(c for c in cbs if isinstance(c, cb.DivergenceGuard))
         history = keras.callbacks.History()
+        stopper = cb.StopOnSignal()
         fit_start = time.perf_counter()
-        model.fit(train_ds, validation_data=val_ds, epochs=tr.epochs, steps_per_epoch=tr.steps_per_epoch,
-                  class_weight=bundle.class_weight, callbacks=[*cbs, history], verbose=0, shuffle=False)
+        with _signals_to(stopper.handler):
+            model.fit(train_ds, validation_data=val_ds, epochs=tr.epochs, steps_per_epoch=tr.steps_per_epoch,
+                      class_weight=bundle.class_weight, callbacks=[stopper, *cbs, history], verbose=0, shuffle=False)
         fit_time = time.perf_counter() - fit_start
         epochs_run = len(history.epoch)
+        if stopper.signal is not None:
+            import signal as _signal
+
+            from dlcli.atomic import write_json as _wj
+            from dlcli.errors import TrainingInterrupted
+
+            cb.save_model_atomic(model, run_dir / "checkpoints" / "last.keras")
+            state = {"interrupted": True, "signal": _signal.Signals(stopper.signal).name,
+                     "epoch": stopper.epoch + 1, "step_in_epoch": stopper.step,
+                     "optimizer_iterations": int(model.optimizer.iterations.numpy())}
+            _wj(run_dir / "checkpoints" / "state.json", state)
+            env.update(status="interrupted", interrupted=state, ended=_iso(time.time()))
+            write_json(run_dir / "env.json", env)
+            raise TrainingInterrupted(
+                f"{state['signal']} at epoch {state['epoch']}, step {state['step_in_epoch']}: the step finished "
+                f"and {run_dir / 'checkpoints' / 'last.keras'} was written")
         if guard.diverged_at is not None:
             epoch, batch = guard.diverged_at
             last = run_dir / "checkpoints" / "last.keras"
@@ -184,6 +221,30 @@ def _train(recipe, run_dir: Path, env: dict, allow_code: bool, progress: str, co
         return TrainResult(run_dir, metrics, time.time() - t0, epochs_run, hist, sps)
     finally:
         keras.mixed_precision.set_dtype_policy("float32")
+
+
+class _signals_to:
+    """Route SIGTERM and SIGINT to ``handler`` while training (main thread only)."""
+
+    def __init__(self, handler):
+        self.handler = handler
+        self.saved: dict = {}
+
+    def __enter__(self):
+        import signal
+        import threading
+
+        if threading.current_thread() is threading.main_thread():
+            for sig in (signal.SIGTERM, signal.SIGINT):
+                self.saved[sig] = signal.signal(sig, self.handler)
+        return self
+
+    def __exit__(self, *exc):
+        import signal
+
+        for sig, old in self.saved.items():
+            signal.signal(sig, old)
+        return False
 
 
 def _callbacks(recipe, run_dir: Path, steps: int, progress: str, console, has_val: bool) -> list:

@@ -1,0 +1,549 @@
+"""Deployment packages: one verified artifact of a run, zipped with what it needs to run.
+
+``build_package(run_dir, target, out) -> PackageResult`` takes the artifact for
+``target`` from ``RUN_DIR/export`` (exporting it with :func:`dlcli.export.export_run`
+when the export manifest does not list it), refuses one whose parity gate failed, and
+writes a zip archive (atomically) holding the model, ``labels.txt`` (classifiers),
+``preprocessing.json``, a README with an inference example for the target runtime and
+``manifest.json`` (sha256 of every other file, the recipe hash, library versions and the
+artifact's export checks). ``--target mcu`` adds the C files of :mod:`dlcli.mcu`.
+
+``verify_package(path) -> VerifyResult`` re-hashes every entry in memory (nothing is
+extracted) and raises :class:`~dlcli.errors.PackageError` (exit code 8) for a changed
+byte, a missing or extra file, an unsafe name (absolute, ``..``) or a link.
+
+Importing this module does not import TensorFlow.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import platform
+import posixpath
+import stat
+import zipfile
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from dlcli.errors import PackageError, ParityError, RunDirError, UsageError
+
+PACKAGE_FORMAT = "dlcli-package/1"
+MANIFEST = "manifest.json"
+_EPOCH = (1980, 1, 1, 0, 0, 0)  # fixed entry times: the same inputs give the same archive bytes
+_MAX_MANIFEST = 16 * 1024 * 1024
+
+
+@dataclass(frozen=True)
+class Target:
+    name: str
+    format: str  # the export format
+    quantization: str
+    runtime: str
+
+
+TARGETS = {t.name: t for t in (
+    Target("tflite", "tflite", "none", "ai_edge_litert"),
+    Target("tflite-int8", "tflite", "int8", "ai_edge_litert"),
+    Target("onnx", "onnx", "none", "onnxruntime"),
+    Target("saved_model", "saved_model", "none", "tensorflow"),
+    Target("mcu", "tflite", "int8", "tflite_micro"),
+)}
+
+
+def get_target(name: str) -> Target:
+    from dlcli.recipe.base import closest
+
+    if name not in TARGETS:
+        hint = closest(name, list(TARGETS))
+        raise UsageError(f"--target {name!r}: unknown target" + (f", did you mean {hint!r}?" if hint else "")
+                         + f" (known: {', '.join(TARGETS)})")
+    return TARGETS[name]
+
+
+@dataclass
+class PackageResult:
+    path: Path
+    target: str
+    model: str
+    files: dict[str, dict[str, Any]]
+    sha256: str
+    size_bytes: int
+    exported: bool
+    arena: dict[str, Any] | None = None
+
+    def to_json(self) -> dict[str, Any]:
+        d = {"archive": str(self.path), "target": self.target, "model": self.model, "sha256": self.sha256,
+             "size_bytes": self.size_bytes, "exported": self.exported, "files": self.files}
+        if self.arena:
+            d["tensor_arena"] = self.arena
+        return d
+
+
+@dataclass
+class VerifyResult:
+    path: Path
+    target: str | None
+    model: str | None
+    files: int
+    problems: list[str] = field(default_factory=list)
+
+    @property
+    def valid(self) -> bool:
+        return not self.problems
+
+    def to_json(self) -> dict[str, Any]:
+        return {"archive": str(self.path), "valid": self.valid, "target": self.target, "model": self.model,
+                "files": self.files, "problems": self.problems}
+
+    def raise_for_problems(self) -> None:
+        if self.problems:
+            more = f" (and {len(self.problems) - 1} more)" if len(self.problems) > 1 else ""
+            raise PackageError(f"{self.path}: {self.problems[0]}{more}")
+
+
+# ------------------------------------------------------------------ the artifact
+def _failure(entry: dict[str, Any]) -> str:
+    if entry.get("error"):
+        return entry["error"]
+    checks = entry.get("checks") or {}
+    return "; ".join(checks.get("failures") or ["marked failed"]) + f" (output {checks.get('output')!r})"
+
+
+def _find(manifest: dict[str, Any] | None, target: Target) -> dict[str, Any] | None:
+    for a in (manifest or {}).get("artifacts", []):
+        if a.get("format") == target.format and a.get("quantization") == target.quantization:
+            return a
+    return None
+
+
+def _read_manifest(path: Path) -> dict[str, Any] | None:
+    if not path.exists():
+        return None
+    try:
+        return json.loads(path.read_text())
+    except (OSError, ValueError) as exc:
+        raise RunDirError(f"{path}: cannot read the export manifest: {exc}") from None
+
+
+def resolve_artifact(run, target: Target, log) -> tuple[dict[str, Any], dict[str, Any], bool]:
+    """The export manifest entry for ``target`` (exporting it first if it is not listed),
+    the whole manifest, and whether it was exported now."""
+    from dlcli.atomic import write_json
+    from dlcli.export import export_run, sha256_path
+
+    export_dir = run.path / "export"
+    manifest = _read_manifest(export_dir / MANIFEST)
+    entry, exported = _find(manifest, target), False
+    if entry is None or not (export_dir / entry["path"]).exists():
+        q = "" if target.quantization == "none" else f" {target.quantization}"
+        log(f"no {target.format}{q} artifact in {export_dir}/{MANIFEST}: exporting it ...")
+        export_run(run.path, [target.format], target.quantization, log=log)
+        new = _read_manifest(export_dir / MANIFEST) or {"artifacts": []}
+        # export_run rewrites the manifest with this export's artifacts only: keep the others
+        names = {a["name"] for a in new["artifacts"]}
+        kept = [a for a in (manifest or {}).get("artifacts", [])
+                if a["name"] not in names and (export_dir / a["path"]).exists()]
+        if kept:
+            new["artifacts"] = kept + new["artifacts"]
+            new["passed"] = all(a.get("status") == "passed" for a in new["artifacts"])
+            write_json(export_dir / MANIFEST, new)
+        manifest, entry, exported = new, _find(new, target), True
+        if entry is None:
+            raise ParityError(f"exporting {target.format}{q} wrote no artifact; see {export_dir / MANIFEST}")
+    path = export_dir / entry["path"]
+    if entry.get("status") != "passed":
+        raise ParityError(f"{path} failed its parity gate and is not packaged: {_failure(entry)}; "
+                          f"see {export_dir / MANIFEST}")
+    sha, _ = sha256_path(path)
+    if sha != entry.get("sha256"):
+        raise RunDirError(f"{path} changed after export (its sha256 differs from {export_dir / MANIFEST}); "
+                          "export it again with `dlcli export`")
+    return entry, manifest, exported
+
+
+# ------------------------------------------------------------------ contents
+def _versions(run) -> dict[str, Any]:
+    from importlib import metadata
+
+    import dlcli
+
+    now = {"python": platform.python_version(), "dlcli": dlcli.__version__}
+    for dist in ("tensorflow", "tensorflow-cpu", "keras", "numpy", "ai-edge-litert", "onnxruntime", "tflite-micro"):
+        try:
+            now[dist] = metadata.version(dist)
+        except metadata.PackageNotFoundError:
+            pass
+    trained = {k: run.env[k] for k in ("python", "dlcli", "tensorflow", "keras", "numpy") if k in run.env}
+    return {"training": trained, "packaging": now}
+
+
+def preprocessing_doc(run, entry: dict[str, Any]) -> dict[str, Any]:
+    pre = json.loads((run.path / "preprocessing.json").read_text())
+    doc = {"format": "dlcli-package-preprocessing/1", **{k: v for k, v in pre.items() if k != "format"},
+           "model_inputs": entry.get("inputs", []), "model_outputs": entry.get("outputs", [])}
+    quant = {side: {k: t[k] for k in ("dtype", "scale", "zero_point")}
+             for side, t in (("input", (entry.get("inputs") or [{}])[0]), ("output", (entry.get("outputs") or [{}])[0]))
+             if t.get("scale") is not None}
+    if quant:
+        doc["quantization"] = {**quant, "formula": "real = (quantized - zero_point) * scale; "
+                               "quantized = clip(round(real / scale) + zero_point, -128, 127)"}
+    return doc
+
+
+def _sources(run, target: Target, entry: dict[str, Any], log) -> tuple[dict[str, Any], dict[str, Any] | None]:
+    """Archive name -> bytes or a file Path, and the mcu arena estimate."""
+    export_dir = run.path / "export"
+    model_path = export_dir / entry["path"]
+    files: dict[str, Any] = {}
+    if model_path.is_dir():
+        for f in sorted(p for p in model_path.rglob("*") if p.is_file()):
+            files[f"{entry['name']}/{f.relative_to(model_path).as_posix()}"] = f
+    else:
+        files[entry["name"]] = model_path
+    pre = preprocessing_doc(run, entry)
+    files["preprocessing.json"] = (json.dumps(pre, indent=2) + "\n").encode()
+    if (run.path / "labels.txt").exists():
+        files["labels.txt"] = (run.path / "labels.txt").read_bytes()
+    arena = None
+    if target.name == "mcu":
+        import dlcli
+        from dlcli import mcu
+
+        model = model_path.read_bytes()
+        info = mcu.check_full_integer(model, entry["name"])
+        log("measuring the tensor arena in TFLite Micro ...")
+        arena = mcu.measure_arena(model, info, entry["name"])
+        files.update(mcu.c_files(model, entry["name"], hashlib.sha256(model).hexdigest(), info, arena, entry["inputs"],
+                                 entry["outputs"], dlcli.__version__))
+    files["README.md"] = readme(target.name, entry, pre, "labels.txt" in files, arena, run.path.name,
+                                run.env.get("recipe_hash")).encode()
+    return files, arena
+
+
+def _digest(src) -> tuple[str, int]:
+    h, n = hashlib.sha256(), 0
+    if isinstance(src, bytes):
+        return hashlib.sha256(src).hexdigest(), len(src)
+    with open(src, "rb") as fh:
+        for chunk in iter(lambda: fh.read(1 << 20), b""):
+            h.update(chunk)
+            n += len(chunk)
+    return h.hexdigest(), n
+
+
+def _entry(name: str) -> zipfile.ZipInfo:
+    info = zipfile.ZipInfo(name, date_time=_EPOCH)
+    info.compress_type = zipfile.ZIP_DEFLATED
+    info.create_system = 3  # unix: the mode below is meaningful
+    info.external_attr = (stat.S_IFREG | 0o644) << 16
+    return info
+
+
+def build_package(run_dir: str | Path, target: str, out: str | Path, log=None) -> PackageResult:
+    """Package ``run_dir``'s artifact for ``target`` into the zip archive ``out``."""
+    from dlcli.atomic import atomic_path
+    from dlcli.inspect import open_run
+
+    log = log or (lambda msg: None)
+    t = get_target(target)
+    out = Path(out)
+    if out.suffix != ".zip":
+        raise UsageError(f"--out {out}: a dlcli package is a .zip archive; name it {out.stem or 'package'}.zip")
+    if out.is_dir():
+        raise UsageError(f"--out {out}: is a directory; name the archive file (for example {out / 'model.zip'})")
+    run = open_run(run_dir)
+    entry, export_manifest, exported = resolve_artifact(run, t, log)
+    files, arena = _sources(run, t, entry, log)
+    listing = {}
+    for name in sorted(files):
+        sha, size = _digest(files[name])
+        listing[name] = {"sha256": sha, "size": size}
+    manifest = {
+        "format": PACKAGE_FORMAT,
+        "target": t.name,
+        "runtime": t.runtime,
+        "model": entry["name"],
+        "run": {"name": run.recipe.name, "dir": run.path.name, "task": run.recipe.task,
+                "recipe_hash": run.env.get("recipe_hash"), "seed": run.env.get("seed"),
+                "data_fingerprint": run.env.get("data_fingerprint")},
+        "versions": _versions(run),
+        "artifact": {k: v for k, v in entry.items() if k != "path"},
+        "keras_reference": export_manifest.get("keras"),
+        **({"tensor_arena": arena} if arena else {}),
+        "files": listing,
+    }
+    with atomic_path(out, suffix=".zip") as tmp, zipfile.ZipFile(tmp, "w") as zf:
+        zf.writestr(_entry(MANIFEST), json.dumps(manifest, indent=2) + "\n")
+        for name in sorted(files):
+            src = files[name]
+            with zf.open(_entry(name), "w") as dst:
+                if isinstance(src, bytes):
+                    dst.write(src)
+                else:
+                    with open(src, "rb") as fh:
+                        for chunk in iter(lambda: fh.read(1 << 20), b""):
+                            dst.write(chunk)
+    sha, size = _digest(out)
+    return PackageResult(out, t.name, entry["name"], listing, sha, size, exported, arena)
+
+
+# ------------------------------------------------------------------ README
+_RUNTIME_CODE = {
+    "tflite": ("from ai_edge_litert.interpreter import Interpreter", """
+interpreter = Interpreter(model_path="{model}")
+interpreter.allocate_tensors()
+inp = interpreter.get_input_details()[0]
+out = interpreter.get_output_details()[0]
+
+
+def predict(x):
+    \"\"\"One normalised example -> the model's output for it.\"\"\"
+{quantize_in}    interpreter.set_tensor(inp["index"], x[None])  # add the batch dimension (1)
+    interpreter.invoke()
+    y = interpreter.get_tensor(out["index"])[0]
+{dequantize_out}"""),
+    "onnx": ("import onnxruntime as ort", """
+session = ort.InferenceSession("{model}", providers=["CPUExecutionProvider"])
+input_name = session.get_inputs()[0].name
+
+
+def predict(x):
+    \"\"\"One normalised example -> the model's output for it.\"\"\"
+    x = np.asarray(x, np.{dtype})[None]  # add the batch dimension
+    return session.run(None, {{input_name: x}})[0][0]
+"""),
+    "saved_model": ("import tensorflow as tf", """
+model = tf.saved_model.load("{model}")
+
+
+def predict(x):
+    \"\"\"One normalised example -> the model's output for it.\"\"\"
+    x = tf.constant(np.asarray(x, np.{dtype})[None])  # add the batch dimension
+    return model.serve(x).numpy()[0]
+"""),
+}
+_Q_IN = {"tflite": '''    scale, zero_point = inp["quantization"]  # int8 input: quantize
+    x = np.clip(np.round(np.asarray(x, np.float32) / scale + zero_point), -128, 127).astype(np.int8)
+''', "mcu": '''    q = pre["quantization"]["input"]  # int8 input: quantize
+    x = np.clip(np.round(np.asarray(x, np.float32) / q["scale"] + q["zero_point"]), -128, 127).astype(np.int8)
+'''}
+_DQ_OUT = {"tflite": '''    scale, zero_point = out["quantization"]  # int8 output: dequantize
+    return (y.astype(np.float32) - zero_point) * scale
+''', "mcu": '''    q = pre["quantization"]["output"]  # int8 output: dequantize
+    return (y.astype(np.float32) - q["zero_point"]) * q["scale"]
+'''}
+_NORMALIZE = {"standard": '(x - np.asarray(n["mean"], np.float32)) / np.asarray(n["std"], np.float32)',
+              "minmax": '(x - np.asarray(n["min"], np.float32)) / np.asarray(n["range"], np.float32)',
+              "rescale": 'x * np.float32(n["scale"]) + np.float32(n["offset"])', "none": "x"}
+
+
+def python_example(target: str, entry: dict[str, Any], pre: dict[str, Any], has_labels: bool,
+                   arena: dict[str, Any] | None = None) -> str:
+    """A runnable Python inference example for the package's runtime (run it in the unzipped folder)."""
+    model, ids = entry["name"], pre["input_dtype"] == "int32"
+    q_in = entry["inputs"][0].get("scale") is not None
+    q_out = entry["outputs"][0].get("scale") is not None
+    if target == "mcu":
+        imp = "from tflite_micro.python.tflite_micro import runtime"
+        body = (f'\ninterpreter = runtime.Interpreter.from_bytes(Path("{model}").read_bytes(), '
+                f'arena_size={arena["recommended_bytes"]})\n\n\n'
+                'def predict(x):\n    """One normalised example -> the model\'s output for it."""\n'
+                + (_Q_IN["mcu"] if q_in else "    x = np.asarray(x, np.int32)\n")
+                + "    interpreter.set_input(x[None], 0)  # add the batch dimension (1)\n"
+                "    interpreter.invoke()\n    y = interpreter.get_output(0)[0]\n"
+                + (_DQ_OUT["mcu"] if q_out else "    return y\n"))
+    else:
+        kind = "tflite" if target.startswith("tflite") else target
+        imp, body = _RUNTIME_CODE[kind]
+        dtype = entry["inputs"][0]["dtype"] if not q_in else "float32"
+        plain_in = f"    x = np.asarray(x, np.{dtype})\n"
+        body = body.format(model=model, dtype=dtype, quantize_in=_Q_IN["tflite"] if q_in else plain_in,
+                           dequantize_out=_DQ_OUT["tflite"] if q_out else "    return y\n")
+    method = pre["normalize"]["method"]
+    if ids:
+        norm = ('def normalize(token_ids):\n    """Token ids (the featurizer\'s vocabulary in preprocessing.json), '
+                'padded to the sequence length."""\n    return np.asarray(token_ids, np.int32).reshape(pre["input_shape"])\n')
+    else:
+        norm = (f'def normalize(raw):\n    """One raw example -> model input: the run\'s fitted normalisation '
+                f'({method!r})."""\n    x = np.asarray(raw, np.float32).reshape(pre["input_shape"])\n'
+                + ('    n = pre["normalize"]\n' if method != "none" else "") + f"    return {_NORMALIZE[method]}\n")
+    show = ("print(labels[int(np.argmax(scores))], scores)" if has_labels else "print(scores)")
+    return ("import json\nfrom pathlib import Path\n\nimport numpy as np\n" + imp + "\n\n"
+            'pre = json.loads(Path("preprocessing.json").read_text())\n'
+            + ('labels = Path("labels.txt").read_text().splitlines()\n' if has_labels else "")
+            + body + "\n\n" + norm + "\n\n"
+            + f'example = np.zeros(pre["input_shape"], np.{"int32" if ids else "float32"})  # one raw example\n'
+            + "scores = predict(normalize(example))\n" + show + "\n")
+
+
+HOST_CHECK = "TFLite Micro's Python interpreter, to check the model on a host"
+
+
+def _tensor_line(t: dict[str, Any]) -> str:
+    q = f", scale {t['scale']:.9g}, zero point {t['zero_point']}" if t.get("scale") is not None else ""
+    return f"`{t['name']}`: {t['dtype']} {t['shape']}{q}"
+
+
+def readme(target: str, entry: dict[str, Any], pre: dict[str, Any], has_labels: bool,
+           arena: dict[str, Any] | None, run_name: str, recipe_hash: str | None) -> str:
+    t = TARGETS[target]
+    c = entry.get("checks") or {}
+    agree = f", top-1 agreement {c['top1_agreement']:.3f}" if c.get("top1_agreement") is not None else ""
+    files = [("manifest.json", "sha256 of every other file, run provenance, library versions, export checks"),
+             (entry["name"] + ("/" if t.format == "saved_model" else ""), f"the model ({t.format}, {t.quantization})"),
+             ("preprocessing.json", "input shape and dtype, the fitted normalisation, labels"
+              + (", int8 scale and zero point" if entry["inputs"][0].get("scale") is not None else "")),
+             *([("labels.txt", "class names, one per line, in output order")] if has_labels else []),
+             *([("model_data.h / model_data.cc", "the model as an aligned C array, arena size, I/O quantization"),
+                ("ops.h", "the operators to register with tflite::MicroMutableOpResolver")] if target == "mcu" else []),
+             ("README.md", "this file")]
+    lines = [f"# {run_name}: `{target}` package", "",
+             (f"Made by dlcli from run `{run_name}` (recipe hash `{(recipe_hash or 'unknown')[:16]}`). "
+             f"The model passed the export parity gate in {entry.get('runtime')}: "
+             f"max abs error {c.get('max_abs_error', float('nan')):.2e} against Keras{agree}, "
+             f"{c.get('metric', 'metric')} {c.get('artifact_metric', float('nan')):.4f} "
+             f"(Keras {c.get('keras_metric', float('nan')):.4f})."), "",
+             "| file | contents |", "|---|---|", *(f"| `{f}` | {d} |" for f, d in files), "",
+             "## Input and output", "",
+             (f"- input {_tensor_line(entry['inputs'][0])}; one example is `{pre['input_shape']}` "
+             f"({pre['input_dtype']}), after the featurizer and the normalisation in `preprocessing.json` "
+             f"(`normalize.method` = `{pre['normalize']['method']}`)."),
+             f"- output {_tensor_line(entry['outputs'][0])}"
+             + ("; class scores in the order of `labels.txt`." if has_labels else "."), "",
+             f"## Python ({HOST_CHECK if target == 'mcu' else t.runtime})",
+             "", "Run in the unzipped folder:", "", "```python", python_example(target, entry, pre, has_labels, arena)
+             + "```", ""]
+    if target == "mcu":
+        from dlcli.mcu import readme_section
+
+        lines += readme_section(entry, arena)
+    lines += ["## Checking the package", "", "```bash", "dlcli package verify PACKAGE.zip", "```", "",
+              ("recomputes the sha256 of every file against `manifest.json` without extracting anything. "
+              "Without dlcli: `unzip PACKAGE.zip -d pkg && cd pkg && sha256sum FILE` and compare with "
+              "`manifest.json`."), ""]
+    return "\n".join(lines)
+
+
+# ------------------------------------------------------------------ verify
+def unsafe_name(name: str) -> str | None:
+    """Why an archive entry name is unsafe to extract, or None."""
+    if not name or "\0" in name:
+        return "an empty name or a NUL byte"
+    if "\\" in name:
+        return "a backslash (a Windows path separator)"
+    if name.startswith("/") or (len(name) > 1 and name[1] == ":"):
+        return "an absolute path"
+    if ".." in name.split("/"):
+        return "a '..' component"
+    return None
+
+
+def _is_link(info: zipfile.ZipInfo) -> bool:
+    return info.create_system == 3 and stat.S_ISLNK(info.external_attr >> 16)
+
+
+def _link_problem(zf: zipfile.ZipFile, info: zipfile.ZipInfo) -> str:
+    try:
+        target = zf.read(info)[:4096].decode("utf-8", "replace") if info.file_size <= 4096 else "?"
+    except Exception:  # noqa: BLE001 - the target is only for the message
+        target = "?"
+    resolved = posixpath.normpath(posixpath.join(posixpath.dirname(info.filename), target))
+    where = "outside the archive" if target.startswith("/") or resolved.split("/")[0] == ".." else "links are not allowed"
+    return f"entry {info.filename!r} is a symbolic link to {target!r} ({where})"
+
+
+def _hash_member(zf: zipfile.ZipFile, info: zipfile.ZipInfo) -> str:
+    h = hashlib.sha256()
+    with zf.open(info) as fh:
+        for chunk in iter(lambda: fh.read(1 << 20), b""):
+            h.update(chunk)
+    return h.hexdigest()
+
+
+def verify_package(path: str | Path) -> VerifyResult:
+    """Check every entry of the archive against its manifest.json without extracting it.
+
+    Returns the result with every problem found; raises PackageError only when the file is
+    not a readable zip archive or has no usable manifest."""
+    path = Path(path)
+    if not path.is_file():
+        raise PackageError(f"{path}: no such archive file")
+    try:
+        zf = zipfile.ZipFile(path)
+    except (zipfile.BadZipFile, OSError) as exc:
+        raise PackageError(f"{path}: not a readable zip archive ({exc}); dlcli packages are .zip files") from None
+    with zf:
+        infos = zf.infolist()
+        problems: list[str] = []
+        seen: dict[str, int] = {}
+        for info in infos:
+            seen[info.filename] = seen.get(info.filename, 0) + 1
+            why = unsafe_name(info.filename)
+            if why:
+                problems.append(f"entry {info.filename!r} has {why}")
+            if _is_link(info):
+                problems.append(_link_problem(zf, info))
+            if info.flag_bits & 0x1:
+                problems.append(f"entry {info.filename!r} is encrypted")
+        problems += [f"entry {n!r} appears {k} times" for n, k in seen.items() if k > 1]
+        manifest = _load_manifest(zf, path, seen)
+        listed = manifest.get("files")
+        if not isinstance(listed, dict) or not all(isinstance(v, dict) for v in listed.values()):
+            raise PackageError(f"{path}: {MANIFEST} has no 'files' table; not a {PACKAGE_FORMAT} archive")
+        members = {i.filename: i for i in infos}
+        for name, want in sorted(listed.items()):
+            why = unsafe_name(name)
+            if why:
+                problems.append(f"{MANIFEST} lists {name!r}, which has {why}")
+                continue
+            info = members.get(name)
+            if info is None:
+                problems.append(f"{name} is missing")
+            elif info.is_dir() or _is_link(info):
+                problems.append(f"{name} is not a regular file")
+            elif info.file_size != want.get("size"):
+                problems.append(f"{name} changed: {info.file_size} bytes, manifest says {want.get('size')}")
+            else:
+                try:
+                    got = _hash_member(zf, info)
+                except Exception as exc:  # noqa: BLE001 - corrupt data (CRC, zlib) is a changed byte
+                    problems.append(f"{name} cannot be read ({type(exc).__name__}: {exc}): the archive is damaged")
+                    continue
+                if got != want.get("sha256"):
+                    problems.append(f"{name} changed: sha256 {got[:12]}... differs from the manifest's "
+                                    f"{str(want.get('sha256'))[:12]}...")
+        parents = {posixpath.dirname(n.rstrip("/")) for n in listed}
+        for name in members:
+            if name == MANIFEST or name in listed:
+                continue
+            if name.endswith("/") and name.rstrip("/") in {p for d in parents for p in _ancestors(d)}:
+                continue  # a directory entry holding listed files
+            problems.append(f"extra file {name!r} is not listed in {MANIFEST}")
+        # de-duplicate, keeping order (an unsafe extra entry is reported once per reason)
+        problems = list(dict.fromkeys(problems))
+        return VerifyResult(path, manifest.get("target"), manifest.get("model"), len(listed), problems)
+
+
+def _ancestors(d: str) -> list[str]:
+    out = []
+    while d:
+        out.append(d)
+        d = posixpath.dirname(d)
+    return out
+
+
+def _load_manifest(zf: zipfile.ZipFile, path: Path, seen: dict[str, int]) -> dict[str, Any]:
+    if MANIFEST not in seen:
+        raise PackageError(f"{path}: {MANIFEST} is missing; not a {PACKAGE_FORMAT} archive")
+    info = zf.getinfo(MANIFEST)
+    if info.file_size > _MAX_MANIFEST or _is_link(info):
+        raise PackageError(f"{path}: {MANIFEST} is not a plain JSON file")
+    try:
+        manifest = json.loads(zf.read(info))
+    except Exception as exc:  # noqa: BLE001 - unreadable (CRC) or not JSON
+        raise PackageError(f"{path}: {MANIFEST} cannot be read: {type(exc).__name__}: {exc}") from None
+    if not isinstance(manifest, dict) or manifest.get("format") != PACKAGE_FORMAT:
+        raise PackageError(f"{path}: {MANIFEST} is not a {PACKAGE_FORMAT} manifest")
+    return manifest
