@@ -10,7 +10,6 @@ only ever increases (noted in the result).
 
 from __future__ import annotations
 
-import os
 import resource
 import statistics
 import time

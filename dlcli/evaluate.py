@@ -6,7 +6,6 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from dlcli.errors import UsageError
 
 
 @dataclass
@@ -41,18 +40,14 @@ def evaluate_artifact(run_dir: str | Path, artifact: str | Path, split: str = "t
 
 
 def evaluate(run_dir: str | Path, split: str = "test", batch_size: int | None = None) -> EvalResult:
-    from dlcli.data import fingerprint_files, read_raw_splits
+    from dlcli.data import fingerprint_files
     from dlcli.data.pipeline import make_dataset
-    from dlcli.inspect import open_run
+    from dlcli.inspect import open_run, run_split
     from dlcli.train.optim import needs_one_hot
 
     run = open_run(run_dir)
     recipe, pre = run.recipe, run.preprocessor
-    raws, files = read_raw_splits(recipe.data, Path("."), recipe.seed, recipe.task)
-    if split not in raws:
-        raise UsageError(f"--split {split}: this run has no {split} split (has: {', '.join(raws)})")
-    x = pre.transform_x(raws[split].x)
-    y = x if recipe.task == "reconstruction" else pre.encode_y(raws[split].y, split)
+    x, y, files = run_split(run, split, return_files=True)
     if needs_one_hot(recipe.train.loss, recipe.task, recipe.train.metrics):
         import numpy as np
 

@@ -57,20 +57,21 @@ def is_run_dir(path: Path) -> bool:
     return Path(path).is_dir() and (Path(path) / "recipe.yaml").exists() and (Path(path) / "model.keras").exists()
 
 
-def run_split(run: Run, split: str):
-    """(x, y) of one split of the run's data, through the run's saved preprocessing."""
+def run_split(run: Run, split: str, return_files: bool = False):
+    """(x, y) of one split of the run's data, through the run's saved preprocessing
+    (and the data files read, with ``return_files``)."""
     import numpy as np
 
     from dlcli.data import read_raw_splits
     from dlcli.errors import UsageError
 
     recipe, pre = run.recipe, run.preprocessor
-    raws, _ = read_raw_splits(recipe.data, Path("."), recipe.seed, recipe.task)
+    raws, files = read_raw_splits(recipe.data, Path("."), recipe.seed, recipe.task)
     if split not in raws:
-        raise UsageError(f"this run has no {split} split (has: {', '.join(raws)})")
+        raise UsageError(f"--split {split}: this run has no {split} split (has: {', '.join(raws)})")
     x = pre.transform_x(raws[split].x)
-    y = x if recipe.task == "reconstruction" else pre.encode_y(raws[split].y, split)
-    return x, np.asarray(y)
+    y = np.asarray(x if recipe.task == "reconstruction" else pre.encode_y(raws[split].y, split))
+    return (x, y, files) if return_files else (x, y)
 
 
 def open_run(path: str | Path) -> Run:

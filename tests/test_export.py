@@ -8,7 +8,6 @@ are, with no loosening for tests.
 from __future__ import annotations
 
 import json
-import textwrap
 
 import numpy as np
 import pytest

@@ -17,7 +17,6 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-import numpy as np
 
 from dlcli.atomic import write_json, write_text
 from dlcli.errors import ShapeMismatchError, UsageError

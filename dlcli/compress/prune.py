@@ -213,7 +213,7 @@ def _prune(run, out: Path, sparsity, schedule, structure, epochs, exclude, learn
 
     from dlcli.data.pipeline import make_dataset
     from dlcli.inspect import run_split
-    from dlcli.recipe.loader import recipe_hash, recipe_to_yaml
+    from dlcli.recipe.loader import recipe_hash
     from dlcli.runs import environment, prepare_run_dir
     from dlcli.train import callbacks as cb
     from dlcli.train.optim import make_loss, make_metrics, needs_one_hot

@@ -32,7 +32,6 @@ def unrolled_copy(model):
     FULLY_CONNECTED / TANH / LOGISTIC ops that quantize cleanly. Needs a fixed
     sequence length (dlcli's inputs have one).
     """
-    import keras
 
     def walk(node):
         if isinstance(node, dict):

@@ -201,7 +201,6 @@ def format_validation_error(exc: ValidationError, data: Any, source: Source) -> 
 
 def load_recipe(path: str | Path, overrides: list[str] | None = None):
     """Read, override and validate a recipe file. Raises RecipeError / UsageError."""
-    from dlcli.recipe.schema import Recipe
 
     path = Path(path)
     file = str(path)

@@ -16,7 +16,6 @@ Run directory layout (every file written atomically):
 from __future__ import annotations
 
 import math
-import os
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
