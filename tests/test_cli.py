@@ -72,6 +72,9 @@ def test_init_writes_templates_that_validate(cli, tmp_path):
     assert cli("init", "mlp", tmp_path / "mlp.yaml", "--force").exit_code == 0
     line = one_line_error(cli("init", "cnnn"), 2)
     assert "did you mean 'cnn'" in line
+    assert json.loads(cli("init", "rnn", tmp_path / "j.yaml", "--json").stdout) == {
+        "path": str(tmp_path / "j.yaml"), "template": "rnn"}
+    assert set(json.loads(cli("init", "--list", "--json").stdout)["templates"]) == set(names)
 
 
 def test_train_json_prints_exactly_one_object(cli, tiny_recipe, tmp_path):
