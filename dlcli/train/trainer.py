@@ -117,15 +117,13 @@ def _train(recipe, run_dir: Path, env: dict, allow_code: bool, progress: str, co
     env["data_sizes"] = bundle.sizes
 
     import keras
+    import tensorflow as tf
 
     from dlcli.data.pipeline import build_augmenter, make_dataset
+    from dlcli.distribute import make_strategy, resolve
     from dlcli.models import build_model, context_from_data
     from dlcli.train import callbacks as cb
     from dlcli.train.optim import make_loss, make_metrics, make_optimizer, needs_one_hot
-
-    import tensorflow as tf
-
-    from dlcli.distribute import make_strategy, resolve
 
     tr = recipe.train
     keras.backend.clear_session()
