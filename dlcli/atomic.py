@@ -15,10 +15,17 @@ from pathlib import Path
 from typing import Any
 
 
-def _umask() -> int:
+def _read_umask() -> int:
     mask = os.umask(0)
     os.umask(mask)
     return mask
+
+
+_UMASK = _read_umask()  # read once at import: os.umask is process-wide and not thread-safe
+
+
+def _umask() -> int:
+    return _UMASK
 
 
 def _fsync_dir(path: Path) -> None:
@@ -60,6 +67,10 @@ def write_bytes(target: str | os.PathLike[str], data: bytes) -> Path:
     with atomic_path(target) as tmp:
         tmp.write_bytes(data)
     return Path(target)
+
+
+def copy_file(source: str | os.PathLike[str], target: str | os.PathLike[str]) -> Path:
+    return write_bytes(target, Path(source).read_bytes())
 
 
 def write_text(target: str | os.PathLike[str], text: str) -> Path:

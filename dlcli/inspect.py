@@ -68,7 +68,7 @@ def run_split(run: Run, split: str, return_files: bool = False):
     recipe, pre = run.recipe, run.preprocessor
     raws, files = read_raw_splits(recipe.data, Path("."), recipe.seed, recipe.task)
     if split not in raws:
-        raise UsageError(f"--split {split}: this run has no {split} split (has: {', '.join(raws)})")
+        raise UsageError(f"this run has no {split} split (it has: {', '.join(raws)})")
     x = pre.transform_x(raws[split].x)
     y = np.asarray(x if recipe.task == "reconstruction" else pre.encode_y(raws[split].y, split))
     return (x, y, files) if return_files else (x, y)

@@ -153,7 +153,11 @@ def _capture_fd2():
 
 def _tflm_run(model: bytes, arena_size: int, record: bool, label: str) -> tuple[Any, str]:
     import numpy as np
-    from tflite_micro.python.tflite_micro import runtime
+    try:
+        from tflite_micro.python.tflite_micro import runtime
+    except ImportError:
+        raise UsageError("--target mcu needs TFLite Micro's Python interpreter: "
+                         "pip install --pre tflite-micro (or pip install 'dlcli[mcu]')") from None
 
     with _capture_fd2() as log:
         try:
@@ -181,7 +185,7 @@ def measure_arena(model: bytes, info: ModelInfo, label: str) -> dict[str, Any]:
     _, log = _tflm_run(model, generous, record=True, label=label)
     m = re.search(r"Arena allocation total (\d+) bytes", log)
     if not m:
-        raise RuntimeError("TFLite Micro's recording allocator reported no arena usage")
+        raise UsageError("--target mcu: TFLite Micro's recording allocator reported no arena usage")
     measured = int(m.group(1))
     size = -(-int(measured * ARENA_MARGIN + ARENA_EXTRA) // 1024) * 1024
     for _ in range(4):  # the margin covers the host interpreter; grow it if it ever does not
@@ -191,7 +195,7 @@ def measure_arena(model: bytes, info: ModelInfo, label: str) -> dict[str, Any]:
         except UsageError:
             size *= 2
     else:
-        raise RuntimeError(f"TFLite Micro did not run in {size} bytes though it measured {measured}")
+        raise UsageError(f"--target mcu: TFLite Micro did not run in {size} bytes though it measured {measured}")
     return {"method": "measured", "measured_bytes": measured, "recommended_bytes": size,
             "activation_bytes": info.activation_bytes,
             "note": f"TFLite Micro recording allocator (Python interpreter, {sys.platform} host) "

@@ -130,7 +130,6 @@ def _read_manifest(path: Path) -> dict[str, Any] | None:
 def resolve_artifact(run, target: Target, log) -> tuple[dict[str, Any], dict[str, Any], bool]:
     """The export manifest entry for ``target`` (exporting it first if it is not listed),
     the whole manifest, and whether it was exported now."""
-    from dlcli.atomic import write_json
     from dlcli.export import export_run, sha256_path
 
     export_dir = run.path / "export"
@@ -140,15 +139,7 @@ def resolve_artifact(run, target: Target, log) -> tuple[dict[str, Any], dict[str
         q = "" if target.quantization == "none" else f" {target.quantization}"
         log(f"no {target.format}{q} artifact in {export_dir}/{MANIFEST}: exporting it ...")
         export_run(run.path, [target.format], target.quantization, log=log)
-        new = _read_manifest(export_dir / MANIFEST) or {"artifacts": []}
-        # export_run rewrites the manifest with this export's artifacts only: keep the others
-        names = {a["name"] for a in new["artifacts"]}
-        kept = [a for a in (manifest or {}).get("artifacts", [])
-                if a["name"] not in names and (export_dir / a["path"]).exists()]
-        if kept:
-            new["artifacts"] = kept + new["artifacts"]
-            new["passed"] = all(a.get("status") == "passed" for a in new["artifacts"])
-            write_json(export_dir / MANIFEST, new)
+        new = _read_manifest(export_dir / MANIFEST) or {"artifacts": []}  # export_run merged it
         manifest, entry, exported = new, _find(new, target), True
         if entry is None:
             raise ParityError(f"exporting {target.format}{q} wrote no artifact; see {export_dir / MANIFEST}")

@@ -146,3 +146,21 @@ def test_exit_codes_are_documented():
     for code in ExitCode:
         assert f"| {int(code)} |" in doc, f"exit code {int(code)} missing from docs/cli.md"
         assert EXIT_CODE_DOCS[code].split(" (")[0].split(":")[0] in doc
+
+
+def test_code_running_layers_need_allow_code(cli, write_recipe, tmp_path):
+    path = write_recipe("""
+        name: tfsm
+        data: {source: synthetic, samples: 60, shape: [4]}
+        model: {layers: [{type: TFSMLayer, filepath: /tmp/anything, call_endpoint: serve}]}
+    """)
+    line = one_line_error(cli("train", path, "--run-dir", tmp_path / "r"), 2)
+    assert "model.layers.0.type: TFSMLayer" in line and "--allow-code" in line
+
+
+def test_validate_catches_schedule_and_smoothing_mistakes(cli, tiny_recipe):
+    line = one_line_error(cli("validate", tiny_recipe, "--set",
+                              "train.optimizer.learning_rate={schedule: step, initial: 0.1, boundaries: [1], warmup_epochs: 1}"), 2)
+    assert "warmup_epochs" in line
+    line = one_line_error(cli("validate", tiny_recipe, "--set", "train.loss={label_smoothing: 0.1}"), 2)
+    assert "label_smoothing" in line

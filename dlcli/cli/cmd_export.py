@@ -33,9 +33,10 @@ def export(
                                           help="int8 weight scales per channel (default) or per tensor (smaller)."),
     opset: int = typer.Option(None, "--opset", min=9, help="ONNX opset."),
     out: Path = typer.Option(None, "--out", "-o", help="Output folder (default: RUN_DIR/export)."),
-    max_abs_error: float = typer.Option(None, "--max-abs-error", help="Gate: largest |artifact - Keras|."),
-    min_top1_agreement: float = typer.Option(None, "--min-top1-agreement", help="Gate: least top-1 agreement."),
-    max_metric_drop: float = typer.Option(None, "--max-metric-drop", help="Gate: largest metric drop."),
+    max_abs_error: float = typer.Option(None, "--max-abs-error", min=0.0, help="Gate: largest |artifact - Keras|."),
+    min_top1_agreement: float = typer.Option(None, "--min-top1-agreement", min=0.0, max=1.0,
+                                             help="Gate: least top-1 agreement."),
+    max_metric_drop: float = typer.Option(None, "--max-metric-drop", min=0.0, help="Gate: largest metric drop."),
     json_out: bool = typer.Option(False, "--json", help="Print the manifest as one JSON object."),
 ) -> None:
     """Export a run to SavedModel / TFLite / ONNX and check every artifact in its real runtime.

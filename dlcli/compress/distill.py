@@ -11,14 +11,15 @@ from __future__ import annotations
 
 import json
 import math
-import shutil
 import time
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 
-from dlcli.atomic import write_json, write_text
+
+from dlcli.atomic import copy_file, write_json, write_text
 from dlcli.errors import ShapeMismatchError, UsageError
 
 
@@ -64,7 +65,8 @@ def distill(teacher_run: str | Path, student_recipe, out_dir: str | Path | None 
     from dlcli.data.pipeline import make_dataset
     from dlcli.inspect import open_run, run_split
     from dlcli.models import build_model
-    from dlcli.recipe.loader import load_recipe, recipe_hash
+    from dlcli.recipe.loader import load_recipe, recipe_hash, recipe_to_yaml
+    from dlcli.train.optim import needs_one_hot
     from dlcli.runs import environment, prepare_run_dir
     from dlcli.train import callbacks as cb
     from dlcli.train.optim import make_loss, make_metrics, make_optimizer
@@ -85,6 +87,8 @@ def distill(teacher_run: str | Path, student_recipe, out_dir: str | Path | None 
         raise UsageError("distillation needs classification teacher and student (task: classification)")
     out = Path(out_dir) if out_dir else teacher_run.path.parent / f"{student.name}-distilled"
     out = prepare_run_dir(out, overwrite=overwrite)
+    write_text(out / "recipe.yaml", recipe_to_yaml(student))
+    write_json(out / "env.json", {"status": "running", "distilled_from": str(teacher_run.path.resolve())})
 
     splits = {s: run_split(teacher_run, s) for s in ("train", "validation", "test")
               if s in (teacher_run.env.get("data_sizes") or {"train": 0})}
@@ -111,6 +115,12 @@ def distill(teacher_run: str | Path, student_recipe, out_dir: str | Path | None 
 
     x_train, y_train = splits["train"]
     steps = math.ceil(len(x_train) / tr.batch_size)
+    # the student's own loss and metrics may want one-hot labels (categorical CE, AUC, precision, ...)
+    one_hot = needs_one_hot(tr.loss, "classification", tr.metrics)
+
+    def labels(y):
+        return np.eye(ctx.num_outputs, dtype=np.float32)[y.astype(np.int64)] if one_hot else y
+
     seed_everything(student.seed, tr.deterministic)  # tf.data shuffle order depends on the global seed too
     train_ds = make_dataset(x_train, y_train, tr.batch_size, training=True, seed=student.seed)
     val = splits.get("validation")
@@ -119,21 +129,26 @@ def distill(teacher_run: str | Path, student_recipe, out_dir: str | Path | None 
     def evaluate(model) -> dict[str, dict[str, float]]:
         # compile with the recipe's optimizer (built), so a saved model reloads without warnings
         model.compile(optimizer=make_optimizer(tr.optimizer, steps, tr.epochs),
-                      loss=make_loss(tr.loss, "classification", ctx.num_outputs),
+                      loss=make_loss(tr.loss, "classification", ctx.num_outputs, one_hot),
                       metrics=make_metrics(tr.metrics, "classification"))
         model.optimizer.build(model.trainable_variables)
         res = {}
         for name, (x, y) in splits.items():
-            r = model.evaluate(make_dataset(x, y, tr.batch_size, training=False), verbose=0, return_dict=True)
+            r = model.evaluate(make_dataset(x, labels(y), tr.batch_size, training=False), verbose=0,
+                               return_dict=True)
             res[name] = {k: float(v) for k, v in r.items()}
         return res
 
     progress_cb = [cb.PlainProgress(tr.epochs)] if progress == "plain" else []
-    # 1. the student alone: same seed, same epochs
+    # 1. the student alone: same seed, same epochs, its own loss and metrics
     alone = build_student()
     alone.compile(optimizer=make_optimizer(tr.optimizer, steps, tr.epochs),
-                  loss=make_loss(tr.loss, "classification", ctx.num_outputs), metrics=make_metrics(tr.metrics, "classification"))
-    alone.fit(train_ds, validation_data=val_ds, epochs=tr.epochs, verbose=0, shuffle=False, callbacks=progress_cb)
+                  loss=make_loss(tr.loss, "classification", ctx.num_outputs, one_hot),
+                  metrics=make_metrics(tr.metrics, "classification"))
+    seed_everything(student.seed, tr.deterministic)
+    alone_ds = make_dataset(x_train, labels(y_train), tr.batch_size, training=True, seed=student.seed)
+    alone_val = make_dataset(val[0], labels(val[1]), tr.batch_size, training=False) if val else None
+    alone.fit(alone_ds, validation_data=alone_val, epochs=tr.epochs, verbose=0, shuffle=False, callbacks=progress_cb)
     alone_metrics = evaluate(alone)
 
     # 2. the same student, distilled
@@ -158,7 +173,7 @@ def distill(teacher_run: str | Path, student_recipe, out_dir: str | Path | None 
     write_text(out / "history.csv", history.csv())
     for name in ("preprocessing.json", "labels.txt"):
         if (teacher_run.path / name).exists():
-            shutil.copyfile(teacher_run.path / name, out / name)
+            copy_file(teacher_run.path / name, out / name)
     data = json.loads(student.model_dump_json())
     data["data"] = json.loads(teacher_run.recipe.data.model_dump_json())
     data["compress"]["distill"] = {"student": None, "temperature": temperature, "alpha": alpha}

@@ -6,7 +6,6 @@ from __future__ import annotations
 import gzip
 import json
 import math
-import shutil
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -14,7 +13,7 @@ from typing import Any
 
 import numpy as np
 
-from dlcli.atomic import write_json, write_text
+from dlcli.atomic import copy_file, write_json, write_text
 from dlcli.compress.masks import global_magnitude_masks, magnitude_mask, n_of_m_mask, polynomial_sparsity
 from dlcli.errors import RunDirError, UsageError
 
@@ -213,7 +212,7 @@ def _prune(run, out: Path, sparsity, schedule, structure, epochs, exclude, learn
 
     from dlcli.data.pipeline import make_dataset
     from dlcli.inspect import run_split
-    from dlcli.recipe.loader import recipe_hash
+    from dlcli.recipe.loader import recipe_hash, recipe_to_yaml
     from dlcli.runs import environment, prepare_run_dir
     from dlcli.train import callbacks as cb
     from dlcli.train.optim import make_loss, make_metrics, needs_one_hot
@@ -221,6 +220,8 @@ def _prune(run, out: Path, sparsity, schedule, structure, epochs, exclude, learn
 
     recipe = run.recipe
     out = prepare_run_dir(out, overwrite=overwrite)
+    write_text(out / "recipe.yaml", recipe_to_yaml(recipe))  # run markers first: an interrupted prune
+    write_json(out / "env.json", {"status": "running", "pruned_from": str(run.path.resolve())})  # stays a run
     keras.backend.clear_session()
     seed_everything(recipe.seed, recipe.train.deterministic)
     model = run.load_model()
@@ -279,7 +280,7 @@ def _prune(run, out: Path, sparsity, schedule, structure, epochs, exclude, learn
     write_json(out / "metrics.json", metrics)
     for name in ("preprocessing.json", "labels.txt"):
         if (run.path / name).exists():
-            shutil.copyfile(run.path / name, out / name)
+            copy_file(run.path / name, out / name)
     data = json.loads(recipe.model_dump_json())
     data["compress"]["prune"] = {"sparsity": sparsity, "schedule": schedule, "structure": structure,
                                  "scope": scope, "epochs": epochs, "exclude": exclude, "learning_rate": lr}

@@ -137,7 +137,7 @@ def export_run(run_dir: str | Path, formats: list[str] | None = None, quantize: 
     """Export ``run_dir``'s model; the recipe's ``export:`` section fills unset arguments."""
     import numpy as np
 
-    from dlcli.atomic import write_json
+    from dlcli.atomic import copy_file, write_json
     from dlcli.errors import UsageError
     from dlcli.export.parity import compare, resolve_gate, task_metric
     from dlcli.export.registry import get_format
@@ -161,11 +161,13 @@ def export_run(run_dir: str | Path, formats: list[str] | None = None, quantize: 
 
     model = run.load_model()
     task = run.recipe.task
-    x_test, y_test = run_split(run, "test")
+    sizes = run.env.get("data_sizes") or {"test": 1}
+    parity_split = next((s for s in ("test", "validation", "train") if s in sizes), "train")
+    x_test, y_test = run_split(run, parity_split)
     x_test, y_test = x_test[:n_parity], y_test[:n_parity]
     ref = np.asarray(model.predict(x_test, verbose=0, batch_size=256))
     k_name, k_value = task_metric(ref, y_test, task)
-    keras_info = {"metric": k_name, "value": k_value, "samples": int(len(x_test)),
+    keras_info = {"metric": k_name, "value": k_value, "samples": int(len(x_test)), "split": parity_split,
                   "parameters": int(model.count_params())}
 
     batch_setting = tflite_batch_size if tflite_batch_size is not None else spec.tflite_batch_size
@@ -228,7 +230,7 @@ def export_run(run_dir: str | Path, formats: list[str] | None = None, quantize: 
 
     for extra in ("preprocessing.json", "labels.txt"):
         if (run.path / extra).exists() and out.resolve() != run.path.resolve():
-            shutil.copyfile(run.path / extra, out / extra)
+            copy_file(run.path / extra, out / extra)
     result = ExportResult(run.path, out, artifacts, keras_info)
     manifest = result.manifest()
     # keep earlier artifacts of this folder that this call did not re-export (and that still exist)

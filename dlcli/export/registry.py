@@ -53,6 +53,8 @@ def format_of(path: Path) -> Format:
     """The format of an artifact on disk (by suffix, or a SavedModel directory)."""
     _load_builtins()
     path = Path(path)
+    if not path.exists():
+        raise UsageError(f"{path}: artifact not found")
     if path.is_dir() and (path / "saved_model.pb").exists():
         return _FORMATS["saved_model"]
     for fmt in _FORMATS.values():

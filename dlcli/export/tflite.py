@@ -4,7 +4,7 @@ only (no Flex ops, which the LiteRT interpreter cannot run); checked by
 
 Conversion follows Keras's own path (ExportArchive -> SavedModel ->
 ``TFLiteConverter.from_saved_model``) with dlcli's input signature: recurrent models
-get a fixed batch of 1 so LSTM / GRU fuse into builtin ops (STACK-FACTS.md). For int8,
+get a fixed batch of 1 so LSTM / GRU fuse into builtin ops (shared/STACK-FACTS.md, the team's verified-stack notes). For int8,
 recurrent layers are unrolled first: the converter crashes on the fused kernels.
 """
 

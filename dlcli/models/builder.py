@@ -42,6 +42,23 @@ def _regularizer(value: Any):
     return value
 
 
+# Layers that run user code or foreign graphs: like `model.code`, only with --allow-code.
+CODE_LAYERS = frozenset({"Lambda", "TFSMLayer", "JaxLayer", "FlaxLayer", "TorchModuleWrapper"})
+
+
+def check_code_layers(spec, allow_code: bool) -> None:
+    """Refuse layers that execute code (Lambda, TFSMLayer, ...) unless code is allowed."""
+    if allow_code:
+        return
+    layers = getattr(spec, "layers", None) or getattr(getattr(spec, "graph", None), "nodes", None) or []
+    for i, layer in enumerate(layers):
+        where = "model.layers" if hasattr(spec, "layers") else "model.graph.nodes"
+        types = [layer.type, *(str(v.get("type")) for v in layer.args().values() if isinstance(v, dict))]
+        for t in types:
+            if t in CODE_LAYERS:
+                raise ModelError(f"{where}.{i}.type: {t} runs code or a foreign graph; pass --allow-code to allow it")
+
+
 def make_layer(spec, where: str, name: str | None = None):
     """A ``keras.layers`` instance from a LayerSpec; errors name the recipe key."""
     import keras
@@ -213,6 +230,7 @@ def build_code(spec, ctx: BuildContext, allow_code: bool):
 
 def build_model(recipe, ctx: BuildContext, allow_code: bool = False):
     spec = recipe.model
+    check_code_layers(spec, allow_code)
     if hasattr(spec, "architecture"):
         from dlcli.models.registry import get_architecture
 

@@ -68,6 +68,14 @@ class OptimizerSpec(StrictModel):
         return {"name": data} if isinstance(data, str) else data
 
     @model_validator(mode="after")
+    def _warmup(self):
+        lr = self.learning_rate
+        if not isinstance(lr, float) and lr.warmup_epochs and lr.schedule not in ("cosine", "constant"):
+            raise ValueError(f"learning_rate.warmup_epochs works with the cosine and constant schedules, "
+                             f"not {lr.schedule}")
+        return self
+
+    @model_validator(mode="after")
     def _applies(self):
         if self.momentum is not None and self.name not in ("sgd", "rmsprop"):
             raise ValueError(f"momentum applies to sgd and rmsprop, not {self.name}")
@@ -154,6 +162,13 @@ class TrainSpec(StrictModel):
     scale_learning_rate: bool = Field(False, description="Multiply the learning rate by the number of replicas.")
     cpu_devices: int | None = Field(None, ge=1, description="Split the CPU into this many logical devices "
                                     "(mirrored training without GPUs, as Keras's own tests do).")
+
+    @model_validator(mode="after")
+    def _smoothing(self):
+        if self.loss.label_smoothing and self.loss.name in ("auto", "sparse_categorical_crossentropy"):
+            raise ValueError("loss.label_smoothing needs categorical_crossentropy or binary_crossentropy "
+                             f"(not {self.loss.name})")
+        return self
 
     @model_validator(mode="after")
     def _xla(self):

@@ -71,7 +71,9 @@ class Checkpoints(keras.callbacks.Callback):
         super().__init__()
         self.folder = folder
         self.monitor = monitor
-        self.mode = mode if mode != "auto" else ("max" if monitor and ("acc" in monitor or "auc" in monitor) else "min")
+        higher_is_better = ("acc", "auc", "precision", "recall", "f1", "fbeta", "iou")
+        self.mode = mode if mode != "auto" else (
+            "max" if monitor and any(k in monitor for k in higher_is_better) else "min")
         self.min_interval = min_interval
         self.best = -math.inf if self.mode == "max" else math.inf
         self.best_epoch: int | None = None
