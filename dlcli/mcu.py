@@ -15,7 +15,6 @@ Imports nothing heavy at module level; TensorFlow is never needed here.
 from __future__ import annotations
 
 import contextlib
-import os
 import re
 import sys
 import tempfile
@@ -136,17 +135,14 @@ def check_full_integer(model: bytes, label: str) -> ModelInfo:
 @contextlib.contextmanager
 def _capture_fd2():
     """Collect what native code writes on fd 2 (TFLite Micro's MicroPrintf)."""
+    from dlcli.stdio import redirect_fd2
+
     out: dict[str, str] = {"text": ""}
-    sys.stderr.flush()
     with tempfile.TemporaryFile() as tmp:
-        saved = os.dup(2)
-        os.dup2(tmp.fileno(), 2)
         try:
-            yield out
+            with redirect_fd2(tmp):
+                yield out
         finally:
-            sys.stderr.flush()
-            os.dup2(saved, 2)
-            os.close(saved)
             tmp.seek(0)
             out["text"] = tmp.read().decode("utf-8", "replace")
 

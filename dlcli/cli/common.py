@@ -48,16 +48,10 @@ def quiet_frameworks() -> None:
         return
     # TF's C++ start-up lines are printed before absl logging is initialised, so no
     # environment variable hides them: silence fd 2 for the import only.
-    saved = os.dup(2)
-    try:
-        with open(os.devnull, "w") as devnull:
-            os.dup2(devnull.fileno(), 2)
-            try:
-                import tensorflow  # noqa: F401
-            finally:
-                os.dup2(saved, 2)
-    finally:
-        os.close(saved)
+    from dlcli.stdio import silenced_fd2
+
+    with silenced_fd2():
+        import tensorflow  # noqa: F401
     import logging
 
     logging.getLogger("tensorflow").setLevel(logging.ERROR)
@@ -71,20 +65,11 @@ def native_quiet():
     if STATE["debug"]:
         yield sys.stderr
         return
+    from dlcli.stdio import silenced_fd2
+
     sys.stderr.flush()
-    saved = os.dup(2)
-    log = os.fdopen(os.dup(saved), "w", buffering=1)  # progress lines still reach the real stderr
-    try:
-        with open(os.devnull, "w") as devnull:
-            os.dup2(devnull.fileno(), 2)
-            try:
-                yield log
-            finally:
-                sys.stderr.flush()
-                os.dup2(saved, 2)
-    finally:
-        log.close()
-        os.close(saved)
+    with os.fdopen(os.dup(2), "w", buffering=1) as log, silenced_fd2():  # log: the real stderr
+        yield log
 
 
 def emit_json(obj: Any) -> None:
