@@ -191,7 +191,7 @@ def benchmark(paths: list[str | Path], batch_size: int = 32, runs: int = 100, wa
             run = r
             quant = next((q for q in ("int8", "float16", "dynamic") if q in p.name), "none")
             jobs.append((p.name, fmt.name, quant, fmt.runtime, p, (lambda fmt=fmt, p=p: fmt.load(p))))
-    x, y = run_split(run, "test" if "test" in (run.env.get("data_sizes") or {"test": 1}) else "train")
+    x, y = run_split(run, run.split_names()[-1])  # test, else validation, else train
     results = []
     method_ok = True
     for name, fmt, quant, runtime, path, load in jobs:

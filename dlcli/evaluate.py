@@ -21,21 +21,32 @@ class EvalResult:
                 "metrics": self.metrics, "data_changed": self.data_changed}
 
 
+def evaluate_splits(model, splits: dict, batch_size: int, labels=lambda y: y) -> dict[str, dict[str, float]]:
+    """``model.evaluate`` on each ``{name: (x, y)}`` split, labels mapped by ``labels``."""
+    from dlcli.data.pipeline import make_dataset
+
+    out = {}
+    for name, (x, y) in splits.items():
+        res = model.evaluate(make_dataset(x, labels(y), batch_size, training=False), verbose=0, return_dict=True)
+        out[name] = {k: float(v) for k, v in res.items()}
+    return out
+
+
 def evaluate_artifact(run_dir: str | Path, artifact: str | Path, split: str = "test") -> EvalResult:
     """An exported artifact, in its real runtime, on a split of the run's data."""
     import numpy as np
 
+    from dlcli.export.parity import task_metric
     from dlcli.export.registry import format_of
     from dlcli.inspect import open_run, run_split
 
     run = open_run(run_dir)
     x, y = run_split(run, split)
     out = format_of(Path(artifact)).load(Path(artifact)).predict(x)
-    if run.recipe.task == "classification":
-        metrics = {"accuracy": float(np.mean(out.reshape(len(out), -1).argmax(-1) == y))}
-    else:
-        err = out.reshape(len(out), -1) - y.reshape(len(y), -1)
-        metrics = {"mae": float(np.mean(np.abs(err))), "mse": float(np.mean(err**2))}
+    name, value = task_metric(out, y, run.recipe.task)
+    metrics = {name: value}
+    if run.recipe.task != "classification":
+        metrics["mse"] = float(np.mean((out.reshape(len(out), -1) - y.reshape(len(y), -1)) ** 2))
     return EvalResult(Path(run_dir), split, len(x), metrics, False)
 
 

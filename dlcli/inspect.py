@@ -22,6 +22,11 @@ class Run:
     def model_path(self) -> Path:
         return self.path / "model.keras"
 
+    def split_names(self) -> list[str]:
+        """The splits this run was trained with, in order (train, validation, test)."""
+        sizes = self.env.get("data_sizes") or {"train": 0}
+        return [s for s in ("train", "validation", "test") if s in sizes]
+
     def load_model(self, path: Path | None = None):
         return load_keras_model(path or self.model_path)
 

@@ -9,7 +9,6 @@ distributions.
 
 from __future__ import annotations
 
-import json
 import math
 import time
 from dataclasses import dataclass
@@ -63,6 +62,7 @@ def distill(teacher_run: str | Path, student_recipe, out_dir: str | Path | None 
     import keras
 
     from dlcli.data.pipeline import make_dataset
+    from dlcli.evaluate import evaluate_splits
     from dlcli.inspect import open_run, run_split
     from dlcli.models import build_model
     from dlcli.recipe.loader import load_recipe, recipe_hash, recipe_to_yaml
@@ -90,8 +90,7 @@ def distill(teacher_run: str | Path, student_recipe, out_dir: str | Path | None 
     write_text(out / "recipe.yaml", recipe_to_yaml(student))
     write_json(out / "env.json", {"status": "running", "distilled_from": str(teacher_run.path.resolve())})
 
-    splits = {s: run_split(teacher_run, s) for s in ("train", "validation", "test")
-              if s in (teacher_run.env.get("data_sizes") or {"train": 0})}
+    splits = {s: run_split(teacher_run, s) for s in teacher_run.split_names()}
     tr = student.train
     ctx = context_from_run(teacher_run, student.seed)
     teacher = teacher_run.load_model()
@@ -132,12 +131,7 @@ def distill(teacher_run: str | Path, student_recipe, out_dir: str | Path | None 
                       loss=make_loss(tr.loss, "classification", ctx.num_outputs, one_hot),
                       metrics=make_metrics(tr.metrics, "classification"))
         model.optimizer.build(model.trainable_variables)
-        res = {}
-        for name, (x, y) in splits.items():
-            r = model.evaluate(make_dataset(x, labels(y), tr.batch_size, training=False), verbose=0,
-                               return_dict=True)
-            res[name] = {k: float(v) for k, v in r.items()}
-        return res
+        return evaluate_splits(model, splits, tr.batch_size, labels)
 
     progress_cb = [cb.PlainProgress(tr.epochs)] if progress == "plain" else []
     # 1. the student alone: same seed, same epochs, its own loss and metrics
@@ -162,24 +156,23 @@ def distill(teacher_run: str | Path, student_recipe, out_dir: str | Path | None 
         student_loss_weight=1.0 - alpha)
     distiller.compile(optimizer=make_optimizer(tr.optimizer, steps, tr.epochs),
                       loss=keras.losses.SparseCategoricalCrossentropy(from_logits=True), metrics=["accuracy"])
-    history = HistoryRows()
     distiller.fit(train_ds, validation_data=val_ds, epochs=tr.epochs, verbose=0, shuffle=False,
-                  callbacks=[*progress_cb, history])
+                  callbacks=[*progress_cb, cb.HistoryCSV(out / "history.csv")])
     distilled_metrics = evaluate(model)
     teacher_metrics = evaluate(teacher_run.load_model())
 
     cb.save_model_atomic(model, out / "model.keras")
     write_json(out / "metrics.json", distilled_metrics)
-    write_text(out / "history.csv", history.csv())
     for name in ("preprocessing.json", "labels.txt"):
         if (teacher_run.path / name).exists():
             copy_file(teacher_run.path / name, out / name)
-    data = json.loads(student.model_dump_json())
-    data["data"] = json.loads(teacher_run.recipe.data.model_dump_json())
-    data["compress"]["distill"] = {"student": None, "temperature": temperature, "alpha": alpha}
-    import yaml
+    # the distilled run's recipe: the student on the teacher's data, with the settings used
+    from dlcli.recipe.schema import DistillSpec
 
-    write_text(out / "recipe.yaml", yaml.safe_dump(data, sort_keys=False, default_flow_style=None))
+    used = DistillSpec(student=None, temperature=temperature, alpha=alpha)
+    distilled_recipe = student.model_copy(update={
+        "data": teacher_run.recipe.data, "compress": student.compress.model_copy(update={"distill": used})})
+    write_text(out / "recipe.yaml", recipe_to_yaml(distilled_recipe))
     params = {"teacher": int(teacher.count_params()), "student": int(model.count_params())}
     result = DistillResult(out, teacher_metrics, alone_metrics, distilled_metrics, temperature, alpha, params,
                            time.time() - t0)
@@ -187,29 +180,7 @@ def distill(teacher_run: str | Path, student_recipe, out_dir: str | Path | None 
     env = dict(teacher_run.env)
     env.update(environment())
     env.update(status="completed", distilled_from=str(teacher_run.path.resolve()), seed=student.seed,
-               recipe_hash=recipe_hash(student), parameters=params["student"],
+               recipe_hash=recipe_hash(distilled_recipe), parameters=params["student"],
                ended=time.strftime("%Y-%m-%dT%H:%M:%S%z"))
     write_json(out / "env.json", env)
     return result
-
-
-class HistoryRows:
-    """Collects per-epoch logs (a keras callback built lazily)."""
-
-    def __new__(cls):
-        import keras
-
-        class _Rows(keras.callbacks.Callback):
-            def __init__(self):
-                super().__init__()
-                self.rows: list[dict[str, float]] = []
-
-            def on_epoch_end(self, epoch, logs=None):
-                self.rows.append({"epoch": epoch + 1, **{k: float(v) for k, v in (logs or {}).items()}})
-
-            def csv(self) -> str:
-                keys = list(dict.fromkeys(k for r in self.rows for k in r))
-                lines = [",".join(keys)] + [",".join(str(r.get(k, "")) for k in keys) for r in self.rows]
-                return "\n".join(lines) + "\n"
-
-        return _Rows()

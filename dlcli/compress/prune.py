@@ -4,7 +4,6 @@ smallest weights; write a new run directory with a plain Keras model and sparsit
 from __future__ import annotations
 
 import gzip
-import json
 import math
 import time
 from dataclasses import dataclass, field
@@ -211,6 +210,7 @@ def _prune(run, out: Path, sparsity, schedule, structure, epochs, exclude, learn
     import keras
 
     from dlcli.data.pipeline import make_dataset
+    from dlcli.evaluate import evaluate_splits
     from dlcli.inspect import run_split
     from dlcli.recipe.loader import recipe_hash, recipe_to_yaml
     from dlcli.runs import environment, prepare_run_dir
@@ -234,7 +234,7 @@ def _prune(run, out: Path, sparsity, schedule, structure, epochs, exclude, learn
     if unknown:
         raise UsageError(f"--exclude: no layer named {', '.join(unknown)} (layers: {', '.join(sorted(known))[:200]})")
 
-    splits = {s: run_split(run, s) for s in ("train", "validation", "test") if _has_split(run, s)}
+    splits = {s: run_split(run, s) for s in run.split_names()}
     tr = recipe.train
     one_hot = needs_one_hot(tr.loss, recipe.task, tr.metrics)
     k = len(run.preprocessor.labels or [])
@@ -248,7 +248,7 @@ def _prune(run, out: Path, sparsity, schedule, structure, epochs, exclude, learn
     end = max(1, int(total * spec.end_fraction))
     pruner = Pruner(targets, sparsity, schedule, structure, 0, end, spec.frequency, spec.initial_sparsity,
                     scope)
-    dense_metrics = _evaluate(model, splits, tr.batch_size, labels)
+    dense_metrics = evaluate_splits(model, splits, tr.batch_size, labels)
     lr = learning_rate if learning_rate is not None else _base_lr(tr.optimizer.learning_rate) / 3
     opt_cls = type(model.optimizer) if getattr(model, "optimizer", None) is not None else keras.optimizers.Adam
     model.compile(optimizer=opt_cls(learning_rate=lr), loss=make_loss(tr.loss, recipe.task, k, one_hot),
@@ -262,7 +262,7 @@ def _prune(run, out: Path, sparsity, schedule, structure, epochs, exclude, learn
     model.fit(train_ds, validation_data=val_ds, epochs=epochs, callbacks=callbacks, verbose=0, shuffle=False)
     pruner.apply()
 
-    metrics = _evaluate(model, splits, tr.batch_size, labels)
+    metrics = evaluate_splits(model, splits, tr.batch_size, labels)
     cb.save_model_atomic(model, out / "model.keras")
     saved = run.load_model(out / "model.keras")  # measure what was saved, not what is in memory
     report = measure(saved, exclude)
@@ -281,34 +281,18 @@ def _prune(run, out: Path, sparsity, schedule, structure, epochs, exclude, learn
     for name in ("preprocessing.json", "labels.txt"):
         if (run.path / name).exists():
             copy_file(run.path / name, out / name)
-    data = json.loads(recipe.model_dump_json())
-    data["compress"]["prune"] = {"sparsity": sparsity, "schedule": schedule, "structure": structure,
-                                 "scope": scope, "epochs": epochs, "exclude": exclude, "learning_rate": lr}
-    import yaml
-
-    write_text(out / "recipe.yaml", yaml.safe_dump(data, sort_keys=False, default_flow_style=None))
+    # the pruned run's recipe: the source recipe with the prune settings used; written and hashed as one
+    used = spec.model_copy(update={"sparsity": sparsity, "schedule": schedule, "structure": structure,
+                                   "scope": scope, "epochs": epochs, "exclude": exclude, "learning_rate": lr})
+    pruned_recipe = recipe.model_copy(update={"compress": recipe.compress.model_copy(update={"prune": used})})
+    write_text(out / "recipe.yaml", recipe_to_yaml(pruned_recipe))
     env = dict(run.env)
     env.update(environment())
-    env.update(status="completed", pruned_from=str(run.path.resolve()), recipe_hash=recipe_hash(recipe),
+    env.update(status="completed", pruned_from=str(run.path.resolve()), recipe_hash=recipe_hash(pruned_recipe),
                ended=time.strftime("%Y-%m-%dT%H:%M:%S%z"))
     write_json(out / "env.json", env)
     return PruneResult(out, run.path, metrics, dense_metrics, report, sizes, time.time() - t0)
 
 
-def _has_split(run, split: str) -> bool:
-    sizes = run.env.get("data_sizes") or {}
-    return split in sizes if sizes else split == "train"
-
-
 def _base_lr(lr) -> float:
     return float(lr) if isinstance(lr, float) else float(lr.initial)
-
-
-def _evaluate(model, splits, batch_size, labels) -> dict[str, dict[str, float]]:
-    from dlcli.data.pipeline import make_dataset
-
-    out = {}
-    for name, (x, y) in splits.items():
-        res = model.evaluate(make_dataset(x, labels(y), batch_size, training=False), verbose=0, return_dict=True)
-        out[name] = {k: float(v) for k, v in res.items()}
-    return out

@@ -161,8 +161,7 @@ def export_run(run_dir: str | Path, formats: list[str] | None = None, quantize: 
 
     model = run.load_model()
     task = run.recipe.task
-    sizes = run.env.get("data_sizes") or {"test": 1}
-    parity_split = next((s for s in ("test", "validation", "train") if s in sizes), "train")
+    parity_split = run.split_names()[-1]  # test, else validation, else train
     x_test, y_test = run_split(run, parity_split)
     x_test, y_test = x_test[:n_parity], y_test[:n_parity]
     ref = np.asarray(model.predict(x_test, verbose=0, batch_size=256))

@@ -66,16 +66,10 @@ def _labels(bundle: DataBundle, split: str, one_hot: bool) -> np.ndarray:
 
 
 def _evaluate(model, bundle: DataBundle, batch_size: int, one_hot: bool) -> dict[str, dict[str, float]]:
-    from dlcli.data.pipeline import make_dataset
+    from dlcli.evaluate import evaluate_splits
 
-    out = {}
-    for split in ("train", "validation", "test"):
-        if split not in bundle.splits:
-            continue
-        ds = make_dataset(bundle.splits[split].x, _labels(bundle, split, one_hot), batch_size, training=False)
-        res = model.evaluate(ds, verbose=0, return_dict=True)
-        out[split] = {k: float(v) for k, v in res.items()}
-    return out
+    splits = {name: (bundle.splits[name].x, _labels(bundle, name, one_hot)) for name in bundle.splits}
+    return evaluate_splits(model, splits, batch_size)
 
 
 def train(recipe, run_dir: str | Path | None = None, *, overwrite: bool = False, allow_code: bool = False,
