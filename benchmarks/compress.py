@@ -13,12 +13,13 @@ import argparse
 import gzip
 import logging
 import os
-import subprocess
 import sys
 from pathlib import Path
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
 REPO = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from _quickstart import DEFAULT_RUN, quickstart_run  # noqa: E402
 
 
 def gz(path: Path) -> int:
@@ -27,12 +28,9 @@ def gz(path: Path) -> int:
 
 def main() -> None:
     ap = argparse.ArgumentParser()
-    ap.add_argument("--run-dir", default=str(REPO / "runs" / "digits_cnn"))
+    ap.add_argument("--run-dir", default=str(DEFAULT_RUN))
     args = ap.parse_args()
-    run = Path(args.run_dir)
-    if not (run / "model.keras").exists():
-        subprocess.run([sys.executable, "-m", "dlcli", "train", str(REPO / "recipes" / "digits_cnn.yaml"),
-                        "--run-dir", str(run), "--overwrite", "--quiet"], check=True)
+    run = quickstart_run(args.run_dir)
     logging.getLogger("tensorflow").setLevel(logging.ERROR)
     from dlcli.compress.distill import distill
     from dlcli.compress.prune import measure, prune
