@@ -69,6 +69,41 @@ def resolve(requested: str, env: Mapping[str, str] | None = None, gpus: int = 0,
     return Resolution("default", "one device" if gpus <= 1 else "")
 
 
+@dataclass(frozen=True)
+class Role:
+    """This process's place in a multi-worker cluster."""
+
+    task_type: str
+    task_id: int
+    workers: int
+
+    has_chief: bool = False  # the cluster has a "chief" task (else worker 0 is the chief)
+
+    @property
+    def chief(self) -> bool:
+        return self.task_type == "chief" or (self.task_type == "worker" and self.task_id == 0 and not self.has_chief)
+
+
+def cluster_role(env: Mapping[str, str] | None = None) -> Role:
+    """Which task this process is, from TF_CONFIG or SLURM (pure: no TensorFlow import).
+
+    The chief is the ``chief`` task, or worker 0 when the cluster has no chief (as in
+    TensorFlow's own convention); under SLURM, the task with ``SLURM_PROCID`` 0.
+    """
+    env = os.environ if env is None else env
+    if env.get("TF_CONFIG"):
+        cfg = json.loads(env["TF_CONFIG"])
+        task = cfg.get("task") or {}
+        cluster = cfg.get("cluster") or {}
+        if "type" not in task or "index" not in task:
+            raise UsageError('TF_CONFIG: "task" needs "type" and "index" (e.g. {"type": "worker", "index": 0})')
+        return Role(str(task["type"]), int(task["index"]), tf_config_workers(env), "chief" in cluster)
+    if slurm_tasks(env) > 1:
+        return Role("worker", int(env.get("SLURM_PROCID", "0") or 0), slurm_tasks(env))
+    raise UsageError("train.strategy multi_worker: no cluster described; set TF_CONFIG on every worker "
+                     "(docs/distributed.md) or run under SLURM with several tasks")
+
+
 def split_cpu(n: int) -> None:
     """Split the CPU into ``n`` logical devices (before TensorFlow initialises its runtime)."""
     import tensorflow as tf
@@ -81,7 +116,7 @@ def split_cpu(n: int) -> None:
                          "split the CPU in a fresh process") from None
 
 
-def make_strategy(name: str, tpu: str | None = None):
+def make_strategy(name: str, tpu: str | None = None, worker_timeout: float | None = None):
     import tensorflow as tf
 
     if name == "default":
@@ -103,7 +138,14 @@ def make_strategy(name: str, tpu: str | None = None):
             raise UsageError(f"train.strategy tpu: no TPU reachable{where}: {str(exc).splitlines()[0][:160]}") from None
         return tf.distribute.TPUStrategy(resolver)
     if name == "multi_worker":
-        raise UsageError(
-            "train.strategy multi_worker is not available yet: Keras 3 model.fit fails under "
-            "MultiWorkerMirroredStrategy (keras-team/keras#20585); dlcli's own multi-worker loop is planned")
+        # TF_CONFIG when set (TFConfigClusterResolver, the default), else SLURM's allocation
+        resolver = None
+        if not os.environ.get("TF_CONFIG"):
+            resolver = tf.distribute.cluster_resolver.SlurmClusterResolver()
+        options = tf.distribute.experimental.CommunicationOptions(timeout_seconds=worker_timeout)
+        try:
+            return tf.distribute.MultiWorkerMirroredStrategy(cluster_resolver=resolver, communication_options=options)
+        except (ValueError, RuntimeError, tf.errors.OpError) as exc:
+            raise UsageError(f"train.strategy multi_worker: cannot join the cluster: {str(exc).splitlines()[0][:200]}") \
+                from None
     raise UsageError(f"unknown strategy {name!r}")  # pragma: no cover

@@ -17,10 +17,11 @@ class ExitCode(IntEnum):
     USAGE = 2  # invalid recipe, bad command-line usage, bad model description
     DATA = 3  # missing or malformed data, data / model shape mismatch
     DIVERGED = 4  # training produced NaN or inf loss
-    RUN_DIR = 5  # run directory exists, is not writable, or is not a dlcli run
+    RUN_DIR = 5  # run directory exists, is not writable, is not a dlcli run, or cannot be resumed
     PARITY = 6  # an export failed its parity gate (reserved for export)
     THRESHOLD = 7  # a benchmark threshold was missed (reserved for benchmark)
     PACKAGE = 8  # a deployment package failed verification (changed, missing, extra or unsafe entries)
+    WORKER_LOST = 9  # a multi-worker run lost a worker; every worker stopped (restart all with --resume)
     INTERRUPTED = 130  # stopped by SIGINT / SIGTERM after writing a checkpoint
 
 
@@ -95,6 +96,13 @@ class EnvironmentProblemError(DlcliError):
     kind = "environment problem"
 
 
+class WorkerLostError(DlcliError):
+    """A multi-worker run lost a peer (it died, or stopped answering within the timeout)."""
+
+    exit_code = ExitCode.WORKER_LOST
+    kind = "worker lost"
+
+
 class TrainingInterrupted(DlcliError):
     """SIGTERM / SIGINT: the current step finished, a checkpoint was written."""
 
@@ -115,12 +123,14 @@ EXIT_CODE_DOCS: dict[ExitCode, str] = {
     "data / model shape mismatch",
     ExitCode.DIVERGED: "training diverged (NaN or inf loss); the last good checkpoint is kept",
     ExitCode.RUN_DIR: "run directory error: exists (use --overwrite), not writable, "
-    "or not a dlcli run",
+    "not a dlcli run, or holds a run that cannot be resumed (another recipe, changed data, still running)",
     ExitCode.PARITY: "an exported artifact failed its parity gate or its conversion; "
     "the artifact is kept and marked failed in manifest.json",
     ExitCode.THRESHOLD: "a benchmark threshold was missed (--fail-under, --max-latency-ms)",
     ExitCode.PACKAGE: "package verification failed: a checksum differs, a file is missing or extra, "
     "or an entry is unsafe (absolute path, '..', a link)",
-    ExitCode.INTERRUPTED: "interrupted by SIGINT or SIGTERM: the current step finished and "
-    "checkpoints/last.keras was written",
+    ExitCode.WORKER_LOST: "a multi-worker run lost a worker (it died or stopped answering within "
+    "train.worker_timeout_seconds); every worker stopped: restart them all with --resume",
+    ExitCode.INTERRUPTED: "interrupted by SIGINT or SIGTERM: the current step finished and a checkpoint "
+    "was written; continue with --resume",
 }

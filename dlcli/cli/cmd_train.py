@@ -15,18 +15,30 @@ def train(
     json_out: bool = typer.Option(False, "--json", help="Print one JSON object on stdout; logs go to stderr."),
     quiet: bool = typer.Option(False, "--quiet", "-q", help="One plain line per epoch, no progress bar."),
     overwrite: bool = typer.Option(False, "--overwrite", help="Replace an existing run directory."),
+    resume: bool = typer.Option(False, "--resume", help="Continue the interrupted run in --run-dir from its last "
+                                "checkpoint (an interrupted run of the same recipe is resumed even without it)."),
+    strategy: str = typer.Option(None, "--strategy", help="tf.distribute strategy: auto, default, one_device, "
+                                 "mirrored, multi_worker or tpu (overrides train.strategy)."),
     allow_code: bool = typer.Option(False, "--allow-code", help="Allow `model.code` to import and run user code."),
 ) -> None:
     """Train a recipe into a run directory."""
     from dlcli.recipe.loader import load_recipe
 
-    r = load_recipe(recipe, set_)
+    r = load_recipe(recipe, [*set_, *([f"train.strategy={strategy}"] if strategy else [])])
     quiet_frameworks()
     from dlcli.train import train as train_fn
 
     console = stderr_console()
-    result = train_fn(r, run_dir, overwrite=overwrite, allow_code=allow_code,
-                      progress=progress_mode(quiet, json_out), console=console)
+    result = train_fn(r, run_dir, overwrite=overwrite, resume=resume, allow_code=allow_code,
+                      progress=progress_mode(quiet, json_out), console=console,
+                      log=lambda msg: console.print(msg, markup=False, highlight=False, soft_wrap=True))
+    if not result.chief:  # another worker of a multi-worker run: the chief reports and writes
+        if json_out:
+            emit_json(result.to_json())
+        else:
+            console.print(f"worker done ({result.epochs_run} epochs); the chief wrote the run directory",
+                          markup=False, highlight=False)
+        return
     from dlcli.pipeline import run_pipeline, wants_pipeline
 
     pipeline = None

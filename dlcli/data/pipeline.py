@@ -47,14 +47,19 @@ def build_augmenter(spec, input_shape: tuple[int, ...], value_range: tuple[float
     return augment
 
 
+def _check_augmentable(x, augment) -> None:
+    if augment is not None and np.asarray(x).dtype.kind in "iub":
+        raise DataError(f"data.augment: the inputs are integers (dtype {np.asarray(x).dtype}, e.g. token ids); "
+                        "augmentation needs float inputs")
+
+
 def make_dataset(x: np.ndarray, y: np.ndarray, batch_size: int, *, training: bool, pipeline=None,
                  augment=None, seed: int = 0):
     """``from_tensor_slices -> cache -> shuffle -> batch -> map(augment) -> prefetch``."""
     import tensorflow as tf
 
-    if training and augment is not None and np.asarray(x).dtype.kind in "iub":
-        raise DataError(f"data.augment: the inputs are integers (dtype {np.asarray(x).dtype}, e.g. token ids); "
-                        "augmentation needs float inputs")
+    if training:
+        _check_augmentable(x, augment)
     ds = tf.data.Dataset.from_tensor_slices((x, y))
     if pipeline is None or pipeline.cache:
         ds = ds.cache()
@@ -67,3 +72,60 @@ def make_dataset(x: np.ndarray, y: np.ndarray, batch_size: int, *, training: boo
     if pipeline is None or pipeline.prefetch:
         ds = ds.prefetch(tf.data.AUTOTUNE)
     return ds
+
+
+def epoch_seed(seed: int, epoch: int) -> int:
+    """The shuffle / augmentation seed of one epoch: a pure function of (seed, epoch)."""
+    return (seed * 1_000_003 + epoch * 7_919) % (2**31 - 1)
+
+
+class EpochData:
+    """The training split as one ``tf.data`` pipeline per epoch, reproducible from (seed, epoch).
+
+    ``dataset(epoch, skip)`` shuffles with :func:`epoch_seed` (no hidden per-iteration
+    state), builds a fresh augmenter from the same seed, and drops the first ``skip``
+    batches *after* augmentation, so a run resumed at step ``skip`` of ``epoch`` sees
+    exactly the batches, and the augmentation draws, of an uninterrupted run. Every
+    worker of a multi-worker run builds the same global order and keeps its shard.
+    ``steps`` (``train.steps_per_epoch``) repeats the split as needed and takes that many.
+    """
+
+    def __init__(self, x: np.ndarray, y: np.ndarray, batch_size: int, *, pipeline=None, seed: int = 0,
+                 make_augment=None, sample_weight: np.ndarray | None = None, steps: int | None = None):
+        import tensorflow as tf
+
+        self.batch_size, self.pipeline, self.seed, self.steps = batch_size, pipeline, seed, steps
+        self.make_augment = make_augment
+        self.n = len(x)
+        _check_augmentable(x, make_augment(seed) if make_augment else None)
+        tensors = (x, y) if sample_weight is None else (x, y, sample_weight)
+        base = tf.data.Dataset.from_tensor_slices(tensors)
+        if pipeline is None or pipeline.cache:
+            base = base.cache()
+        self.base = base
+
+    @property
+    def steps_per_epoch(self) -> int:
+        return self.steps or -(-self.n // self.batch_size)
+
+    def dataset(self, epoch: int, skip: int = 0):
+        import tensorflow as tf
+
+        ds, s = self.base, epoch_seed(self.seed, epoch)
+        if self.steps:
+            ds = ds.repeat()
+        if self.pipeline is None or self.pipeline.shuffle_buffer:
+            buf = min(self.n, self.pipeline.shuffle_buffer if self.pipeline else 10000)
+            ds = ds.shuffle(buf, seed=s, reshuffle_each_iteration=False)
+        ds = ds.batch(self.batch_size)
+        if self.steps:
+            ds = ds.take(self.steps)
+        augment = self.make_augment(s) if self.make_augment else None
+        if augment is not None:
+            # sequential: stateful random draws in parallel map calls would be taken in any order
+            ds = ds.map(augment if len(ds.element_spec) == 2 else (lambda x, y, w: (*augment(x, y), w)))
+        if skip:
+            ds = ds.skip(skip)
+        if self.pipeline is None or self.pipeline.prefetch:
+            ds = ds.prefetch(tf.data.AUTOTUNE)
+        return ds

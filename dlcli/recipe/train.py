@@ -111,17 +111,19 @@ class EarlyStoppingSpec(StrictModel):
 
 
 class CheckpointSpec(StrictModel):
-    """checkpoints/last.keras and checkpoints/best.keras.
+    """checkpoints/best.keras, and when resumable checkpoints are written.
 
-    Every finite epoch is kept in memory; files are written when ``min_interval_seconds``
-    have passed since the last write, and always when training ends (after a NaN loss,
-    the last finite epoch is written).
+    Every finite epoch is kept in memory; the resumable checkpoint (checkpoints/resume/,
+    with checkpoints/last.keras) is written when ``min_interval_seconds`` have passed since
+    the last write (checked after every step, so also within an epoch), on SIGTERM/SIGINT,
+    and when training ends (after a NaN loss, the last finite epoch is written).
     """
 
     monitor: str = Field("val_loss", description="Quantity that picks the best epoch.")
     mode: Literal["auto", "min", "max"] = Field("auto", description="Whether lower or higher is better.")
     min_interval_seconds: float = Field(
-        30.0, ge=0, description="Least time between checkpoint writes during training (0: every epoch)."
+        30.0, ge=0, description="Least time between checkpoint writes during training, checked after every "
+        "step (0: at every epoch end, never within an epoch)."
     )
 
 
@@ -135,7 +137,8 @@ class ReduceLROnPlateauSpec(StrictModel):
 class CallbacksSpec(StrictModel):
     early_stopping: EarlyStoppingSpec | None = Field(None, description="Stop when the monitored value stops improving.")
     checkpoint: CheckpointSpec | None = Field(
-        default_factory=CheckpointSpec, description="Keep checkpoints/best.keras (best epoch); null to disable."
+        default_factory=CheckpointSpec, description="Checkpoint timing and checkpoints/best.keras (best epoch); "
+        "null: no best.keras, resumable checkpoints every 30 s."
     )
     reduce_lr_on_plateau: ReduceLROnPlateauSpec | None = Field(None, description="Reduce the rate on a plateau (needs a numeric learning_rate).")
     tensorboard: bool = Field(True, description="Write TensorBoard logs to RUN_DIR/tensorboard.")
@@ -162,6 +165,9 @@ class TrainSpec(StrictModel):
     scale_learning_rate: bool = Field(False, description="Multiply the learning rate by the number of replicas.")
     cpu_devices: int | None = Field(None, ge=1, description="Split the CPU into this many logical devices "
                                     "(mirrored training without GPUs, as Keras's own tests do).")
+    worker_timeout_seconds: float = Field(
+        300.0, gt=0, description="Multi-worker: longest wait for the other workers in one collective step; "
+        "past it, a worker that died or hangs stops every worker with exit code 9.")
 
     @model_validator(mode="after")
     def _smoothing(self):

@@ -10,6 +10,7 @@ import time
 from pathlib import Path
 
 import keras
+import numpy as np
 
 from dlcli.atomic import atomic_path, write_text
 
@@ -40,102 +41,65 @@ class HistoryCSV(keras.callbacks.Callback):
         write_text(self.path, buf.getvalue())
 
 
-class _Snapshot:
-    """Model weights and optimizer variables copied to host memory."""
-
-    def __init__(self, model):
-        self.weights = [v.numpy().copy() for v in model.weights]
-        opt = getattr(model, "optimizer", None)
-        self.optimizer = [v.numpy().copy() for v in opt.variables] if opt is not None and opt.built else None
-
-    def restore(self, model) -> None:
-        for v, value in zip(model.weights, self.weights):
-            v.assign(value)
-        if self.optimizer is not None:
-            for v, value in zip(model.optimizer.variables, self.optimizer):
-                v.assign(value)
-
-
 class Checkpoints(keras.callbacks.Callback):
-    """checkpoints/last.keras (last finite epoch) and checkpoints/best.keras (best monitored epoch).
+    """checkpoints/best.keras: the best monitored epoch.
 
-    Every finite epoch is snapshotted in memory (weights and optimizer state: a copy,
-    no I/O). ``last.keras`` is written when ``min_interval`` seconds have passed since
-    the previous write (0: every epoch) and always when training ends; ``best.keras``
-    is written from the best epoch's snapshot. Both are written atomically, so a crash
-    at any instant leaves the previous good file in place, and an epoch with a NaN /
-    inf value never reaches either: after divergence the last finite snapshot is saved.
+    An improving epoch is copied to host memory (weights and optimizer state: no I/O);
+    the file is written, atomically, by :meth:`flush`, which the training loop calls
+    whenever it writes a resume checkpoint and when training ends. An epoch with a NaN
+    or inf value never counts as an improvement.
     """
 
-    def __init__(self, folder: Path, monitor: str | None, mode: str = "auto", min_interval: float = 0.0):
+    def __init__(self, folder: Path, monitor: str | None, mode: str = "auto"):
         super().__init__()
         self.folder = folder
         self.monitor = monitor
         higher_is_better = ("acc", "auc", "precision", "recall", "f1", "fbeta", "iou")
         self.mode = mode if mode != "auto" else (
             "max" if monitor and any(k in monitor for k in higher_is_better) else "min")
-        self.min_interval = min_interval
         self.best = -math.inf if self.mode == "max" else math.inf
         self.best_epoch: int | None = None
         self.last_epoch: int | None = None
-        self._last: _Snapshot | None = None
-        self._best: _Snapshot | None = None
-        self._last_written_epoch: int | None = None
-        self._best_written_epoch: int | None = None
-        self._last_write = time.monotonic()
-
-    def on_train_begin(self, logs=None):
-        self._last_write = time.monotonic()
+        self._best: list | None = None
 
     def on_epoch_end(self, epoch, logs=None):
         logs = logs or {}
         if not all(math.isfinite(float(v)) for v in logs.values()):
             return
         self.last_epoch = epoch + 1
-        improved = False
         value = logs.get(self.monitor) if self.monitor else None
-        if value is not None:
-            value = float(value)
-            improved = value > self.best if self.mode == "max" else value < self.best
-        if improved:
-            self.best, self.best_epoch = value, epoch + 1
-        if time.monotonic() - self._last_write >= self.min_interval:
-            self._write_live(improved)
+        if value is None:
             return
-        self._last = _Snapshot(self.model)
-        if improved:
-            self._best = self._last
-
-    def _write_live(self, improved: bool) -> None:
-        """Write last.keras from the live model (and best.keras as a copy when improved)."""
-        save_model_atomic(self.model, self.folder / "last.keras")
-        self._last, self._last_written_epoch = None, self.last_epoch
-        if improved:  # best == last: copy the file rather than serialise the model twice
-            with atomic_path(self.folder / "best.keras") as tmp:
-                tmp.write_bytes((self.folder / "last.keras").read_bytes())
-            self._best, self._best_written_epoch = None, self.best_epoch
-        self._last_write = time.monotonic()
-
-    def _write_snapshot(self, snap: _Snapshot, target: Path) -> None:
-        current = _Snapshot(self.model)
-        snap.restore(self.model)
-        try:
-            save_model_atomic(self.model, target)
-        finally:
-            current.restore(self.model)
+        value = float(value)
+        if value > self.best if self.mode == "max" else value < self.best:
+            self.best, self.best_epoch = value, epoch + 1
+            self._best = _host_copy(self.model)
 
     def flush(self) -> None:
-        """Write whatever is only in memory (called when training ends, however it ends)."""
-        if self._best is not None and self._best_written_epoch != self.best_epoch:
-            self._write_snapshot(self._best, self.folder / "best.keras")
-            self._best_written_epoch = self.best_epoch
-        if self._last is not None and self._last_written_epoch != self.last_epoch:
-            self._write_snapshot(self._last, self.folder / "last.keras")
-            self._last_written_epoch = self.last_epoch
-        self._last = self._best = None
+        """Write best.keras if a better epoch is only in memory."""
+        if self._best is None:
+            return
+        current = _host_copy(self.model)
+        _assign(self.model, self._best)
+        try:
+            save_model_atomic(self.model, self.folder / "best.keras")
+        finally:
+            _assign(self.model, current)
+        self._best = None
 
     def on_train_end(self, logs=None):
         self.flush()
+
+
+def _host_copy(model) -> list:
+    opt = getattr(model, "optimizer", None)
+    variables = list(model.variables) + (list(opt.variables) if opt is not None and opt.built else [])
+    return [(v, np.array(v.numpy(), copy=True)) for v in variables]
+
+
+def _assign(model, copy: list) -> None:
+    for v, value in copy:
+        v.assign(value)
 
 
 class EpochTensorBoard(keras.callbacks.TensorBoard):
@@ -236,27 +200,14 @@ class RichProgress(keras.callbacks.Callback):
         self.progress.stop()
 
 
-class StopOnSignal(keras.callbacks.Callback):
-    """SIGTERM / SIGINT set a flag; training stops after the current step.
-
-    ``async_safe``: it only reads a flag and sets ``stop_training``.
-    """
-
-    async_safe = True
+class SignalFlag:
+    """SIGTERM / SIGINT set a flag; the training loop stops after the current step."""
 
     def __init__(self):
-        super().__init__()
         self.signal: int | None = None
-        self.epoch = 0
-        self.step = 0
 
     def handler(self, signum, frame):  # installed by the trainer
         self.signal = signum
 
-    def on_epoch_begin(self, epoch, logs=None):
-        self.epoch, self.step = epoch, 0
-
-    def on_train_batch_end(self, batch, logs=None):
-        self.step = batch + 1
-        if self.signal is not None:
-            self.model.stop_training = True
+    def __call__(self) -> bool:
+        return self.signal is not None

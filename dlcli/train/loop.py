@@ -1,0 +1,312 @@
+"""One training loop for every tf.distribute strategy.
+
+Keras 3 ``model.fit`` fails under ``MultiWorkerMirroredStrategy`` (keras-team/keras#20585).
+This loop runs Keras's own ``model.train_step`` / ``test_step`` through ``strategy.run``
+on ``strategy.experimental_distribute_dataset``, so the loss, metrics, class weights and
+optimizer behave exactly as in ``fit``, and drives the usual Keras callbacks. The same
+loop serves the default, one-device, mirrored, multi-worker and TPU strategies.
+
+What it adds over ``fit``:
+
+* **Step-exact resume.** Each epoch's data is a pure function of (seed, epoch)
+  (:class:`dlcli.data.pipeline.EpochData`); a :class:`~dlcli.train.resume.Snapshot`
+  holds every variable (dropout seed states included), the metric accumulators of a
+  part-done epoch, and the callbacks' state, so a resumed run continues the same
+  sequence of batches and random draws.
+* **Agreement between workers.** Whether to stop (a signal, early stopping, a NaN)
+  and whether to checkpoint are decided by each worker and all-reduced every step,
+  so every worker takes the same branch and none waits forever in a collective.
+* **Metrics over all replicas.** Epoch metrics are read in cross-replica context: the
+  sums and counts of every replica on every worker, all-reduced.
+"""
+
+from __future__ import annotations
+
+import math
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+
+import keras
+import numpy as np
+import tensorflow as tf
+
+from dlcli.train.resume import Snapshot
+
+# callback attributes that make up its state between epochs (restored on resume)
+_CALLBACK_STATE = {
+    "EarlyStopping": ("wait", "stopped_epoch", "best", "best_epoch"),
+    "ReduceLROnPlateau": ("wait", "best", "cooldown_counter"),
+    "Checkpoints": ("best", "best_epoch", "last_epoch"),
+    "HistoryCSV": ("rows",),
+}
+
+
+@dataclass
+class LoopResult:
+    epochs_run: int  # epochs completed, counting those before a resume
+    stop: str | None = None  # None (ran to the end or stopped early), "signal" or "diverged"
+    epoch: int = 0  # where a signal stopped it: epoch (0-based) and steps done in it
+    step: int = 0
+    samples: int = 0  # samples trained in this process
+    fit_seconds: float = 0.0  # in this process
+
+
+class TrainLoop:
+    def __init__(self, model, strategy, data, *, epochs: int, callbacks: list, val_ds=None,
+                 is_chief: bool = True, multi_worker: bool = False, checkpoint_interval: float = 30.0,
+                 write_snapshot: Callable[[Snapshot, bool], None] | None = None, signal_flag: Callable[[], bool],
+                 base_state: Callable[[], dict] | None = None):
+        self.model, self.strategy, self.data, self.epochs = model, strategy, data, epochs
+        self.val_ds = val_ds
+        self.is_chief, self.multi_worker = is_chief, multi_worker
+        self.interval = checkpoint_interval
+        self.write_snapshot = write_snapshot if is_chief else None
+        self.signal_flag = signal_flag
+        self.base_state = base_state or dict
+        self.history = keras.callbacks.History()
+        self.callbacks = list(callbacks) + [self.history]
+        self.cbl = keras.callbacks.CallbackList(self.callbacks, model=model, epochs=epochs,
+                                                steps=data.steps_per_epoch, verbose=0)
+        self.pending: Snapshot | None = None
+        self.prior_fit_seconds = 0.0
+        self._t0 = 0.0
+        self._last_write = time.monotonic()
+        self._train_fn = self._make_step(model.train_step)
+        self._test_fn = self._make_step(model.test_step)
+        self._agree_fn = self._make_agree() if multi_worker else None
+
+    # ---- compiled functions -------------------------------------------------------------
+    def _make_step(self, step_fn):
+        strategy = self.strategy
+        inner = step_fn
+        if getattr(self.model, "jit_compile", False):
+            inner = tf.function(step_fn, jit_compile=True, reduce_retracing=True)
+
+        @tf.function(reduce_retracing=True)
+        def run(iterator):
+            out = strategy.run(inner, args=(next(iterator),))
+            return {k: strategy.reduce("MEAN", v, axis=None) for k, v in out.items()}
+
+        return run
+
+    def _make_agree(self):
+        strategy = self.strategy
+
+        @tf.function
+        def agree(values):
+            return strategy.reduce("SUM", strategy.run(lambda: tf.identity(values)), axis=None)
+
+        return agree
+
+    def _sum(self, *values: float) -> list[float]:
+        """Every replica's values, summed (the values themselves with one replica)."""
+        if self._agree_fn is None:
+            return [float(v) for v in values]
+        return [float(v) for v in self._agree_fn(tf.constant(values, tf.float64)).numpy()]
+
+    def _agree(self, *flags: bool) -> list[bool]:
+        """Every worker's flags, OR-ed across workers (identity on one worker)."""
+        return [v > 0 for v in self._sum(*(1.0 if f else 0.0 for f in flags))]
+
+    def _check_same_start(self, epoch: int, step: int) -> None:
+        """Every worker resumes from the same point (the same answer on every worker)."""
+        n = self.strategy.num_replicas_in_sync  # every replica of this worker adds the same values
+        s_e, s_s, q_e, q_s = self._sum(epoch, step, epoch * epoch, step * step)
+        if q_e / n - (s_e / n) ** 2 > 1e-9 or q_s / n - (s_s / n) ** 2 > 1e-9:
+            from dlcli.errors import RunDirError
+
+            raise RunDirError(
+                f"the workers would resume from different points (this one: epoch {epoch + 1}, step {step}): "
+                "every worker must read the chief's checkpoints, so put the run directory on storage they all share")
+
+    # ---- state ----------------------------------------------------------------------------
+    def build(self, batch) -> None:
+        """Create every variable (model, optimizer, compiled metrics) before training or a restore."""
+        with self.strategy.scope():
+            self.model._symbolic_build(data_batch=batch)  # what fit() does before its first step
+            if self.model.optimizer is not None and not self.model.optimizer.built:
+                self.model.optimizer.build(self.model.trainable_variables)
+
+    def _variables(self) -> dict[str, list]:
+        opt = self.model.optimizer
+        return {"model": list(self.model.variables), "optimizer": list(opt.variables) if opt is not None else [],
+                "metrics": list(self.model.metrics_variables)}
+
+    def snapshot(self, epoch: int, step: int, extra: dict | None = None) -> Snapshot:
+        """Copy every variable and callback state to host memory (all workers take part:
+        reading metric variables all-reduces them)."""
+        arrays: dict[str, np.ndarray] = {}
+        with self.strategy.scope():
+            for group, variables in self._variables().items():
+                for i, v in enumerate(variables):
+                    arrays[f"{group}/{i}"] = np.array(v.numpy(), copy=True)
+        cb_state: dict = {}
+        for i, c in enumerate(self.callbacks):
+            name = type(c).__name__
+            if name in _CALLBACK_STATE:
+                cb_state[f"{i}:{name}"] = {a: _plain(getattr(c, a, None)) for a in _CALLBACK_STATE[name]}
+            if name == "EarlyStopping" and getattr(c, "best_weights", None) is not None:
+                for j, w in enumerate(c.best_weights):
+                    arrays[f"early_stopping/{j}"] = np.asarray(w)
+        fit_seconds = self.prior_fit_seconds + (time.perf_counter() - self._t0 if self._t0 else 0.0)
+        state = {**self.base_state(), "epoch": epoch, "step": step, "callbacks": cb_state,
+                 "fit_seconds": round(fit_seconds, 3),
+                 "history": {"epoch": list(self.history.epoch),
+                             "history": {k: [float(x) for x in v] for k, v in self.history.history.items()}},
+                 "optimizer_iterations": int(self.model.optimizer.iterations.numpy()), **(extra or {})}
+        return Snapshot(epoch, step, arrays, state)
+
+    def host_copy(self) -> dict[str, np.ndarray]:
+        """Model and optimizer values (no metric reads, so no collective: safe on one worker)."""
+        out = {}
+        for group, variables in self._variables().items():
+            if group != "metrics":
+                for i, v in enumerate(variables):
+                    out[f"{group}/{i}"] = np.array(v.numpy(), copy=True)
+        return out
+
+    def restore(self, snap: Snapshot, groups=("model", "optimizer", "metrics"), callbacks: bool = True) -> None:
+        """Load a snapshot into the model, optimizer, metrics, callbacks and history."""
+        from dlcli.errors import RunDirError
+
+        with self.strategy.scope():
+            for group, variables in self._variables().items():
+                if group not in groups:
+                    continue
+                saved = sorted((k for k in snap.arrays if k.startswith(group + "/")), key=lambda k: int(k.split("/")[1]))
+                if len(saved) != len(variables):
+                    raise RunDirError(f"checkpoint does not match the model: {len(saved)} {group} variables saved, "
+                                      f"{len(variables)} in the model built from the recipe")
+                for v, k in zip(variables, saved, strict=True):
+                    value = snap.arrays[k]
+                    if tuple(value.shape) != tuple(v.shape):
+                        raise RunDirError(f"checkpoint does not match the model: {v.path} has shape {tuple(v.shape)}, "
+                                          f"the checkpoint {tuple(value.shape)}")
+                    v.assign(value)
+        if not callbacks:
+            return
+        for i, c in enumerate(self.callbacks):
+            saved = snap.state.get("callbacks", {}).get(f"{i}:{type(c).__name__}")
+            if saved:
+                for a, value in saved.items():
+                    setattr(c, a, value)
+            if type(c).__name__ == "EarlyStopping":
+                keys = sorted((k for k in snap.arrays if k.startswith("early_stopping/")), key=lambda k: int(k.split("/")[1]))
+                c.best_weights = [snap.arrays[k] for k in keys] or None
+        h = snap.state.get("history", {})
+        self.history.epoch = list(h.get("epoch", []))
+        self.history.history = {k: list(v) for k, v in h.get("history", {}).items()}
+
+    def _metrics_result(self) -> dict[str, float]:
+        with self.strategy.scope():  # cross-replica read: every replica's sums and counts
+            return {k: float(keras.ops.convert_to_numpy(v)) for k, v in self.model.get_metrics_result().items()}
+
+    def evaluate(self, ds) -> dict[str, float]:
+        """``model.evaluate`` through the strategy: metrics over every replica of every worker."""
+        self.model.reset_metrics()
+        it = iter(self.strategy.experimental_distribute_dataset(ds))
+        for _ in range(int(ds.cardinality().numpy())):
+            self._test_fn(it)
+        return self._metrics_result()
+
+    # ---- the loop -------------------------------------------------------------------------
+    def _due(self, mid_epoch: bool = False) -> bool:
+        """Time for a checkpoint? Within an epoch only with a positive interval."""
+        if self.write_snapshot is None or (mid_epoch and self.interval <= 0):
+            return False
+        return time.monotonic() - self._last_write >= self.interval
+
+    def _write(self, snap: Snapshot, live: bool = True) -> None:
+        """``live``: the model still holds the snapshot's values (else it is ahead of them)."""
+        if self.write_snapshot is not None:
+            self.write_snapshot(snap, live)
+        self.pending = None
+        self._last_write = time.monotonic()
+
+    def run(self, resume: Snapshot | None = None) -> LoopResult:
+        model, data = self.model, self.data
+        steps = data.steps_per_epoch
+        start_epoch, start_step = (resume.epoch, resume.step) if resume else (0, 0)
+        if self.multi_worker:
+            self._check_same_start(start_epoch, start_step)
+        model.stop_training = False
+        self.cbl.on_train_begin()
+        if resume is not None:
+            self.restore(resume)  # after on_train_begin, which resets the callbacks
+            self.prior_fit_seconds = float(resume.state.get("fit_seconds", 0.0))
+        self._last_write = time.monotonic()
+        samples, t0 = 0, time.perf_counter()
+        self._t0 = t0
+        epoch = start_epoch
+        for epoch in range(start_epoch, self.epochs):
+            skip = start_step if epoch == start_epoch else 0
+            if not skip:  # else the restored accumulators of the part-done epoch carry on
+                model.reset_metrics()
+            self.cbl.on_epoch_begin(epoch)
+            it = iter(self.strategy.experimental_distribute_dataset(data.dataset(epoch, skip)))
+            logs: dict = {}
+            for step in range(skip, steps):
+                self.cbl.on_train_batch_begin(step)
+                logs = self._train_fn(it)
+                self.cbl.on_train_batch_end(step, logs)
+                samples += min(data.batch_size, data.n - step * data.batch_size) if not data.steps else data.batch_size
+                stop, diverged, save = self._agree(self.signal_flag(), bool(model.stop_training), self._due(True))
+                if stop:
+                    return self._interrupted(epoch, step + 1, logs, samples, t0)
+                if diverged:
+                    model.stop_training = True
+                    break
+                if save and step + 1 < steps and _finite(logs):
+                    self._write(self.snapshot(epoch, step + 1))
+            epoch_logs = self._metrics_result()
+            if self.val_ds is not None and not model.stop_training:
+                epoch_logs.update({f"val_{k}": v for k, v in self.evaluate(self.val_ds).items()})
+            self.cbl.on_epoch_end(epoch, epoch_logs)
+            finite = all(math.isfinite(v) for v in epoch_logs.values())
+            if finite and not self._diverged():
+                snap = self.snapshot(epoch + 1, 0)
+                stop, save = self._agree(self.signal_flag(), self._due() or epoch + 1 == self.epochs)
+                if stop:
+                    snap.state["interrupted"] = True
+                if save or stop or model.stop_training:
+                    self._write(snap)
+                else:
+                    self.pending = snap
+                if stop:
+                    return self._interrupted(epoch + 1, 0, epoch_logs, samples, t0, written=True)
+            if model.stop_training:
+                break
+        if self.pending is not None and self._diverged():  # the last finite epoch, never a NaN one
+            self._write(self.pending, live=False)
+        fit_seconds = time.perf_counter() - t0
+        self.cbl.on_train_end()
+        return LoopResult(len(self.history.epoch), "diverged" if self._diverged() else None, epoch, 0,
+                          samples, fit_seconds)
+
+    def _diverged(self) -> bool:
+        return any(getattr(c, "diverged_at", None) is not None for c in self.callbacks)
+
+    def _interrupted(self, epoch: int, step: int, logs, samples: int, t0: float, written: bool = False) -> LoopResult:
+        fit_seconds = time.perf_counter() - t0
+        if not written:
+            if _finite(logs):
+                self._write(self.snapshot(epoch, step, {"interrupted": True}))
+            elif self.pending is not None:
+                self._write(self.pending, live=False)
+        for c in self.callbacks:  # close progress bars and logs; EarlyStopping must not swap in best weights
+            if type(c).__name__ != "EarlyStopping":
+                c.on_train_end()
+        return LoopResult(len(self.history.epoch), "signal", epoch, step, samples, fit_seconds)
+
+
+def _finite(logs) -> bool:
+    return all(math.isfinite(float(keras.ops.convert_to_numpy(v))) for v in (logs or {}).values())
+
+
+def _plain(value):
+    if isinstance(value, (np.floating, np.integer)):
+        return value.item()
+    if isinstance(value, float) and not math.isfinite(value):
+        return value  # json writes Infinity / NaN, and reads them back
+    return value
