@@ -104,7 +104,7 @@ def test_masked_weights_stay_zero_after_every_optimizer_step(dense_run):
 def test_prune_reaches_target_on_saved_weights_and_exports(dense_run, tmp_path, cli):
     import keras
 
-    r = cli("prune", dense_run, "--sparsity", "0.8", "--epochs", "3", "--run-dir", tmp_path / "p", "--json")
+    r = cli("prune", dense_run, "--sparsity", "0.8", "--epochs", "5", "--run-dir", tmp_path / "p", "--json")
     assert r.exit_code == 0, r.stderr
     out = json.loads(r.stdout)
     run = tmp_path / "p"
@@ -165,3 +165,18 @@ def test_bad_input_is_reported(dense_run, tmp_path, cli):
     assert r.exit_code == 2 and "2:4" in r.stderr
     r = cli("prune", dense_run, "--exclude", "nope", "--run-dir", tmp_path / "e")
     assert r.exit_code == 2 and "nope" in r.stderr
+
+
+def test_polynomial_schedule_reaches_the_target_at_the_end_step_whatever_the_frequency(dense_run):
+    """With end 18 and frequency 10 the masks used to stop at step 10's sparsity, and the
+    target was forced on at on_train_end with no fine-tuning left to recover."""
+    from dlcli.compress.prune import Pruner, prunable_weights
+    from dlcli.inspect import open_run
+
+    targets = prunable_weights(open_run(dense_run).load_model())
+    pruner = Pruner(targets, 0.8, "polynomial", "unstructured", 0, 18, 10, 0.0)
+    for step in range(19):
+        pruner.update(step)
+        if step == 10:
+            assert 0.0 < pruner.current < 0.8
+    assert pruner.current == pytest.approx(0.8)

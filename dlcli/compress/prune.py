@@ -97,7 +97,10 @@ class Pruner:
         return polynomial_sparsity(step, self.begin, self.end, self.initial, self.final)
 
     def update(self, step: int, force: bool = False) -> None:
-        if not force and (step < self.begin or step > self.end or (step - self.begin) % self.frequency):
+        # every `frequency` steps, and always at the end step: the target is reached there, with
+        # the rest of fine-tuning to recover, not forced on at on_train_end with none left
+        off_beat = (step - self.begin) % self.frequency and step != self.end
+        if not force and (step < self.begin or step > self.end or off_beat):
             return
         s = self.sparsity_at(step)
         if self.structure != "2:4" and self.scope == "global":

@@ -171,7 +171,7 @@ def _resumable(recipe, run_dir: Path, *, explicit: bool, chief: bool):
     except (OSError, ValueError, DlcliError) as exc:
         raise RunDirError(f"{run_dir}: cannot read the run to resume: {exc}") from None
     status = env.get("status")
-    if status == "running" and _alive(env):
+    if status == "running" and chief and _alive(env):  # other workers read what the chief writes
         raise RunDirError(f"{run_dir}: another dlcli process (pid {env['pid']} on {env.get('host')}) "
                           "is training into it")
     if status == "completed" or (status not in ("running", "interrupted", "failed") and not explicit):

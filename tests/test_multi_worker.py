@@ -1,0 +1,139 @@
+"""Multi-worker training: two worker processes on localhost (TF_CONFIG), as on two machines.
+
+Keras 3 ``model.fit`` fails under MultiWorkerMirroredStrategy (keras-team/keras#20585);
+dlcli's own loop runs Keras's train_step through the strategy. These tests start real
+processes that all-reduce over gRPC on localhost.
+"""
+
+from __future__ import annotations
+
+import csv
+import json
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+
+from dlcli.train import resume as ckpt
+
+pytestmark = [pytest.mark.distributed, pytest.mark.slow]
+
+RECIPE = """
+name: mw
+seed: 11
+data: {{source: synthetic, samples: {n}, shape: [8], num_classes: 3, noise: 0.6, split: {{test: 0.2}}}}
+model: {{architecture: mlp, units: [32]}}  # no dropout: each replica would draw its own masks
+train:
+  epochs: {epochs}
+  batch_size: 32
+  optimizer: {{name: adam, learning_rate: 0.005}}
+  worker_timeout_seconds: 30
+  callbacks: {{tensorboard: false, checkpoint: {{min_interval_seconds: {interval}}}}}
+"""
+
+
+def _ports(n: int) -> list[int]:
+    socks = [socket.socket() for _ in range(n)]
+    for s in socks:
+        s.bind(("localhost", 0))
+    ports = [s.getsockname()[1] for s in socks]
+    for s in socks:
+        s.close()
+    return ports
+
+
+def _start(recipe: Path, run_dirs: list[Path], *extra: str) -> list[subprocess.Popen]:
+    ports = _ports(len(run_dirs))
+    procs = []
+    for i, run_dir in enumerate(run_dirs):
+        tf_config = {"cluster": {"worker": [f"localhost:{p}" for p in ports]}, "task": {"type": "worker", "index": i}}
+        env = {**os.environ, "TF_CONFIG": json.dumps(tf_config)}
+        procs.append(subprocess.Popen(
+            [sys.executable, "-m", "dlcli", "train", str(recipe), "--run-dir", str(run_dir), "--json", "--quiet", *extra],
+            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env))
+    return procs
+
+
+def _results(procs) -> list[dict]:
+    out = []
+    for p in procs:
+        stdout, stderr = p.communicate(timeout=300)
+        assert p.returncode == 0, stderr[-3000:]
+        out.append(json.loads(stdout))
+    return out
+
+
+def _recipe(tmp_path: Path, n: int = 640, epochs: int = 4, interval: float = 0) -> Path:
+    path = tmp_path / "mw.yaml"
+    path.write_text(RECIPE.format(n=n, epochs=epochs, interval=interval))
+    return path
+
+
+def test_two_workers_train_together_and_only_the_chief_writes(tmp_path):
+    recipe = _recipe(tmp_path)
+    chief_dir, worker_dir = tmp_path / "chief", tmp_path / "worker"
+    procs = _start(recipe, [chief_dir, worker_dir])
+    chief, worker = _results(procs)
+    assert chief["chief"] is True and worker["chief"] is False
+    # the same weights on both workers (every step all-reduced the gradients)
+    assert chief["weights_sha256"] == worker["weights_sha256"]
+    # the loss falls
+    with open(chief_dir / "history.csv") as fh:
+        losses = [float(row["loss"]) for row in csv.DictReader(fh)]
+    assert len(losses) == 4 and losses[-1] < 0.8 * losses[0]
+    # metrics are reduced over both workers: both report the same
+    assert chief["metrics"] == worker["metrics"]
+    # the run directory is written once, by the chief; the other worker writes nothing
+    assert not worker_dir.exists()
+    env = json.loads((chief_dir / "env.json").read_text())
+    assert env["status"] == "completed" and env["pid"] == procs[0].pid
+    assert env["strategy"]["name"] == "multi_worker" and env["strategy"]["workers"] == 2
+    assert env["strategy"]["replicas"] == 2 and env["strategy"]["task"] == "worker:0"
+    for name in ("model.keras", "metrics.json", "history.csv", "checkpoints/last.keras", "recipe.yaml"):
+        assert (chief_dir / name).exists(), name
+    # the same recipe in one process: two workers split each global batch and all-reduce,
+    # so the result is the single-process one up to float summation order
+    single = subprocess.run([sys.executable, "-m", "dlcli", "train", str(recipe), "--run-dir", str(tmp_path / "one"),
+                             "--json", "--quiet"], capture_output=True, text=True, timeout=300)
+    assert single.returncode == 0, single.stderr
+    one = json.loads(single.stdout)["metrics"]
+    for split in one:
+        assert chief["metrics"][split]["loss"] == pytest.approx(one[split]["loss"], rel=1e-4)
+        assert chief["metrics"][split]["accuracy"] == pytest.approx(one[split]["accuracy"], abs=1e-6)
+
+
+def test_a_dead_worker_stops_the_other_then_all_resume(tmp_path):
+    recipe = _recipe(tmp_path, n=6000, epochs=3, interval=0.5)
+    run_dir = tmp_path / "run"  # shared by both, as on shared storage
+    procs = _start(recipe, [run_dir, run_dir])
+    deadline = time.time() + 180
+    while time.time() < deadline:  # until the chief has written a checkpoint
+        if ckpt.latest(run_dir / "checkpoints") is not None:
+            break
+        assert all(p.poll() is None for p in procs), [p.communicate()[1][-2000:] for p in procs]
+        time.sleep(0.05)
+    assert ckpt.latest(run_dir / "checkpoints") is not None
+    killed = time.monotonic()
+    procs[1].send_signal(signal.SIGKILL)
+    _, err = procs[0].communicate(timeout=120)
+    waited = time.monotonic() - killed
+    procs[1].wait(timeout=30)
+    assert procs[0].returncode == 9, err[-3000:]
+    line = [ln for ln in err.splitlines() if ln.startswith("error:")]
+    assert len(line) == 1 and "stopped responding" in line[0] and "--resume" in line[0] and "Traceback" not in err
+    assert waited < 60  # bounded: here the peer's socket closes at once; a silent peer waits worker_timeout_seconds
+    env = json.loads((run_dir / "env.json").read_text())
+    assert env["status"] == "failed"
+    at = ckpt.latest(run_dir / "checkpoints")
+    # restart every worker with --resume: they continue from the chief's last checkpoint
+    chief, worker = _results(_start(recipe, [run_dir, run_dir], "--resume"))
+    assert chief["weights_sha256"] == worker["weights_sha256"]
+    assert chief["epochs"] == 3
+    env = json.loads((run_dir / "env.json").read_text())
+    assert env["status"] == "completed" and env["resumed"][-1] == {**env["resumed"][-1], "epoch": at.epoch + 1,
+                                                                  "step": at.step}
