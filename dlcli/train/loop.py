@@ -72,12 +72,15 @@ class TrainLoop:
         self.prior_fit_seconds = 0.0
         self._t0 = 0.0
         self._last_write = time.monotonic()
-        self._train_fn = self._make_step(model.train_step)
+        self._train_fn = self._make_step(model.train_step, with_flags=multi_worker)
         self._test_fn = self._make_step(model.test_step)
         self._agree_fn = self._make_agree() if multi_worker else None
 
     # ---- compiled functions -------------------------------------------------------------
-    def _make_step(self, step_fn):
+    def _make_step(self, step_fn, with_flags: bool = False):
+        """One distributed step. ``with_flags`` (multi-worker): the step also takes this
+        worker's decision flags and all-reduces them in the same collective as the logs, so
+        agreeing costs no extra round trip."""
         strategy = self.strategy
         inner = step_fn
         if getattr(self.model, "jit_compile", False):
@@ -88,7 +91,28 @@ class TrainLoop:
             out = strategy.run(inner, args=(next(iterator),))
             return {k: strategy.reduce("MEAN", v, axis=None) for k, v in out.items()}
 
-        return run
+        @tf.function(reduce_retracing=True)
+        def run_with_flags(iterator, flags):
+            out = strategy.run(inner, args=(next(iterator),))
+            keys = sorted(out)
+            shapes = {}
+
+            def pack(o, f):
+                parts = []
+                for k in keys:
+                    shapes[k] = o[k].shape
+                    parts.append(tf.reshape(tf.cast(o[k], tf.float32), [-1]))
+                return tf.concat([*parts, f], 0)
+
+            total = strategy.reduce("SUM", strategy.run(pack, args=(out, flags)), axis=None)
+            n, logs, i = strategy.num_replicas_in_sync, {}, 0
+            for k in keys:
+                size = max(1, shapes[k].num_elements() or 1)
+                logs[k] = tf.reshape(total[i:i + size] / n, shapes[k])
+                i += size
+            return logs, total[i:]
+
+        return run_with_flags if with_flags else run
 
     def _make_agree(self):
         strategy = self.strategy
@@ -248,10 +272,15 @@ class TrainLoop:
             logs: dict = {}
             for step in range(skip, steps):
                 self.cbl.on_train_batch_begin(step)
-                logs = self._train_fn(it)
+                local = (self.signal_flag(), bool(model.stop_training), self._due(True))
+                if self.multi_worker:  # the flags travel with the step's own all-reduce
+                    logs, summed = self._train_fn(it, tf.constant([float(f) for f in local], tf.float32))
+                    stop, diverged, save = (bool(v > 0) for v in summed.numpy())
+                else:
+                    logs = self._train_fn(it)
+                    stop, diverged, save = local
                 self.cbl.on_train_batch_end(step, logs)
                 samples += min(data.batch_size, data.n - step * data.batch_size) if not data.steps else data.batch_size
-                stop, diverged, save = self._agree(self.signal_flag(), bool(model.stop_training), self._due(True))
                 if stop:
                     return self._interrupted(epoch, step + 1, logs, samples, t0)
                 if diverged:
