@@ -323,9 +323,12 @@ class TrainLoop:
                 self._write(self.snapshot(epoch, step, {"interrupted": True}))
             elif self.pending is not None:
                 self._write(self.pending, live=False)
-        for c in self.callbacks:  # close progress bars and logs; EarlyStopping must not swap in best weights
-            if type(c).__name__ != "EarlyStopping":
-                c.on_train_end()
+        everything = self.cbl.callbacks  # close progress bars and logs (and the async dispatch);
+        self.cbl.callbacks = [c for c in everything if type(c).__name__ != "EarlyStopping"]  # no best-weight swap
+        try:
+            self.cbl.on_train_end()
+        finally:
+            self.cbl.callbacks = everything
         return LoopResult(len(self.history.epoch), "signal", epoch, step, samples, fit_seconds)
 
 

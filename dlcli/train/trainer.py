@@ -143,7 +143,7 @@ def train(recipe, run_dir: str | Path | None = None, *, overwrite: bool = False,
 
 
 # where the run happens rather than what it trains: a resume may change them
-_WHERE = ("strategy", "tpu", "cpu_devices", "worker_timeout_seconds", "scale_learning_rate")
+_WHERE = ("strategy", "tpu", "cpu_devices", "worker_timeout_seconds")
 
 
 def resume_key(recipe) -> str:
