@@ -73,13 +73,6 @@ def _labels(bundle: DataBundle, split: str, one_hot: bool) -> np.ndarray:
     return y
 
 
-def _evaluate(model, bundle: DataBundle, batch_size: int, one_hot: bool) -> dict[str, dict[str, float]]:
-    from dlcli.evaluate import evaluate_splits
-
-    splits = {name: (bundle.splits[name].x, _labels(bundle, name, one_hot)) for name in bundle.splits}
-    return evaluate_splits(model, splits, batch_size)
-
-
 def train(recipe, run_dir: str | Path | None = None, *, overwrite: bool = False, resume: bool = False,
           allow_code: bool = False, progress: str = "plain", console=None, runs_root: str | Path = "runs",
           log=None) -> TrainResult:
@@ -105,9 +98,7 @@ def train(recipe, run_dir: str | Path | None = None, *, overwrite: bool = False,
     checkpoint, previous = None, None
     if run_dir.exists() and not overwrite:
         previous, checkpoint = _resumable(recipe, run_dir, explicit=resume, chief=chief)
-    if previous is None and not chief:
-        pass  # a worker other than the chief writes nothing in the run directory
-    elif previous is None:
+    if previous is None and chief:  # a worker other than the chief writes nothing in the run directory
         prepare_run_dir(run_dir, overwrite=overwrite)
     env: dict[str, Any] = {"status": "running", "started": _iso(started), "seed": recipe.seed,
                            "recipe_hash": recipe_hash(recipe)}
@@ -121,21 +112,20 @@ def train(recipe, run_dir: str | Path | None = None, *, overwrite: bool = False,
         log(f"resuming {run_dir} at epoch {at['epoch']}, step {at['step']}" if checkpoint
             else f"{run_dir} holds no checkpoint yet: starting it again from the beginning")
     env.update(host=platform.node(), pid=os.getpid())
-    writes = chief
-    if writes:
+    if chief:
         if previous is None:
             write_text(run_dir / "recipe.yaml", recipe_to_yaml(recipe))
         write_json(run_dir / "env.json", env)
     try:
         result = _train(recipe, run_dir, env, allow_code, progress, console, checkpoint, role)
     except DlcliError as exc:
-        if writes and env.get("status") != "interrupted":
+        if chief and env.get("status") != "interrupted":
             status = "diverged" if isinstance(exc, TrainingDivergedError) else "failed"
             env.update(status=status, error=str(exc), ended=_iso(time.time()))
             write_json(run_dir / "env.json", env)
         raise
     except BaseException as exc:
-        if writes:
+        if chief:
             env.update(status="failed", error=f"{type(exc).__name__}: {exc}", ended=_iso(time.time()))
             write_json(run_dir / "env.json", env)
         raise
