@@ -92,6 +92,7 @@ def cluster_role(env: Mapping[str, str] | None = None) -> Role:
     """
     env = os.environ if env is None else env
     if env.get("TF_CONFIG"):
+        tf_config_workers(env)  # a one-line UsageError for JSON that does not parse
         cfg = json.loads(env["TF_CONFIG"])
         task = cfg.get("task") or {}
         cluster = cfg.get("cluster") or {}

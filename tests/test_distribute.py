@@ -112,5 +112,7 @@ def test_cluster_role_from_slurm_and_errors():
     assert cluster_role({"SLURM_NTASKS": "4", "SLURM_PROCID": "0"}).chief is True
     with pytest.raises(UsageError, match="no cluster"):
         cluster_role({})
+    with pytest.raises(UsageError, match="not valid JSON"):
+        cluster_role({"TF_CONFIG": "{oops"})
     with pytest.raises(UsageError, match='"task" needs'):
         cluster_role({"TF_CONFIG": json.dumps({"cluster": {"worker": ["a:1", "b:1"]}})})
