@@ -1,8 +1,9 @@
 """The digits CNN written by hand in plain Keras: the baseline for train_overhead.py.
 
 Same data, split sizes, preprocessing, layers, optimizer, schedule, batch size and
-epochs as `dlcli train recipes/digits_cnn.yaml` (without early stopping). Prints one
-JSON object: samples per second of model.fit.
+epochs as `dlcli train recipes/digits_cnn.yaml` (without early stopping), written as a
+competent Keras user would: a `tf.data` pipeline (cache, shuffle, batch, prefetch) into
+`model.fit`. Prints one JSON object: samples per second of model.fit.
 """
 
 from __future__ import annotations
@@ -50,8 +51,14 @@ def main(epochs: int, seed: int = 42) -> None:
     lr = keras.optimizers.schedules.CosineDecay(0.0, (epochs - 1) * steps, warmup_target=0.003, warmup_steps=steps)
     model.compile(optimizer=keras.optimizers.Adam(lr), loss="sparse_categorical_crossentropy", metrics=["accuracy"],
                   jit_compile=False)
+    import tensorflow as tf
+
+    auto = tf.data.AUTOTUNE
+    train_ds = (tf.data.Dataset.from_tensor_slices((x[tr], y[tr])).cache().shuffle(len(tr), seed=seed)
+                .batch(32).prefetch(auto))
+    val_ds = tf.data.Dataset.from_tensor_slices((x[va], y[va])).cache().batch(32).prefetch(auto)
     t = time.perf_counter()
-    model.fit(x[tr], y[tr], batch_size=32, epochs=epochs, validation_data=(x[va], y[va]), verbose=0)
+    model.fit(train_ds, epochs=epochs, validation_data=val_ds, verbose=0)
     fit = time.perf_counter() - t
     print(json.dumps({"samples_per_second": len(tr) * epochs / fit, "fit_seconds": fit, "train": len(tr)}))
 

@@ -110,6 +110,8 @@ def split_cpu(n: int) -> None:
     import tensorflow as tf
 
     cpus = tf.config.list_physical_devices("CPU")
+    if len(tf.config.get_logical_device_configuration(cpus[0]) or []) == n:
+        return  # a later stage of the same process: already split this way
     try:
         tf.config.set_logical_device_configuration(cpus[0], [tf.config.LogicalDeviceConfiguration()] * n)
     except RuntimeError:
@@ -117,7 +119,19 @@ def split_cpu(n: int) -> None:
                          "split the CPU in a fresh process") from None
 
 
+_JOINED: dict = {}  # multi-worker and TPU configure the runtime once per process: later stages reuse them
+
+
 def make_strategy(name: str, tpu: str | None = None, worker_timeout: float | None = None):
+    if name in ("multi_worker", "tpu"):
+        key = (name, tpu, worker_timeout)
+        if key not in _JOINED:
+            _JOINED[key] = _new_strategy(name, tpu, worker_timeout)
+        return _JOINED[key]
+    return _new_strategy(name, tpu, worker_timeout)
+
+
+def _new_strategy(name: str, tpu: str | None, worker_timeout: float | None):
     import tensorflow as tf
 
     if name == "default":

@@ -79,7 +79,8 @@ def run_split(run: Run, split: str, return_files: bool = False):
     return (x, y, files) if return_files else (x, y)
 
 
-def open_run(path: str | Path) -> Run:
+def open_run(path: str | Path, overrides: list[str] | None = None) -> Run:
+    """A finished run; ``overrides`` (``--set KEY=VALUE``) apply to its recipe as read."""
     from dlcli.recipe.loader import load_recipe
 
     path = Path(path)
@@ -88,7 +89,7 @@ def open_run(path: str | Path) -> Run:
     for name in ("recipe.yaml", "preprocessing.json", "model.keras"):
         if not (path / name).exists():
             raise RunDirError(f"{path}: not a finished dlcli run ({name} is missing)")
-    recipe = load_recipe(path / "recipe.yaml")
+    recipe = load_recipe(path / "recipe.yaml", overrides)
     env = {}
     if (path / "env.json").exists():
         env = json.loads((path / "env.json").read_text())

@@ -5,6 +5,7 @@ RUN_DIR, and a summary of every stage (size, sparsity, metric) in RUN_DIR/pipeli
 
 from __future__ import annotations
 
+import contextlib
 import gzip
 import time
 from dataclasses import dataclass, field
@@ -37,11 +38,12 @@ class Stage:
 
 @dataclass
 class PipelineResult:
-    stages: list[Stage] = field(default_factory=list)
+    stages: list[Stage] = field(default_factory=list)  # the chief's summary (empty on other workers)
     export: Any = None
+    weights: dict[str, str] = field(default_factory=dict)  # stage -> sha256 of its weights, on every worker
 
     def to_json(self) -> dict[str, Any]:
-        out: dict[str, Any] = {"stages": [s.to_json() for s in self.stages]}
+        out: dict[str, Any] = {"stages": [s.to_json() for s in self.stages], "weights": self.weights}
         if self.export is not None:
             out["export"] = {"out_dir": str(self.export.out_dir), "passed": not self.export.failed,
                              "artifacts": [{"name": a.name, "status": a.status, "size_bytes": a.size_bytes,
@@ -70,30 +72,42 @@ def _stage(name: str, run_dir: Path) -> Stage:
                  len(gzip.compress(data, compresslevel=9)), metric, float(split[metric]))
 
 
-def run_pipeline(recipe, run_dir: Path, *, allow_code: bool = False, log=None) -> PipelineResult:
+def run_pipeline(recipe, run_dir: Path, *, allow_code: bool = False, log=None, chief: bool = True,
+                 progress: str = "none", console=None, quiet_native=None) -> PipelineResult:
+    """Distill, then prune, then export the run in ``run_dir``, each stage in its own run
+    directory under it. Every training stage goes through the one trainer: a stage that
+    finished is kept, an interrupted one resumes. In a multi-worker run every worker trains
+    every stage; only the chief writes, summarises and exports."""
     from dlcli.compress.distill import distill
     from dlcli.compress.prune import prune
     from dlcli.export import export_run
 
     log = log or (lambda msg: None)
-    result = PipelineResult([_stage("train", run_dir)])
+    result = PipelineResult([_stage("train", run_dir)] if chief else [])
     current = run_dir
     c = recipe.compress
+    common = {"progress": progress, "console": console, "reuse": True, "log": log}
     if c.distill:
         if not c.distill.student:
             raise UsageError("compress.distill.student: the pipeline needs a student recipe file")
         log(f"distilling into {run_dir / 'distilled'} ...")
-        distill(current, c.distill.student, run_dir / "distilled", temperature=c.distill.temperature,
-                alpha=c.distill.alpha, overwrite=True, allow_code=allow_code, progress="none")
+        res = distill(current, c.distill.student, run_dir / "distilled", temperature=c.distill.temperature,
+                      alpha=c.distill.alpha, allow_code=allow_code, **common)
+        result.weights["distill"] = res.weights_sha256
         current = run_dir / "distilled"
-        result.stages.append(_stage("distill", current))
+        if chief:
+            result.stages.append(_stage("distill", current))
     if c.prune:
         log(f"pruning into {run_dir / 'pruned'} ...")
-        prune(current, run_dir / "pruned", overwrite=True, spec=c.prune, progress="none")
+        result.weights["prune"] = prune(current, run_dir / "pruned", spec=c.prune, **common).weights_sha256
         current = run_dir / "pruned"
-        result.stages.append(_stage("prune", current))
+        if chief:
+            result.stages.append(_stage("prune", current))
+    if not chief:
+        return result
     if recipe.export.formats or c.prune or c.distill:
         log(f"exporting {current} ...")
-        result.export = export_run(current, recipe.export.formats or None, recipe.export.quantize)
+        with (quiet_native or contextlib.nullcontext)():
+            result.export = export_run(current, recipe.export.formats or None, recipe.export.quantize)
     write_json(run_dir / "pipeline.json", {**result.to_json(), "created": time.strftime("%Y-%m-%dT%H:%M:%S%z")})
     return result

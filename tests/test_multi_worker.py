@@ -137,3 +137,23 @@ def test_a_dead_worker_stops_the_other_then_all_resume(tmp_path):
     env = json.loads((run_dir / "env.json").read_text())
     assert env["status"] == "completed" and env["resumed"][-1] == {**env["resumed"][-1], "epoch": at.epoch + 1,
                                                                   "step": at.step}
+
+
+def test_every_worker_trains_every_stage_and_only_the_chief_writes(tmp_path):
+    """A recipe with compress: both workers train, then prune together (the prune stage
+    reads the chief's model from the shared run directory after a barrier); only the
+    chief writes, summarises and exports."""
+    recipe = _recipe(tmp_path, n=320, epochs=2)
+    recipe.write_text(recipe.read_text() + "compress: {prune: {sparsity: 0.5, epochs: 2}}\n"
+                      "export: {formats: [tflite]}\n")
+    run = tmp_path / "run"  # shared storage: both workers name the same run directory
+    procs = _start(recipe, [run, run])
+    chief, worker = _results(procs)
+    assert chief["chief"] and not worker["chief"]
+    assert chief["pipeline"]["weights"]["prune"] == worker["pipeline"]["weights"]["prune"]
+    assert [s["name"] for s in chief["pipeline"]["stages"]] == ["train", "prune"]
+    assert worker["pipeline"]["stages"] == [] and "export" not in worker["pipeline"]
+    env = json.loads((run / "pruned" / "env.json").read_text())
+    assert env["status"] == "completed" and env["pid"] == procs[0].pid
+    assert env["strategy"]["name"] == "multi_worker" and env["strategy"]["workers"] == 2
+    assert chief["pipeline"]["export"]["passed"]

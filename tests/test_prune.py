@@ -69,42 +69,65 @@ def test_polynomial_schedule():
     assert all(b >= a for a, b in zip(vals, vals[1:]))
 
 
-def test_masked_weights_stay_zero_after_every_optimizer_step(dense_run):
-    import keras
+def test_graph_masks_match_the_numpy_reference():
+    import tensorflow as tf
 
-    from dlcli.compress.prune import Pruner, prunable_weights, pruning_callback
+    from dlcli.compress import graph_masks as g
+
+    rng = np.random.default_rng(3)
+    w = rng.normal(size=(3, 3, 10, 6)).astype(np.float32)
+    for s in (0.0, 0.3, 0.8, 0.95):
+        np.testing.assert_array_equal(g.magnitude_mask(tf.constant(w), tf.constant(s, tf.float64)).numpy(),
+                                      magnitude_mask(w, s))
+    ws = [rng.normal(size=(10, 10)).astype(np.float32), 10 * rng.normal(size=(5, 4)).astype(np.float32)]
+    for got, want in zip(g.global_masks([tf.constant(x) for x in ws], tf.constant(0.5, tf.float64)),
+                         global_magnitude_masks(ws, 0.5)):
+        np.testing.assert_array_equal(got.numpy(), want)
+    np.testing.assert_array_equal(g.n_of_m_mask(tf.constant(w), 2).numpy(), n_of_m_mask(w, 2))
+    for step in (0, 7, 50, 99, 120):
+        assert float(g.polynomial_sparsity(tf.constant(step), 0, 100, 0.1, 0.8)) == pytest.approx(
+            polynomial_sparsity(step, 0, 100, 0.1, 0.8))
+
+
+def _graph_pruner(model, sparsity, schedule="constant", end=100, frequency=5):
+    from dlcli.compress.graph_masks import GraphPruner
+    from dlcli.compress.prune import prunable_weights
+
+    return GraphPruner(prunable_weights(model), sparsity=sparsity, schedule=schedule, structure="unstructured",
+                       scope="layer", begin=0, end=end, frequency=frequency, initial_sparsity=0.0,
+                       iterations=model.optimizer.iterations)
+
+
+def test_masked_weights_stay_zero_after_every_optimizer_step(dense_run):
+    """The masks are applied inside the compiled step, right after the optimizer update."""
+    import keras
+    import tensorflow as tf
+
     from dlcli.inspect import open_run, run_split
 
     run = open_run(dense_run)
     model = run.load_model()
-    targets = prunable_weights(model)
-    pruner = Pruner(targets, 0.6, "constant", "unstructured", 0, 100, 5, 0.0)
-    x, y = run_split(run, "train")
-    seen = {"checks": 0, "moved": 0}
-
-    class Check(keras.callbacks.Callback):
-        def on_train_batch_end(self, batch, logs=None):
-            for t, m in zip(targets, pruner.masks):
-                w = t.variable.numpy()
-                assert np.all(w[m == 0] == 0.0)
-            seen["checks"] += 1
-
-    class Probe(keras.callbacks.Callback):  # runs before the pruning callback: sees the raw step
-        def on_train_batch_end(self, batch, logs=None):
-            w, m = targets[0].variable.numpy(), pruner.masks[0]
-            seen["moved"] += int(np.any(w[m == 0] != 0.0))
-
     model.compile(optimizer=keras.optimizers.Adam(0.01), loss="sparse_categorical_crossentropy")
-    model.fit(x, y, batch_size=32, epochs=2, verbose=0,
-              callbacks=[Probe(), pruning_callback(pruner), Check()])
-    assert seen["checks"] >= 10
-    assert seen["moved"] >= 1  # the optimizer does move masked weights; re-masking is what keeps them zero
+    model.optimizer.build(model.trainable_variables)
+    pruner = _graph_pruner(model, 0.6)
+    x, y = run_split(run, "train")
+    step = tf.function(pruner.wrap(model.train_step))
+    for i in range(8):
+        step((tf.constant(x[i * 32:(i + 1) * 32]), tf.constant(y[i * 32:(i + 1) * 32])))
+        for t, m in zip(pruner.targets, pruner.masks):
+            m = m.numpy()
+            assert m.mean() == pytest.approx(0.4, abs=0.01)
+            assert np.all(t.variable.numpy()[m == 0] == 0.0)
+    tf.function(model.train_step)((tf.constant(x[:32]), tf.constant(y[:32])))  # one step without the masks
+    t, m = pruner.targets[0], pruner.masks[0].numpy()
+    assert np.any(t.variable.numpy()[m == 0] != 0.0)  # the optimizer does move them: masking keeps them zero
 
 
 def test_prune_reaches_target_on_saved_weights_and_exports(dense_run, tmp_path, cli):
     import keras
 
-    r = cli("prune", dense_run, "--sparsity", "0.8", "--epochs", "5", "--run-dir", tmp_path / "p", "--json")
+    r = cli("prune", dense_run, "--sparsity", "0.8", "--epochs", "5", "--run-dir", tmp_path / "p", "--json",
+            "--scope", "layer", "--min-size", "0", "--prune-first-conv")
     assert r.exit_code == 0, r.stderr
     out = json.loads(r.stdout)
     run = tmp_path / "p"
@@ -131,7 +154,8 @@ def test_prune_reaches_target_on_saved_weights_and_exports(dense_run, tmp_path, 
 def test_two_four_structure_holds_group_by_group(dense_run, tmp_path):
     from dlcli.compress.prune import prune
 
-    res = prune(dense_run, tmp_path / "p24", structure="2:4", epochs=2, progress="none")
+    res = prune(dense_run, tmp_path / "p24", structure="2:4", epochs=2, progress="none", min_size=0,
+                keep_first_conv=False)
     import keras
 
     model = keras.saving.load_model(res.run_dir / "model.keras", safe_mode=True)
@@ -169,14 +193,16 @@ def test_bad_input_is_reported(dense_run, tmp_path, cli):
 
 def test_polynomial_schedule_reaches_the_target_at_the_end_step_whatever_the_frequency(dense_run):
     """With end 18 and frequency 10 the masks used to stop at step 10's sparsity, and the
-    target was forced on at on_train_end with no fine-tuning left to recover."""
-    from dlcli.compress.prune import Pruner, prunable_weights
+    target was forced on at the end with no fine-tuning left to recover."""
+    import keras
+    import tensorflow as tf
+
     from dlcli.inspect import open_run
 
-    targets = prunable_weights(open_run(dense_run).load_model())
-    pruner = Pruner(targets, 0.8, "polynomial", "unstructured", 0, 18, 10, 0.0)
-    for step in range(19):
-        pruner.update(step)
-        if step == 10:
-            assert 0.0 < pruner.current < 0.8
-    assert pruner.current == pytest.approx(0.8)
+    model = open_run(dense_run).load_model()
+    model.compile(optimizer=keras.optimizers.Adam(0.01), loss="sparse_categorical_crossentropy")
+    pruner = _graph_pruner(model, 0.8, "polynomial", end=18, frequency=10)
+    due = [s for s in range(25) if bool(pruner._due(tf.constant(s, tf.int64)))]
+    assert due == [0, 10, 18]
+    assert 0.0 < float(pruner.sparsity_at(tf.constant(10))) < 0.8
+    assert float(pruner.sparsity_at(tf.constant(18))) == pytest.approx(0.8)

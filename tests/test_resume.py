@@ -19,7 +19,9 @@ import pytest
 from dlcli.train import resume as ckpt
 
 # dropout, a cosine schedule, early stopping and Adam: all of their state must survive;
-# checkpoints every 0.3 s, so several are written within each epoch
+# checkpoints every 0.3 s, so several are written within each epoch (one step per
+# execution keeps an epoch long enough for that; test_one_trainer.py checks that the
+# number of steps per execution changes no result)
 RECIPE = """
 name: resume
 seed: 5
@@ -28,6 +30,7 @@ model: {architecture: mlp, units: [64, 32], dropout: 0.2}
 train:
   epochs: 4
   batch_size: 16
+  steps_per_execution: 1
   optimizer: {name: adam, learning_rate: {schedule: cosine, initial: 0.01}}
   callbacks: {tensorboard: false, early_stopping: {patience: 10}, checkpoint: {min_interval_seconds: 0.3}}
 """

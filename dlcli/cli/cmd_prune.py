@@ -13,11 +13,18 @@ def prune(
     sparsity: float = typer.Option(None, "--sparsity", help="Target fraction of zeros, in [0, 1) (default 0.8)."),
     schedule: str = typer.Option(None, "--schedule", help="constant or polynomial (default)."),
     structure: str = typer.Option(None, "--structure", help="unstructured (default) or 2:4."),
-    scope: str = typer.Option(None, "--scope", help="layer (default): target per kernel; global: one threshold."),
+    scope: str = typer.Option(None, "--scope", help="global (default): one magnitude threshold across kernels; "
+                              "layer: the target in every kernel."),
+    min_size: int = typer.Option(None, "--min-size", min=0, help="Kernels with fewer weights stay dense "
+                                 "(default 1024; 0 prunes every kernel)."),
+    keep_first_conv: bool = typer.Option(None, "--keep-first-conv/--prune-first-conv",
+                                         help="Leave the first convolution dense (default: keep it)."),
     epochs: int = typer.Option(None, "--epochs", min=1, help="Fine-tuning epochs (default 10)."),
     learning_rate: float = typer.Option(None, "--learning-rate", help="Fine-tuning rate (default: training rate / 3)."),
     exclude: list[str] = typer.Option(None, "--exclude", help="Layer name to leave dense; repeatable."),
     out: Path = typer.Option(None, "--run-dir", "-o", help="New run directory (default: RUN_DIR-pruned)."),
+    set_: list[str] = typer.Option([], "--set", help="Override a key of the source run's recipe for fine-tuning, "
+                                   "KEY.PATH=VALUE (e.g. train.batch_size=64); repeatable."),
     overwrite: bool = typer.Option(False, "--overwrite", help="Replace an existing output run."),
     json_out: bool = typer.Option(False, "--json", help="Print one JSON object."),
     quiet: bool = typer.Option(False, "--quiet", help="No per-epoch lines."),
@@ -32,6 +39,7 @@ def prune(
     with native_quiet():
         res = prune_fn(run_dir, out, sparsity=sparsity, schedule=schedule, structure=structure, epochs=epochs,
                        exclude=exclude or None, learning_rate=learning_rate, overwrite=overwrite, scope=scope,
+                       min_size=min_size, keep_first_conv=keep_first_conv, overrides=set_ or None,
                        progress="none" if (json_out or quiet) else "plain")
     if json_out:
         emit_json({**res.to_json(), "layers": res.sparsity["layers"]})
@@ -39,12 +47,13 @@ def prune(
     from rich.table import Table
 
     t = Table(title=f"{res.run_dir}  (pruned from {res.source})", title_justify="left")
-    for col in ("layer", "shape", "zeros", "sparsity"):
-        t.add_column(col, justify="left" if col in ("layer", "shape") else "right")
+    for col in ("layer", "shape", "pruned", "zeros", "sparsity"):
+        t.add_column(col, justify="left" if col in ("layer", "shape", "pruned") else "right")
     for layer in res.sparsity["layers"]:
-        t.add_row(layer["layer"], "x".join(map(str, layer["shape"])), str(layer["zeros"]), f"{layer['sparsity']:.3f}")
-    t.add_row("[bold]prunable total[/]", "", str(round(res.sparsity["prunable_sparsity"] * res.sparsity["prunable_parameters"])),
-              f"[bold]{res.sparsity['prunable_sparsity']:.3f}[/]")
+        t.add_row(layer["layer"], "x".join(map(str, layer["shape"])), "yes" if layer["pruned"] else "no (dense)",
+                  str(layer["zeros"]), f"{layer['sparsity']:.3f}")
+    t.add_row("[bold]pruned kernels[/]", "", "", "", f"[bold]{res.sparsity['pruned_sparsity']:.3f}[/]")
+    t.add_row("all prunable kernels", "", "", "", f"{res.sparsity['prunable_sparsity']:.3f}")
     console = stdout_console()
     console.print(t)
     s = res.sizes

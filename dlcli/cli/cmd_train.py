@@ -26,12 +26,17 @@ def train(
 
     r = load_recipe(recipe, [*set_, *([f"train.strategy={strategy}"] if strategy else [])])
     quiet_frameworks()
+    from dlcli.cli.common import native_quiet
     from dlcli.train import train as train_fn
 
     console = stderr_console()
+    def log(msg: str) -> None:  # on stderr, also with --json (stdout holds only the JSON object)
+        console.print(msg, markup=False, highlight=False, soft_wrap=True)
+
+    # native converter / runtime noise of the export stage stays off the terminal
     result = train_fn(r, run_dir, overwrite=overwrite, resume=resume, allow_code=allow_code,
-                      progress=progress_mode(quiet, json_out), console=console,
-                      log=lambda msg: console.print(msg, markup=False, highlight=False, soft_wrap=True))
+                      progress=progress_mode(quiet, json_out), console=console, log=log, quiet_native=native_quiet)
+    pipeline = result.pipeline
     if not result.chief:  # another worker of a multi-worker run: the chief reports and writes
         if json_out:
             emit_json(result.to_json())
@@ -39,17 +44,8 @@ def train(
             console.print(f"worker done ({result.epochs_run} epochs); the chief wrote the run directory",
                           markup=False, highlight=False)
         return
-    from dlcli.pipeline import run_pipeline, wants_pipeline
-
-    pipeline = None
-    if wants_pipeline(r):
-        from dlcli.cli.common import native_quiet
-
-        with native_quiet() as err:
-            pipeline = run_pipeline(r, result.run_dir, allow_code=allow_code,
-                                    log=(lambda m: None) if json_out else (lambda m: print(m, file=err, flush=True)))
     if json_out:
-        emit_json({**result.to_json(), **({"pipeline": pipeline.to_json()} if pipeline else {})})
+        emit_json(result.to_json())
         if pipeline and pipeline.export is not None:
             pipeline.export.raise_for_failures()
         return

@@ -2,23 +2,21 @@
 
 The student is trained on the teacher run's data, through the teacher's saved
 preprocessing (the student recipe provides the model and the training settings), twice
-with the same seed and epochs: alone, and distilled from the teacher. The result
-reports both beside the teacher. Classification only: the losses compare class
-distributions.
+with the same seed, initial weights and epochs, both through the one trainer: distilled
+from the teacher (OUT/), and alone (OUT/student-alone/). The result reports both beside
+the teacher. Classification only: the losses compare class distributions.
 """
 
 from __future__ import annotations
 
-import math
+import functools
+import json
 import time
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-import numpy as np
-
-
-from dlcli.atomic import copy_file, write_json, write_text
+from dlcli.atomic import write_json
 from dlcli.errors import ShapeMismatchError, UsageError
 
 
@@ -32,20 +30,13 @@ class DistillResult:
     alpha: float
     parameters: dict[str, int]
     duration_s: float
+    weights_sha256: str = ""  # the distilled student's
 
     def to_json(self) -> dict[str, Any]:
         return {"run_dir": str(self.run_dir), "teacher": self.teacher, "student_alone": self.student_alone,
                 "distilled": self.distilled, "temperature": self.temperature, "alpha": self.alpha,
-                "parameters": self.parameters, "duration_s": round(self.duration_s, 3)}
-
-
-def context_from_run(run, seed: int):
-    from dlcli.models.context import BuildContext
-
-    pre = run.preprocessor
-    vocab = getattr(pre.featurizer, "vocab_size", None)
-    return BuildContext(tuple(pre.input_shape), pre.input_dtype, run.recipe.task, len(pre.labels or []), (), vocab,
-                        seed=seed)
+                "parameters": self.parameters, "duration_s": round(self.duration_s, 3),
+                "weights_sha256": self.weights_sha256}
 
 
 def _log_view(model):
@@ -58,22 +49,18 @@ def _log_view(model):
 
 def distill(teacher_run: str | Path, student_recipe, out_dir: str | Path | None = None, *,
             temperature: float | None = None, alpha: float | None = None, overwrite: bool = False,
-            allow_code: bool = False, progress: str = "plain") -> DistillResult:
-    import keras
-
-    from dlcli.data.pipeline import make_dataset
-    from dlcli.evaluate import evaluate_splits
-    from dlcli.inspect import open_run, run_split
-    from dlcli.models import build_model
-    from dlcli.recipe.loader import load_recipe, recipe_hash, recipe_to_yaml
-    from dlcli.train.optim import needs_one_hot
-    from dlcli.runs import environment, prepare_run_dir
-    from dlcli.train import callbacks as cb
-    from dlcli.train.optim import make_loss, make_metrics, make_optimizer
-    from dlcli.train.trainer import seed_everything
+            allow_code: bool = False, progress: str = "plain", console=None, reuse: bool = False,
+            log=None) -> DistillResult:
+    """Distill ``teacher_run`` into the student of ``student_recipe`` (into ``out_dir``), then
+    train the same student alone (into ``out_dir/student-alone``), both through the one
+    trainer from the same seed and initial weights. A rerun after a kill resumes the
+    unfinished stage."""
+    from dlcli.inspect import open_run
+    from dlcli.recipe.loader import load_recipe
+    from dlcli.recipe.schema import DistillSpec
+    from dlcli.train.trainer import run_stage
 
     t0 = time.time()
-    keras.backend.clear_session()  # resets Keras's global seed generator: same seed, same result
     teacher_run = open_run(teacher_run)
     student = load_recipe(student_recipe) if isinstance(student_recipe, (str, Path)) else student_recipe
     spec = student.compress.distill or teacher_run.recipe.compress.distill
@@ -86,101 +73,118 @@ def distill(teacher_run: str | Path, student_recipe, out_dir: str | Path | None 
     if teacher_run.recipe.task != "classification" or student.task != "classification":
         raise UsageError("distillation needs classification teacher and student (task: classification)")
     out = Path(out_dir) if out_dir else teacher_run.path.parent / f"{student.name}-distilled"
-    out = prepare_run_dir(out, overwrite=overwrite)
-    write_text(out / "recipe.yaml", recipe_to_yaml(student))
-    write_json(out / "env.json", {"status": "running", "distilled_from": str(teacher_run.path.resolve())})
+    # the student on the teacher's data, with the settings used
+    alone = student.model_copy(update={"data": teacher_run.recipe.data})
+    used = DistillSpec(student=None, temperature=temperature, alpha=alpha)
+    distilled_recipe = alone.model_copy(update={"compress": student.compress.model_copy(update={"distill": used})})
+    unfinished = reuse or not (out / "distill.json").exists()
+    stages = _Stages(teacher_run, allow_code, temperature, alpha)
+    res = run_stage(stages.distilled(distilled_recipe), out, overwrite=overwrite, reuse=unfinished,
+                    progress=progress, console=console, log=log)
+    base = run_stage(stages.alone(alone), out / "student-alone", reuse=True, progress=progress, console=console,
+                     log=log)
+    teacher_metrics = json.loads((teacher_run.path / "metrics.json").read_text(encoding="utf-8"))
+    result = DistillResult(out, teacher_metrics, base.metrics, res.metrics, temperature, alpha, stages.parameters(out),
+                           time.time() - t0, res.weights_digest)
+    if res.chief:
+        write_json(out / "distill.json", {**result.to_json(), "teacher_run": str(teacher_run.path.resolve())})
+    return result
 
-    splits = {s: run_split(teacher_run, s) for s in teacher_run.split_names()}
-    tr = student.train
-    ctx = context_from_run(teacher_run, student.seed)
-    teacher = teacher_run.load_model()
-    teacher.trainable = False
 
-    initial: list = []
+class _Stages:
+    """The distilled student and the student alone, as stages of the one trainer. Both
+    build the student first after the same seed, so they start from the same weights."""
 
-    def build_student():
-        """The student, starting from the same initial weights every time (a fair comparison)."""
-        seed_everything(student.seed, tr.deterministic)
-        model = build_model(student, ctx, allow_code=allow_code)
-        if initial:
-            model.set_weights(initial)
-        else:
-            initial.extend(model.get_weights())
+    def __init__(self, teacher_run, allow_code: bool, temperature: float, alpha: float):
+        self.teacher_run, self.allow_code = teacher_run, allow_code
+        self.temperature, self.alpha = temperature, alpha
+        self.env = {"distilled_from": str(teacher_run.path.resolve())}
+
+    def _student(self, recipe, ctx, steps: int, replicas: int):
+        from dlcli.models import build_model
+        from dlcli.train.stage import compile_like_recipe, scaled_optimizer
+
+        model = build_model(recipe, ctx, allow_code=self.allow_code)
+        teacher = self.teacher_run.load_model()
         t_shape, s_shape = tuple(teacher.outputs[0].shape[1:]), tuple(model.outputs[0].shape[1:])
         if t_shape != s_shape:
             raise ShapeMismatchError(
                 f"the student's output shape {(None, *s_shape)} differs from the teacher's {(None, *t_shape)}")
-        return model
-
-    x_train, y_train = splits["train"]
-    steps = math.ceil(len(x_train) / tr.batch_size)
-    # the student's own loss and metrics may want one-hot labels (categorical CE, AUC, precision, ...)
-    one_hot = needs_one_hot(tr.loss, "classification", tr.metrics)
-
-    def labels(y):
-        return np.eye(ctx.num_outputs, dtype=np.float32)[y.astype(np.int64)] if one_hot else y
-
-    seed_everything(student.seed, tr.deterministic)  # tf.data shuffle order depends on the global seed too
-    train_ds = make_dataset(x_train, y_train, tr.batch_size, training=True, seed=student.seed)
-    val = splits.get("validation")
-    val_ds = make_dataset(val[0], val[1], tr.batch_size, training=False) if val else None
-
-    def evaluate(model) -> dict[str, dict[str, float]]:
-        # compile with the recipe's optimizer (built), so a saved model reloads without warnings
-        model.compile(optimizer=make_optimizer(tr.optimizer, steps, tr.epochs),
-                      loss=make_loss(tr.loss, "classification", ctx.num_outputs, one_hot),
-                      metrics=make_metrics(tr.metrics, "classification"))
+        # compiled with the recipe's optimizer (built), so the saved model reloads without warnings
+        compile_like_recipe(model, recipe, ctx, steps, scaled_optimizer(recipe.train, replicas))
         model.optimizer.build(model.trainable_variables)
-        return evaluate_splits(model, splits, tr.batch_size, labels)
+        return model, teacher
 
-    progress_cb = [cb.PlainProgress(tr.epochs)] if progress == "plain" else []
-    # 1. the student alone: same seed, same epochs, its own loss and metrics
-    alone = build_student()
-    alone.compile(optimizer=make_optimizer(tr.optimizer, steps, tr.epochs),
-                  loss=make_loss(tr.loss, "classification", ctx.num_outputs, one_hot),
-                  metrics=make_metrics(tr.metrics, "classification"))
-    seed_everything(student.seed, tr.deterministic)
-    alone_ds = make_dataset(x_train, labels(y_train), tr.batch_size, training=True, seed=student.seed)
-    alone_val = make_dataset(val[0], labels(val[1]), tr.batch_size, training=False) if val else None
-    alone.fit(alone_ds, validation_data=alone_val, epochs=tr.epochs, verbose=0, shuffle=False, callbacks=progress_cb)
-    alone_metrics = evaluate(alone)
+    def alone(self, recipe):
+        from dlcli.train.stage import Stage, Trainable
 
-    # 2. the same student, distilled
-    model = build_student()
-    distiller = keras.distillation.Distiller(
-        teacher=_log_view(teacher), student=_log_view(model),
-        # loss given as an instance: with the default string "kl_divergence", Keras 3.15 resolves a
-        # function, skips the softmax of the tempered logits, and the loss is silently ~0
-        distillation_losses=keras.distillation.LogitsDistillation(temperature=temperature,
-                                                                  loss=keras.losses.KLDivergence()),
-        student_loss_weight=1.0 - alpha)
-    distiller.compile(optimizer=make_optimizer(tr.optimizer, steps, tr.epochs),
-                      loss=keras.losses.SparseCategoricalCrossentropy(from_logits=True), metrics=["accuracy"])
-    distiller.fit(train_ds, validation_data=val_ds, epochs=tr.epochs, verbose=0, shuffle=False,
-                  callbacks=[*progress_cb, cb.HistoryCSV(out / "history.csv")])
-    distilled_metrics = evaluate(model)
-    teacher_metrics = evaluate(teacher_run.load_model())
+        def build(ctx, steps: int, replicas: int) -> Trainable:
+            return Trainable(self._student(recipe, ctx, steps, replicas)[0])
 
-    cb.save_model_atomic(model, out / "model.keras")
-    write_json(out / "metrics.json", distilled_metrics)
-    for name in ("preprocessing.json", "labels.txt"):
-        if (teacher_run.path / name).exists():
-            copy_file(teacher_run.path / name, out / name)
-    # the distilled run's recipe: the student on the teacher's data, with the settings used
-    from dlcli.recipe.schema import DistillSpec
+        return Stage("student-alone", recipe, build, preprocessor=self.teacher_run.preprocessor, env=self.env)
 
-    used = DistillSpec(student=None, temperature=temperature, alpha=alpha)
-    distilled_recipe = student.model_copy(update={
-        "data": teacher_run.recipe.data, "compress": student.compress.model_copy(update={"distill": used})})
-    write_text(out / "recipe.yaml", recipe_to_yaml(distilled_recipe))
-    params = {"teacher": int(teacher.count_params()), "student": int(model.count_params())}
-    result = DistillResult(out, teacher_metrics, alone_metrics, distilled_metrics, temperature, alpha, params,
-                           time.time() - t0)
-    write_json(out / "distill.json", {**result.to_json(), "teacher_run": str(teacher_run.path.resolve())})
-    env = dict(teacher_run.env)
-    env.update(environment())
-    env.update(status="completed", distilled_from=str(teacher_run.path.resolve()), seed=student.seed,
-               recipe_hash=recipe_hash(distilled_recipe), parameters=params["student"],
-               ended=time.strftime("%Y-%m-%dT%H:%M:%S%z"))
-    write_json(out / "env.json", env)
-    return result
+    def distilled(self, recipe):
+        from dlcli.train.stage import Stage, Trainable
+
+        def build(ctx, steps: int, replicas: int) -> Trainable:
+            import keras
+
+            from dlcli.train.optim import make_optimizer, needs_one_hot
+            from dlcli.train.stage import scaled_optimizer
+
+            tr = recipe.train
+            model, teacher = self._student(recipe, ctx, steps, replicas)
+            teacher.trainable = False
+            distiller = _WeightedDistiller(
+                teacher=_log_view(teacher), student=_log_view(model),
+                # loss given as an instance: with the default string "kl_divergence", Keras 3.15 resolves a
+                # function, skips the softmax of the tempered logits, and the loss is silently ~0
+                distillation_losses=keras.distillation.LogitsDistillation(temperature=self.temperature,
+                                                                          loss=keras.losses.KLDivergence()),
+                student_loss_weight=1.0 - self.alpha)
+            one_hot = needs_one_hot(tr.loss, "classification", tr.metrics)
+            loss = (keras.losses.CategoricalCrossentropy if one_hot else keras.losses.SparseCategoricalCrossentropy)
+            accuracy = keras.metrics.CategoricalAccuracy if one_hot else keras.metrics.SparseCategoricalAccuracy
+            distiller.compile(optimizer=make_optimizer(scaled_optimizer(tr, replicas), steps, tr.epochs),
+                              loss=loss(from_logits=True), metrics=[accuracy(name="accuracy")],
+                              jit_compile=tr.jit_compile)
+            return Trainable(distiller, output=model)
+
+        return Stage("distill", recipe, build, preprocessor=self.teacher_run.preprocessor, env=self.env,
+                     best_checkpoint=False)
+
+    def parameters(self, out: Path) -> dict[str, int]:
+        from dlcli.inspect import load_keras_model
+
+        return {"teacher": int(self.teacher_run.load_model().count_params()),
+                "student": int(load_keras_model(out / "model.keras").count_params())}
+
+
+def _weighted(loss, sample_weight):
+    return lambda y, p: loss(y, p, sample_weight=sample_weight)
+
+
+@functools.cache
+def _make_weighted_distiller():
+    import keras
+    from keras import tree
+
+    class WeightedDistiller(keras.distillation.Distiller):
+        """Keras's Distiller, with sample (class) weights applied to the student's label
+        loss (Keras 3.15 ignores them: "sample_weight: currently unused")."""
+
+        def compute_loss(self, x=None, y=None, y_pred=None, sample_weight=None, training=True):
+            if sample_weight is None:
+                return super().compute_loss(x, y, y_pred, None, training)
+            plain = self._student_loss
+            self._student_loss = tree.map_structure(lambda fn: _weighted(fn, sample_weight), plain)
+            try:
+                return super().compute_loss(x, y, y_pred, None, training)
+            finally:
+                self._student_loss = plain
+
+    return WeightedDistiller
+
+
+def _WeightedDistiller(**kwargs):  # noqa: N802 - a class, built on first use (keras imported lazily)
+    return _make_weighted_distiller()(**kwargs)

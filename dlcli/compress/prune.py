@@ -4,7 +4,7 @@ smallest weights; write a new run directory with a plain Keras model and sparsit
 from __future__ import annotations
 
 import gzip
-import math
+import json
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -12,8 +12,7 @@ from typing import Any
 
 import numpy as np
 
-from dlcli.atomic import copy_file, write_json, write_text
-from dlcli.compress.masks import global_magnitude_masks, magnitude_mask, n_of_m_mask, polynomial_sparsity
+from dlcli.atomic import write_json
 from dlcli.errors import RunDirError, UsageError
 
 # (layer class name, weight attribute or path suffix, input axis from the end)
@@ -30,6 +29,7 @@ class Target:
     layer: str
     variable: Any
     input_axis: int
+    kind: str = ""  # the layer's class name
 
     @property
     def path(self) -> str:
@@ -51,7 +51,7 @@ def prunable_weights(model, exclude: list[str] | None = None) -> list[Target]:
         if var is None or id(var) in seen or len(var.shape) < 2:
             continue
         seen.add(id(var))
-        out.append(Target(layer.name, var, axis % len(var.shape)))
+        out.append(Target(layer.name, var, axis % len(var.shape), cls))
     return out
 
 
@@ -73,79 +73,6 @@ def measure(model, exclude: list[str] | None = None) -> dict[str, Any]:
             "layers": layers}
 
 
-class Pruner:
-    """Holds the masks; ``update(step)`` recomputes them along the schedule, ``apply()``
-    zeroes the masked weights (called after every optimizer step)."""
-
-    def __init__(self, targets: list[Target], sparsity: float, schedule: str, structure: str,
-                 begin_step: int, end_step: int, frequency: int, initial_sparsity: float, scope: str = "layer"):
-        self.targets = targets
-        self.scope = scope
-        self.final = sparsity
-        self.schedule = schedule
-        self.structure = structure
-        self.begin, self.end, self.frequency = begin_step, end_step, max(1, frequency)
-        self.initial = initial_sparsity
-        self.masks = [np.ones(t.variable.shape, dtype=np.float32) for t in targets]
-        self.current = 0.0
-
-    def sparsity_at(self, step: int) -> float:
-        if self.structure == "2:4":
-            return 0.5
-        if self.schedule == "constant":
-            return self.final
-        return polynomial_sparsity(step, self.begin, self.end, self.initial, self.final)
-
-    def update(self, step: int, force: bool = False) -> None:
-        # every `frequency` steps, and always at the end step: the target is reached there, with
-        # the rest of fine-tuning to recover, not forced on at on_train_end with none left
-        off_beat = (step - self.begin) % self.frequency and step != self.end
-        if not force and (step < self.begin or step > self.end or off_beat):
-            return
-        s = self.sparsity_at(step)
-        if self.structure != "2:4" and self.scope == "global":
-            self.masks = global_magnitude_masks([np.asarray(t.variable.numpy()) for t in self.targets], s)
-            self.current = s
-            return
-        for i, t in enumerate(self.targets):
-            w = np.asarray(t.variable.numpy())
-            if self.structure == "2:4":
-                self.masks[i] = n_of_m_mask(w, t.input_axis)
-            else:
-                self.masks[i] = magnitude_mask(w, s)
-        self.current = s
-
-    def apply(self) -> None:
-        for t, m in zip(self.targets, self.masks):
-            t.variable.assign(t.variable.numpy() * m)
-
-
-def pruning_callback(pruner: Pruner):
-    import keras
-
-    class PruningCallback(keras.callbacks.Callback):
-        """Update masks on schedule and re-apply them after every optimizer step."""
-
-        def __init__(self):
-            super().__init__()
-            self.step = 0
-
-        def on_train_begin(self, logs=None):
-            pruner.update(self.step, force=True)
-            pruner.apply()
-
-        def on_train_batch_end(self, batch, logs=None):
-            self.step += 1
-            pruner.update(self.step)
-            pruner.apply()
-
-        def on_train_end(self, logs=None):
-            pruner.update(self.step, force=True)
-            pruner.apply()
-
-    return PruningCallback()
-
-
 @dataclass
 class PruneResult:
     run_dir: Path
@@ -155,11 +82,13 @@ class PruneResult:
     sparsity: dict[str, Any]
     sizes: dict[str, int] = field(default_factory=dict)
     duration_s: float = 0.0
+    weights_sha256: str = ""
 
     def to_json(self) -> dict[str, Any]:
         return {"run_dir": str(self.run_dir), "source": str(self.source), "metrics": self.metrics,
-                "dense_metrics": self.dense_metrics, "sparsity": self.sparsity["prunable_sparsity"],
-                "sizes": self.sizes, "duration_s": round(self.duration_s, 3)}
+                "dense_metrics": self.dense_metrics, "sparsity": self.sparsity["pruned_sparsity"],
+                "prunable_sparsity": self.sparsity["prunable_sparsity"],
+                "sizes": self.sizes, "duration_s": round(self.duration_s, 3), "weights_sha256": self.weights_sha256}
 
 
 def gzip_size(path: Path) -> int:
@@ -179,98 +108,142 @@ def tflite_gzip_size(model) -> tuple[int, int]:
 def prune(run_dir: str | Path, out_dir: str | Path | None = None, *, sparsity: float | None = None,
           schedule: str | None = None, structure: str | None = None, epochs: int | None = None,
           exclude: list[str] | None = None, learning_rate: float | None = None, overwrite: bool = False,
-          scope: str | None = None, spec=None, progress: str = "plain") -> PruneResult:
-    """Fine-tune ``run_dir``'s model to the target sparsity. Unset arguments come from
-    ``spec`` (a PruneSpec), else from the run's recipe ``compress.prune`` section."""
+          scope: str | None = None, min_size: int | None = None, keep_first_conv: bool | None = None, spec=None,
+          progress: str = "plain", console=None, resume: bool = False, reuse: bool = False, log=None,
+          overrides: list[str] | None = None) -> PruneResult:
+    """Fine-tune ``run_dir``'s model to the target sparsity, through the one trainer (the
+    source recipe's strategy, augmentation, class weights, seeds; resumable). Unset
+    arguments come from ``spec`` (a PruneSpec), else from the run's ``compress.prune``;
+    ``overrides`` (``--set KEY=VALUE``) change the source recipe as the stage reads it
+    (e.g. ``train.batch_size``, ``train.callbacks.checkpoint.min_interval_seconds``)."""
     from dlcli.inspect import open_run
+    from dlcli.train.trainer import prepare_devices, run_stage
 
     t0 = time.time()
-    run = open_run(run_dir)
-    spec = spec or run.recipe.compress.prune_spec()
-    sparsity = spec.sparsity if sparsity is None else sparsity
-    structure = structure or spec.structure
-    if not 0.0 <= sparsity < 1.0:
-        raise UsageError(f"--sparsity {sparsity}: expected a value in [0, 1)")
-    if structure not in ("unstructured", "2:4"):
-        raise UsageError(f"--structure {structure!r}: expected unstructured or 2:4")
-    schedule = schedule or spec.schedule
-    if schedule not in ("constant", "polynomial"):
-        raise UsageError(f"--schedule {schedule!r}: expected constant or polynomial")
-    epochs = epochs or spec.epochs
-    scope = scope or spec.scope
-    if scope not in ("layer", "global"):
-        raise UsageError(f"--scope {scope!r}: expected layer or global")
-    exclude = list(exclude if exclude is not None else spec.exclude)
+    run = open_run(run_dir, overrides)
+    prepare_devices(run.recipe.train)
+    spec = _resolve_spec(run, spec, sparsity=sparsity, schedule=schedule, structure=structure, epochs=epochs,
+                         exclude=exclude, learning_rate=learning_rate, scope=scope, min_size=min_size,
+                         keep_first_conv=keep_first_conv)
     out = Path(out_dir) if out_dir else run.path.parent / f"{run.path.name}-pruned"
     if out.resolve() == run.path.resolve():
         raise RunDirError(f"{out}: the pruned run needs its own directory (not the source run)")
-    return _prune(run, out, sparsity, schedule, structure, epochs, exclude,
-                  learning_rate or spec.learning_rate, spec, overwrite, progress, t0, scope)
+    _check_targets(run, spec)
+    res = run_stage(prune_stage(run, spec), out, overwrite=overwrite, resume=resume, reuse=reuse,
+                    progress=progress, console=console, log=log)
+    report = json.loads((out / "sparsity.json").read_text(encoding="utf-8"))  # the chief's (shared storage)
+    dense_metrics = json.loads((run.path / "metrics.json").read_text(encoding="utf-8"))
+    return PruneResult(out, run.path, res.metrics, dense_metrics, report, report.get("sizes", {}), time.time() - t0,
+                       res.weights_digest)
 
 
-def _prune(run, out: Path, sparsity, schedule, structure, epochs, exclude, learning_rate, spec, overwrite,
-           progress, t0, scope) -> PruneResult:
-    import keras
+def _resolve_spec(run, spec, **given):
+    """The PruneSpec used: ``spec`` (or the run's recipe) with the given arguments on top, validated."""
+    from pydantic import ValidationError
 
-    from dlcli.data.pipeline import make_dataset
-    from dlcli.evaluate import evaluate_splits
-    from dlcli.inspect import run_split
-    from dlcli.recipe.loader import recipe_hash, recipe_to_yaml
-    from dlcli.runs import environment, prepare_run_dir
-    from dlcli.train import callbacks as cb
-    from dlcli.train.optim import make_loss, make_metrics, needs_one_hot
-    from dlcli.train.trainer import seed_everything
+    from dlcli.recipe.schema import PruneSpec
 
-    recipe = run.recipe
-    out = prepare_run_dir(out, overwrite=overwrite)
-    write_text(out / "recipe.yaml", recipe_to_yaml(recipe))  # run markers first: an interrupted prune
-    write_json(out / "env.json", {"status": "running", "pruned_from": str(run.path.resolve())})  # stays a run
-    keras.backend.clear_session()
-    seed_everything(recipe.seed, recipe.train.deterministic)
+    base = spec or run.recipe.compress.prune_spec()
+    update = {k: v for k, v in given.items() if v is not None}
+    try:
+        used = PruneSpec.model_validate({**base.model_dump(), **update})
+    except ValidationError as exc:
+        err = exc.errors()[0]
+        key = ".".join(str(p) for p in err["loc"])
+        field = PruneSpec.model_fields.get(key)
+        bounds = _bounds(field) if field is not None else ""
+        expected = f"expected a value in {bounds}" if bounds else err["msg"]
+        raise UsageError(f"--{key.replace('_', '-')} {update.get(key, '')}: {expected}") from exc
+    if used.learning_rate is None:
+        used = used.model_copy(update={"learning_rate": _base_lr(run.recipe.train.optimizer.learning_rate) / 3})
+    return used
+
+
+def _bounds(field) -> str:
+    """A numeric field's interval as text ("[0, 1)"), from its pydantic constraints."""
+    lo, hi = ("(", "-inf"), ("inf", ")")
+    for m in field.metadata:
+        for attr, side in (("ge", "["), ("gt", "("), ("le", "]"), ("lt", ")")):
+            value = getattr(m, attr, None)
+            if value is not None:
+                if attr in ("ge", "gt"):
+                    lo = (side, f"{value:g}")
+                else:
+                    hi = (f"{value:g}", side)
+    return "" if lo[1] == "-inf" and hi[0] == "inf" else f"{lo[0]}{lo[1]}, {hi[0]}{hi[1]}"
+
+
+def _check_targets(run, spec) -> None:
+    """Bad --exclude names and nothing to prune are usage errors, found before anything is written."""
     model = run.load_model()
-    targets = prunable_weights(model, exclude)
-    if not targets:
-        raise UsageError("nothing to prune: the model has no Dense / Conv / Embedding / recurrent kernels "
-                         "outside --exclude")
     known = {layer.name for layer in model._flatten_layers(include_self=False)}
-    unknown = [e for e in exclude if e not in known]
+    unknown = [e for e in spec.exclude if e not in known]
     if unknown:
         raise UsageError(f"--exclude: no layer named {', '.join(unknown)} (layers: {', '.join(sorted(known))[:200]})")
+    if not select_targets(model, spec):
+        raise UsageError("nothing to prune: the model has no Dense / Conv / Embedding / recurrent kernels "
+                         "outside --exclude")
 
-    splits = {s: run_split(run, s) for s in run.split_names()}
+
+def select_targets(model, spec) -> list[Target]:
+    """The kernels a PruneSpec prunes: prunable and not excluded; of those, the first
+    convolution (``keep_first_conv``) and kernels under ``min_size`` weights stay dense,
+    unless that would leave nothing to prune (a model made only of small kernels)."""
+    targets = prunable_weights(model, spec.exclude)
+    kept = targets
+    if spec.keep_first_conv:
+        first = next((t for t in targets if "Conv" in t.kind), None)
+        kept = [t for t in kept if t is not first]
+    kept = [t for t in kept if int(np.prod(t.variable.shape)) >= spec.min_size]
+    return kept or targets
+
+
+def prune_stage(run, spec):
+    """The pruning stage for the one trainer: the source run's model and data, the source
+    recipe's training settings with ``spec``'s epochs and rate; no early stopping or
+    best.keras (either would bring back a less sparse epoch)."""
+    from dlcli.compress.graph_masks import GraphPruner
+    from dlcli.recipe.train import CosineSchedule
+    from dlcli.train.stage import Stage, Trainable, compile_like_recipe
+
+    recipe = run.recipe
+    pruned_recipe = recipe.model_copy(update={"compress": recipe.compress.model_copy(update={"prune": spec})})
     tr = recipe.train
-    one_hot = needs_one_hot(tr.loss, recipe.task, tr.metrics)
-    k = len(run.preprocessor.labels or [])
+    callbacks = tr.callbacks.model_copy(update={"early_stopping": None, "reduce_lr_on_plateau": None})
+    train = tr.model_copy(update={"epochs": spec.epochs, "callbacks": callbacks})
+    optimizer = tr.optimizer.model_copy(update={"learning_rate": CosineSchedule(schedule="cosine", initial=spec.learning_rate)})
 
-    def labels(y):
-        return np.eye(k, dtype=np.float32)[y.astype(np.int64)] if one_hot else y
+    def build(ctx, steps: int, replicas: int) -> Trainable:
+        model = run.load_model()
+        compile_like_recipe(model, recipe, ctx, steps, optimizer, train=train)
+        model.optimizer.build(model.trainable_variables)
+        end = max(1, int(spec.epochs * steps * spec.end_fraction))
+        pruner = GraphPruner(select_targets(model, spec), sparsity=spec.sparsity, schedule=spec.schedule,
+                             structure=spec.structure, scope=spec.scope, begin=0, end=end, frequency=spec.frequency,
+                             initial_sparsity=spec.initial_sparsity, iterations=model.optimizer.iterations)
+        return Trainable(model, train_step=pruner.wrap(model.train_step), state=pruner.variables)
 
-    x_train, y_train = splits["train"]
-    steps = math.ceil(len(x_train) / tr.batch_size)
-    total = max(1, epochs * steps)
-    end = max(1, int(total * spec.end_fraction))
-    pruner = Pruner(targets, sparsity, schedule, structure, 0, end, spec.frequency, spec.initial_sparsity,
-                    scope)
-    dense_metrics = evaluate_splits(model, splits, tr.batch_size, labels)
-    lr = learning_rate if learning_rate is not None else _base_lr(tr.optimizer.learning_rate) / 3
-    opt_cls = type(model.optimizer) if getattr(model, "optimizer", None) is not None else keras.optimizers.Adam
-    model.compile(optimizer=opt_cls(learning_rate=lr), loss=make_loss(tr.loss, recipe.task, k, one_hot),
-                  metrics=make_metrics(tr.metrics, recipe.task))
-    train_ds = make_dataset(x_train, labels(y_train), tr.batch_size, training=True, seed=recipe.seed)
-    val = splits.get("validation")
-    val_ds = make_dataset(val[0], labels(val[1]), tr.batch_size, training=False) if val else None
-    callbacks = [pruning_callback(pruner), cb.HistoryCSV(out / "history.csv")]
-    if progress == "plain":
-        callbacks.append(cb.PlainProgress(epochs))
-    model.fit(train_ds, validation_data=val_ds, epochs=epochs, callbacks=callbacks, verbose=0, shuffle=False)
-    pruner.apply()
+    def finish(out: Path, trainable, metrics) -> dict:
+        _write_sparsity(run, out, spec)
+        return {"pruned_from": str(run.path.resolve())}
 
-    metrics = evaluate_splits(model, splits, tr.batch_size, labels)
-    cb.save_model_atomic(model, out / "model.keras")
-    saved = run.load_model(out / "model.keras")  # measure what was saved, not what is in memory
-    report = measure(saved, exclude)
-    report.update(target=sparsity, structure=structure, schedule=schedule, scope=scope, epochs=epochs,
-                  excluded=exclude)
+    return Stage("prune", pruned_recipe, build, train=train, preprocessor=run.preprocessor,
+                 env={"pruned_from": str(run.path.resolve())}, finish=finish, best_checkpoint=False)
+
+
+def _write_sparsity(run, out: Path, spec) -> None:
+    """sparsity.json: measured on the saved model (not what is in memory), with gzip sizes."""
+    saved = run.load_model(out / "model.keras")
+    report = measure(saved, spec.exclude)
+    pruned = {t.path for t in select_targets(saved, spec)}
+    rows = [row for row in report["layers"] if row["weight"] in pruned]
+    for row in report["layers"]:
+        row["pruned"] = row["weight"] in pruned
+    size = sum(r["size"] for r in rows)
+    report["pruned_sparsity"] = sum(r["zeros"] for r in rows) / size if size else 0.0
+    report.update(target=spec.sparsity, structure=spec.structure, schedule=spec.schedule, scope=spec.scope,
+                  epochs=spec.epochs, excluded=spec.exclude, min_size=spec.min_size,
+                  keep_first_conv=spec.keep_first_conv)
     sizes = {"model_keras": (out / "model.keras").stat().st_size, "model_keras_gzip": gzip_size(out / "model.keras"),
              "dense_model_keras": run.model_path.stat().st_size, "dense_model_keras_gzip": gzip_size(run.model_path)}
     try:
@@ -280,21 +253,6 @@ def _prune(run, out: Path, sparsity, schedule, structure, epochs, exclude, learn
         report["tflite_error"] = str(exc).splitlines()[0][:200]
     report["sizes"] = sizes
     write_json(out / "sparsity.json", report)
-    write_json(out / "metrics.json", metrics)
-    for name in ("preprocessing.json", "labels.txt"):
-        if (run.path / name).exists():
-            copy_file(run.path / name, out / name)
-    # the pruned run's recipe: the source recipe with the prune settings used; written and hashed as one
-    used = spec.model_copy(update={"sparsity": sparsity, "schedule": schedule, "structure": structure,
-                                   "scope": scope, "epochs": epochs, "exclude": exclude, "learning_rate": lr})
-    pruned_recipe = recipe.model_copy(update={"compress": recipe.compress.model_copy(update={"prune": used})})
-    write_text(out / "recipe.yaml", recipe_to_yaml(pruned_recipe))
-    env = dict(run.env)
-    env.update(environment())
-    env.update(status="completed", pruned_from=str(run.path.resolve()), recipe_hash=recipe_hash(pruned_recipe),
-               ended=time.strftime("%Y-%m-%dT%H:%M:%S%z"))
-    write_json(out / "env.json", env)
-    return PruneResult(out, run.path, metrics, dense_metrics, report, sizes, time.time() - t0)
 
 
 def _base_lr(lr) -> float:

@@ -125,14 +125,18 @@ def read_raw_splits(spec, base_dir: Path, seed: int, task: str) -> tuple[dict[st
     return raws, files
 
 
-def load_data(recipe, base_dir: Path | None = None) -> DataBundle:
+def load_data(recipe, base_dir: Path | None = None, preprocessor: Preprocessor | None = None) -> DataBundle:
+    """Every split through preprocessing fitted on the training split, or through
+    ``preprocessor`` (already fitted: a compression stage reuses its source run's)."""
     spec = recipe.data
     base = Path(base_dir if base_dir is not None else (recipe._base_dir or "."))
     raws, files = read_raw_splits(spec, base, recipe.seed, recipe.task)
     train = raws["train"]
-    featurizer = sources.make_featurizer(spec, train)
-    pre = Preprocessor(featurizer, spec.reshape, spec.normalize.model_dump(), recipe.task)
-    pre.fit(train.x, train.y, train.class_names, spec.label_names)
+    pre = preprocessor
+    if pre is None:
+        featurizer = sources.make_featurizer(spec, train)
+        pre = Preprocessor(featurizer, spec.reshape, spec.normalize.model_dump(), recipe.task)
+        pre.fit(train.x, train.y, train.class_names, spec.label_names)
     splits: dict[str, Split] = {}
     for name in SPLITS:
         if name not in raws:

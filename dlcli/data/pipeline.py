@@ -108,6 +108,12 @@ class EpochData:
     def steps_per_epoch(self) -> int:
         return self.steps or -(-self.n // self.batch_size)
 
+    def samples(self, step: int, k: int) -> int:
+        """Examples in the ``k`` batches from ``step`` on (the last batch of a split may be short)."""
+        if self.steps:
+            return k * self.batch_size
+        return max(0, min(self.n, (step + k) * self.batch_size) - step * self.batch_size)
+
     def dataset(self, epoch: int, skip: int = 0):
         import tensorflow as tf
 

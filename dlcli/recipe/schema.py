@@ -63,11 +63,15 @@ class PruneSpec(StrictModel):
         "unstructured", description="2:4: at most 2 non-zeros in every group of 4 consecutive weights along the input axis."
     )
     scope: Literal["layer", "global"] = Field(
-        "layer", description="layer: the target sparsity in every kernel; global: one magnitude threshold across kernels."
+        "global", description="global: one magnitude threshold across the pruned kernels (fewer zeros where weights matter more); layer: the target sparsity in every kernel."
     )
     epochs: int = Field(10, ge=1, description="Fine-tuning epochs.")
     learning_rate: float | None = Field(None, gt=0, description="Fine-tuning rate (default: a third of the training rate).")
     exclude: list[str] = Field(default_factory=list, description="Layer names to leave dense.")
+    min_size: int = Field(1024, ge=0, description="Kernels with fewer weights stay dense: they save little and "
+                          "cost the most accuracy (0: prune every kernel).")
+    keep_first_conv: bool = Field(True, description="Leave the first convolution dense (it sees the raw input "
+                                  "and holds few weights).")
 
 
 class DistillSpec(StrictModel):

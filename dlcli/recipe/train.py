@@ -113,10 +113,12 @@ class EarlyStoppingSpec(StrictModel):
 class CheckpointSpec(StrictModel):
     """checkpoints/best.keras, and when resumable checkpoints are written.
 
-    Every finite epoch is kept in memory; the resumable checkpoint (checkpoints/resume/,
-    with checkpoints/last.keras) is written when ``min_interval_seconds`` have passed since
-    the last write (checked after every step, so also within an epoch), on SIGTERM/SIGINT,
-    and when training ends (after a NaN loss, the last finite epoch is written).
+    The resumable checkpoint (checkpoints/resume/, with checkpoints/last.keras) is written
+    when ``min_interval_seconds`` have passed since the last write (checked between
+    executions of ``steps_per_execution`` steps, so also within an epoch), on SIGTERM/SIGINT,
+    and when training ends; the files are written by a background thread while training
+    goes on. A finite epoch that is not written is kept on the device, so after a NaN
+    loss the last finite epoch is written.
     """
 
     monitor: str = Field("val_loss", description="Quantity that picks the best epoch.")
@@ -157,6 +159,9 @@ class TrainSpec(StrictModel):
     jit_compile: bool | Literal["auto"] = Field(False, description="XLA compilation (auto lets Keras decide).")
     deterministic: bool = Field(True, description="Enable TensorFlow op determinism (same seed, same result).")
     steps_per_epoch: int | None = Field(None, ge=1, description="Limit steps per epoch (default: the whole training split).")
+    steps_per_execution: Annotated[int, Field(ge=1)] | Literal["auto"] = Field(
+        "auto", description="Training steps run in one compiled call (logs, callbacks, signals and checkpoints are "
+        "seen between calls). auto: enough steps for about 50 ms per call, at most 64 and one epoch.")
     strategy: Literal["auto", "default", "one_device", "mirrored", "multi_worker", "tpu"] = Field(
         "auto", description="tf.distribute strategy; auto: TPU if configured, multi-worker if TF_CONFIG / SLURM "
         "describe several workers, mirrored with several GPUs, else default."

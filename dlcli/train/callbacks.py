@@ -105,9 +105,8 @@ def _assign(model, copy: list) -> None:
 class EpochTensorBoard(keras.callbacks.TensorBoard):
     """TensorBoard logging at epoch level only.
 
-    Keras's TensorBoard overrides the per-batch hooks (even with update_freq="epoch"),
-    which makes Keras synchronise with the device after every step. Restoring the
-    default no-op hooks lets Keras dispatch batch callbacks asynchronously.
+    Keras's TensorBoard overrides the per-batch hooks (even with update_freq="epoch");
+    restoring the default no-op hooks keeps it off the per-execution path.
     """
 
     on_train_batch_begin = keras.callbacks.Callback.on_train_batch_begin
@@ -115,13 +114,11 @@ class EpochTensorBoard(keras.callbacks.TensorBoard):
 
 
 class DivergenceGuard(keras.callbacks.Callback):
-    """Stops training at the first NaN / inf loss, per batch or per epoch.
+    """Stops training at the first NaN / inf loss, per execution or per epoch.
 
-    ``async_safe``: it only reads the logs and sets ``stop_training``, so Keras may
-    call it from its callback thread instead of blocking the training loop.
+    Per execution (``per_batch``) it reads the loss once every ``steps_per_execution``
+    steps, where the loop already waits for the device: no extra host sync.
     """
-
-    async_safe = True
 
     def __init__(self, per_batch: bool):
         super().__init__()
@@ -171,11 +168,12 @@ class PlainProgress(keras.callbacks.Callback):
 class RichProgress(keras.callbacks.Callback):
     """A Rich progress bar on the terminal: epoch, step, loss and metrics."""
 
-    def __init__(self, epochs: int, steps: int, console, refresh_every: int = 5):
+    def __init__(self, epochs: int, steps: int, console, refresh_seconds: float = 0.25):
         super().__init__()
         from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
-        self.epochs, self.steps, self.every = epochs, steps, refresh_every
+        self.epochs, self.steps, self.every = epochs, steps, refresh_seconds
+        self._shown = 0.0
         self.console = console
         self.progress = Progress(
             TextColumn("epoch {task.fields[epoch]}"), BarColumn(), MofNCompleteColumn(),
@@ -190,7 +188,9 @@ class RichProgress(keras.callbacks.Callback):
         self.task = self.progress.add_task("train", total=self.steps, epoch=f"{epoch + 1}/{self.epochs}", metrics="")
 
     def on_train_batch_end(self, batch, logs=None):
-        if (batch + 1) % self.every == 0 or batch + 1 == self.steps:
+        now = time.monotonic()  # reading the logs waits for the device: at a bounded rate only
+        if now - self._shown >= self.every or batch + 1 == self.steps:
+            self._shown = now
             self.progress.update(self.task, completed=batch + 1, metrics=_fmt(logs or {}))
 
     def on_epoch_end(self, epoch, logs=None):
@@ -211,3 +211,40 @@ class SignalFlag:
 
     def __call__(self) -> bool:
         return self.signal is not None
+
+
+def recipe_callbacks(tr, run_dir: Path, steps: int, progress: str, console, has_val: bool, writes: bool = True,
+                     best: bool = True) -> list:
+    """The callbacks of the TrainSpec ``tr``; ``writes=False`` (a worker other than the chief)
+    leaves out every one that writes files or prints; ``best=False`` leaves out best.keras."""
+    c = tr.callbacks
+    out: list = [DivergenceGuard(per_batch=c.terminate_on_nan)]
+
+    def monitor(name: str) -> str:
+        if name.startswith("val_") and not has_val:
+            return name[4:]
+        return name
+
+    if c.early_stopping:
+        es = c.early_stopping
+        out.append(keras.callbacks.EarlyStopping(
+            monitor=monitor(es.monitor), patience=es.patience, min_delta=es.min_delta, mode=es.mode,
+            restore_best_weights=es.restore_best_weights, verbose=0))
+    if c.reduce_lr_on_plateau:
+        r = c.reduce_lr_on_plateau
+        out.append(keras.callbacks.ReduceLROnPlateau(monitor=monitor(r.monitor), factor=r.factor,
+                                                     patience=r.patience, min_lr=r.min_lr, verbose=0))
+    if not writes:
+        return out
+    ck = c.checkpoint
+    if ck and best:
+        out.append(Checkpoints(run_dir / "checkpoints", monitor(ck.monitor), ck.mode))
+    if c.csv_history:
+        out.append(HistoryCSV(run_dir / "history.csv"))
+    if c.tensorboard:
+        out.append(EpochTensorBoard(log_dir=str(run_dir / "tensorboard"), write_graph=False, profile_batch=0))
+    if progress == "rich":
+        out.append(RichProgress(tr.epochs, tr.steps_per_epoch or steps, console))
+    elif progress == "plain":
+        out.append(PlainProgress(tr.epochs))
+    return out

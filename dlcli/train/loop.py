@@ -32,6 +32,7 @@ import numpy as np
 import tensorflow as tf
 
 from dlcli.train.resume import Snapshot
+from dlcli.train.writer import BackgroundWriter, DeviceStash
 
 # callback attributes that make up its state between epochs (restored on resume)
 _CALLBACK_STATE = {
@@ -53,10 +54,19 @@ class LoopResult:
 
 
 class TrainLoop:
+    """Trains ``model`` with ``train_step`` (default: ``model.train_step``) on ``data``.
+
+    ``steps_per_execution`` steps run inside one compiled call (a ``tf.while_loop``), so
+    Python, callbacks and the host see the device once per execution, not once per step.
+    ``state`` lists variables outside the model (pruning masks) that checkpoints carry.
+    """
+
     def __init__(self, model, strategy, data, *, epochs: int, callbacks: list, val_ds=None,
                  is_chief: bool = True, multi_worker: bool = False, checkpoint_interval: float = 30.0,
-                 write_snapshot: Callable[[Snapshot, bool], None] | None = None, signal_flag: Callable[[], bool],
-                 base_state: Callable[[], dict] | None = None):
+                 write_snapshot: Callable[[Snapshot, bool], tuple] | None = None, signal_flag: Callable[[], bool],
+                 base_state: Callable[[], dict] | None = None, train_step: Callable | None = None,
+                 state: list | tuple = (), steps_per_execution: int | str = 1,
+                 on_write: Callable[[], None] | None = None):
         self.model, self.strategy, self.data, self.epochs = model, strategy, data, epochs
         self.val_ds = val_ds
         self.is_chief, self.multi_worker = is_chief, multi_worker
@@ -64,51 +74,69 @@ class TrainLoop:
         self.write_snapshot = write_snapshot if is_chief else None
         self.signal_flag = signal_flag
         self.base_state = base_state or dict
+        self.state = list(state)
+        self.auto = steps_per_execution == "auto"
+        if self.auto:  # adapted to the measured step time; fixed under multi-worker (every worker must agree)
+            self.spe = min(16, data.steps_per_epoch) if multi_worker else 1
+        else:
+            self.spe = max(1, int(steps_per_execution))
+        self._calls = 0
         self.history = keras.callbacks.History()
         self.callbacks = list(callbacks) + [self.history]
         self.cbl = keras.callbacks.CallbackList(self.callbacks, model=model, epochs=epochs,
                                                 steps=data.steps_per_epoch, verbose=0)
-        self.pending: Snapshot | None = None
+        self.on_write = on_write
+        self._writer = BackgroundWriter()
+        self._stash: DeviceStash | None = None  # created once the variables exist
         self.prior_fit_seconds = 0.0
         self._t0 = 0.0
         self._last_write = time.monotonic()
-        self._train_fn = self._make_step(model.train_step, with_flags=multi_worker)
-        self._test_fn = self._make_step(model.test_step)
+        self._train_fn = self._make_step(train_step or model.train_step, with_flags=multi_worker)
+        self._test_fns: dict[int, Callable] = {}
         self._agree_fn = self._make_agree() if multi_worker else None
 
     # ---- compiled functions -------------------------------------------------------------
-    def _make_step(self, step_fn, with_flags: bool = False):
-        """One distributed step. ``with_flags`` (multi-worker): the step also takes this
-        worker's decision flags and all-reduces them in the same collective as the logs, so
-        agreeing costs no extra round trip."""
+    def _make_step(self, step_fn, with_flags: bool = False, jit: bool | None = None, model=None):
+        """``k`` distributed steps in one call, all inside one ``tf.while_loop`` (so a step
+        computes the same whatever ``k`` and wherever it falls in a call), then the logs:
+        the metrics of every replica, as ``model.get_metrics_result()`` gives them.
+        ``with_flags`` (multi-worker): the call also takes this worker's decision flags and
+        all-reduces them in the same collective as the logs, so agreeing costs no extra
+        round trip."""
         strategy = self.strategy
+        model = model or self.model
         inner = step_fn
-        if getattr(self.model, "jit_compile", False):
+        if getattr(self.model, "jit_compile", False) if jit is None else jit:
             inner = tf.function(step_fn, jit_compile=True, reduce_retracing=True)
 
-        @tf.function(reduce_retracing=True)
-        def run(iterator):
-            out = strategy.run(inner, args=(next(iterator),))
-            return {k: strategy.reduce("MEAN", v, axis=None) for k, v in out.items()}
+        def steps(iterator, k):
+            for _ in tf.range(k):
+                strategy.run(inner, args=(next(iterator),))
+            return strategy.run(model.get_metrics_result)
 
         @tf.function(reduce_retracing=True)
-        def run_with_flags(iterator, flags):
-            out = strategy.run(inner, args=(next(iterator),))
+        def run(iterator, k):
+            out = steps(iterator, k)
+            return {name: strategy.reduce("MEAN", v, axis=None) for name, v in out.items()}
+
+        @tf.function(reduce_retracing=True)
+        def run_with_flags(iterator, k, flags):
+            out = steps(iterator, k)
             keys = sorted(out)
             shapes = {}
 
             def pack(o, f):
                 parts = []
-                for k in keys:
-                    shapes[k] = o[k].shape
-                    parts.append(tf.reshape(tf.cast(o[k], tf.float32), [-1]))
+                for name in keys:
+                    shapes[name] = o[name].shape
+                    parts.append(tf.reshape(tf.cast(o[name], tf.float32), [-1]))
                 return tf.concat([*parts, f], 0)
 
             total = strategy.reduce("SUM", strategy.run(pack, args=(out, flags)), axis=None)
             n, logs, i = strategy.num_replicas_in_sync, {}, 0
-            for k in keys:
-                size = max(1, shapes[k].num_elements() or 1)
-                logs[k] = tf.reshape(total[i:i + size] / n, shapes[k])
+            for name in keys:
+                size = max(1, shapes[name].num_elements() or 1)
+                logs[name] = tf.reshape(total[i:i + size] / n, shapes[name])
                 i += size
             return logs, total[i:]
 
@@ -133,6 +161,10 @@ class TrainLoop:
         """Every worker's flags, OR-ed across workers (identity on one worker)."""
         return [v > 0 for v in self._sum(*(1.0 if f else 0.0 for f in flags))]
 
+    def barrier(self) -> None:
+        """Every worker waits here until all have arrived (a no-op on one worker)."""
+        self._sum(1.0)
+
     def _check_same_start(self, epoch: int, step: int) -> None:
         """Every worker resumes from the same point (the same answer on every worker)."""
         n = self.strategy.num_replicas_in_sync  # every replica of this worker adds the same values
@@ -155,17 +187,28 @@ class TrainLoop:
     def _variables(self) -> dict[str, list]:
         opt = self.model.optimizer
         return {"model": list(self.model.variables), "optimizer": list(opt.variables) if opt is not None else [],
-                "metrics": list(self.model.metrics_variables)}
+                "metrics": list(self.model.metrics_variables), "state": self.state}
 
-    def snapshot(self, epoch: int, step: int, extra: dict | None = None) -> Snapshot:
+    def snapshot(self, epoch: int, step: int, extra: dict | None = None, host: tuple | None = None) -> Snapshot:
         """Copy every variable and callback state to host memory (all workers take part:
-        reading metric variables all-reduces them)."""
+        reading metric variables all-reduces them). ``host``: the callback state and
+        history to record instead of the current ones (see :meth:`_host_state`)."""
         arrays: dict[str, np.ndarray] = {}
         with self.strategy.scope():
             for group, variables in self._variables().items():
                 for i, v in enumerate(variables):
                     arrays[f"{group}/{i}"] = np.array(v.numpy(), copy=True)
+        cb_state, cb_arrays, history, fit_seconds = host or self._host_state()
+        arrays.update(cb_arrays)
+        state = {**self.base_state(), "epoch": epoch, "step": step, "callbacks": cb_state,
+                 "fit_seconds": round(fit_seconds, 3), "history": history,
+                 "optimizer_iterations": int(self.model.optimizer.iterations.numpy()), **(extra or {})}
+        return Snapshot(epoch, step, arrays, state)
+
+    def _host_state(self) -> tuple:
+        """The callbacks' state (and early stopping's best weights), the history, the fit time."""
         cb_state: dict = {}
+        arrays: dict[str, np.ndarray] = {}
         for i, c in enumerate(self.callbacks):
             name = type(c).__name__
             if name in _CALLBACK_STATE:
@@ -173,30 +216,18 @@ class TrainLoop:
             if name == "EarlyStopping" and getattr(c, "best_weights", None) is not None:
                 for j, w in enumerate(c.best_weights):
                     arrays[f"early_stopping/{j}"] = np.asarray(w)
+        history = {"epoch": list(self.history.epoch),
+                   "history": {k: [float(x) for x in v] for k, v in self.history.history.items()}}
         fit_seconds = self.prior_fit_seconds + (time.perf_counter() - self._t0 if self._t0 else 0.0)
-        state = {**self.base_state(), "epoch": epoch, "step": step, "callbacks": cb_state,
-                 "fit_seconds": round(fit_seconds, 3),
-                 "history": {"epoch": list(self.history.epoch),
-                             "history": {k: [float(x) for x in v] for k, v in self.history.history.items()}},
-                 "optimizer_iterations": int(self.model.optimizer.iterations.numpy()), **(extra or {})}
-        return Snapshot(epoch, step, arrays, state)
+        return cb_state, arrays, history, fit_seconds
 
-    def host_copy(self) -> dict[str, np.ndarray]:
-        """Model and optimizer values (no metric reads, so no collective: safe on one worker)."""
-        out = {}
-        for group, variables in self._variables().items():
-            if group != "metrics":
-                for i, v in enumerate(variables):
-                    out[f"{group}/{i}"] = np.array(v.numpy(), copy=True)
-        return out
-
-    def restore(self, snap: Snapshot, groups=("model", "optimizer", "metrics"), callbacks: bool = True) -> None:
+    def restore(self, snap: Snapshot, groups=("model", "optimizer", "metrics", "state"), callbacks: bool = True) -> None:
         """Load a snapshot into the model, optimizer, metrics, callbacks and history."""
         from dlcli.errors import RunDirError
 
         with self.strategy.scope():
             for group, variables in self._variables().items():
-                if group not in groups:
+                if group not in groups or (group == "state" and not variables):
                     continue
                 saved = sorted((k for k in snap.arrays if k.startswith(group + "/")), key=lambda k: int(k.split("/")[1]))
                 if len(saved) != len(variables):
@@ -226,29 +257,80 @@ class TrainLoop:
         with self.strategy.scope():  # cross-replica read: every replica's sums and counts
             return {k: float(keras.ops.convert_to_numpy(v)) for k, v in self.model.get_metrics_result().items()}
 
-    def evaluate(self, ds) -> dict[str, float]:
-        """``model.evaluate`` through the strategy: metrics over every replica of every worker."""
-        self.model.reset_metrics()
+    def evaluate(self, ds, model=None) -> dict[str, float]:
+        """``model.evaluate`` through the strategy (default: the trained model), in
+        executions of ``steps_per_execution`` steps: metrics over every replica of every worker."""
+        model = model or self.model
+        fn = self._test_fns.get(id(model))
+        if fn is None:
+            fn = self._test_fns[id(model)] = self._make_step(model.test_step, jit=getattr(model, "jit_compile", False),
+                                                             model=model)
+        model.reset_metrics()
         it = iter(self.strategy.experimental_distribute_dataset(ds))
-        for _ in range(int(ds.cardinality().numpy())):
-            self._test_fn(it)
-        return self._metrics_result()
+        left = int(ds.cardinality().numpy())
+        while left > 0:
+            k = min(self.spe, left)
+            fn(it, tf.constant(k))
+            left -= k
+        with self.strategy.scope():  # cross-replica read: every replica's sums and counts
+            return {k: float(keras.ops.convert_to_numpy(v)) for k, v in model.get_metrics_result().items()}
 
     # ---- the loop -------------------------------------------------------------------------
+    _AUTO_SECONDS, _AUTO_MAX = 0.05, 64
+
+    def _adapt(self, k: int, seconds: float) -> None:
+        """``steps_per_execution: auto``: about 50 ms per call, measured after the first
+        calls (which trace). Every worker must run the same number of steps per call, so
+        multi-worker keeps a fixed value (16 for auto)."""
+        self._calls += 1
+        if not self.auto or self.multi_worker or self._calls < 3 or seconds <= 0:
+            return
+        per_step = seconds / k
+        self.spe = max(1, min(self._AUTO_MAX, self.data.steps_per_epoch, int(self._AUTO_SECONDS / per_step)))
+
     def _due(self, mid_epoch: bool = False) -> bool:
         """Time for a checkpoint? Within an epoch only with a positive interval."""
         if self.write_snapshot is None or (mid_epoch and self.interval <= 0):
             return False
         return time.monotonic() - self._last_write >= self.interval
 
-    def _write(self, snap: Snapshot, live: bool = True) -> None:
-        """``live``: the model still holds the snapshot's values (else it is ahead of them)."""
+    def _write(self, snap: Snapshot, final: bool = False) -> None:
+        """Write ``snap``: a periodic write in the background where ``write_snapshot``
+        (called here, on the training thread) returns a job that may run there; a final
+        one (training ends, a signal, a NaN) at once, from the live model."""
         if self.write_snapshot is not None:
-            self.write_snapshot(snap, live)
-        self.pending = None
+            job, background = self.write_snapshot(snap, not final)
+            self._writer.submit(job, background=background and not final)
+            if self.on_write is not None:
+                self.on_write()
+        if self._stash is not None:
+            self._stash.clear()
         self._last_write = time.monotonic()
 
+    def _stash_epoch(self, epoch: int) -> None:
+        """A finite epoch that is not written: keep it on the device for a NaN to fall back to."""
+        if self._stash is None:
+            groups = self._variables()
+            self._stash = DeviceStash(self.strategy, groups["model"] + groups["optimizer"] + groups["state"])
+        self._stash.save((epoch, self._host_state()))
+
+    def _write_stashed(self) -> None:
+        """Write the last finite epoch kept on the device (the live model goes back to it)."""
+        if self._stash is None or self._stash.meta is None:
+            return
+        epoch, host = self._stash.meta
+        self._stash.restore()
+        self._write(self.snapshot(epoch, 0, host=host), final=True)
+
     def run(self, resume: Snapshot | None = None) -> LoopResult:
+        """Train from the start, or from ``resume``; a checkpoint being written is finished first."""
+        try:
+            return self._run(resume)
+        except BaseException:
+            self._writer.join(raise_error=False)
+            raise
+
+    def _run(self, resume: Snapshot | None) -> LoopResult:
         model, data = self.model, self.data
         steps = data.steps_per_epoch
         start_epoch, start_step = (resume.epoch, resume.step) if resume else (0, 0)
@@ -270,44 +352,48 @@ class TrainLoop:
             self.cbl.on_epoch_begin(epoch)
             it = iter(self.strategy.experimental_distribute_dataset(data.dataset(epoch, skip)))
             logs: dict = {}
-            for step in range(skip, steps):
+            step = skip
+            while step < steps:
+                k = min(self.spe, steps - step)
+                started = time.perf_counter()
                 self.cbl.on_train_batch_begin(step)
                 local = (self.signal_flag(), bool(model.stop_training), self._due(True))
-                if self.multi_worker:  # the flags travel with the step's own all-reduce
-                    logs, summed = self._train_fn(it, tf.constant([float(f) for f in local], tf.float32))
+                if self.multi_worker:  # the flags travel with the execution's own all-reduce
+                    logs, summed = self._train_fn(it, tf.constant(k), tf.constant([float(f) for f in local], tf.float32))
                     stop, diverged, save = (bool(v > 0) for v in summed.numpy())
                 else:
-                    logs = self._train_fn(it)
+                    logs = self._train_fn(it, tf.constant(k))
                     stop, diverged, save = local
-                self.cbl.on_train_batch_end(step, logs)
-                samples += min(data.batch_size, data.n - step * data.batch_size) if not data.steps else data.batch_size
+                samples += data.samples(step, k)
+                step += k
+                self._adapt(k, time.perf_counter() - started)
+                self.cbl.on_train_batch_end(step - 1, logs)
                 if stop:
-                    return self._interrupted(epoch, step + 1, logs, samples, t0)
+                    return self._interrupted(epoch, step, logs, samples, t0)
                 if diverged:
                     model.stop_training = True
                     break
-                if save and step + 1 < steps and _finite(logs):
-                    self._write(self.snapshot(epoch, step + 1))
+                if save and step < steps and _finite(logs):
+                    self._write(self.snapshot(epoch, step))
             epoch_logs = self._metrics_result()
             if self.val_ds is not None and not model.stop_training:
                 epoch_logs.update({f"val_{k}": v for k, v in self.evaluate(self.val_ds).items()})
             self.cbl.on_epoch_end(epoch, epoch_logs)
             finite = all(math.isfinite(v) for v in epoch_logs.values())
             if finite and not self._diverged():
-                snap = self.snapshot(epoch + 1, 0)
                 stop, save = self._agree(self.signal_flag(), self._due() or epoch + 1 == self.epochs)
-                if stop:
-                    snap.state["interrupted"] = True
                 if save or stop or model.stop_training:
-                    self._write(snap)
+                    last = stop or model.stop_training or epoch + 1 == self.epochs
+                    self._write(self.snapshot(epoch + 1, 0, {"interrupted": True} if stop else None), final=last)
                 else:
-                    self.pending = snap
+                    self._stash_epoch(epoch + 1)
                 if stop:
                     return self._interrupted(epoch + 1, 0, epoch_logs, samples, t0, written=True)
             if model.stop_training:
                 break
-        if self.pending is not None and self._diverged():  # the last finite epoch, never a NaN one
-            self._write(self.pending, live=False)
+        if self._diverged():  # the last finite epoch, never a NaN one
+            self._write_stashed()
+        self._writer.join()
         fit_seconds = time.perf_counter() - t0
         self.cbl.on_train_end()
         return LoopResult(len(self.history.epoch), "diverged" if self._diverged() else None, epoch, 0,
@@ -320,10 +406,11 @@ class TrainLoop:
         fit_seconds = time.perf_counter() - t0
         if not written:
             if _finite(logs):
-                self._write(self.snapshot(epoch, step, {"interrupted": True}))
-            elif self.pending is not None:
-                self._write(self.pending, live=False)
-        everything = self.cbl.callbacks  # close progress bars and logs (and the async dispatch);
+                self._write(self.snapshot(epoch, step, {"interrupted": True}), final=True)
+            else:
+                self._write_stashed()
+        self._writer.join()
+        everything = self.cbl.callbacks  # close progress bars and logs;
         self.cbl.callbacks = [c for c in everything if type(c).__name__ != "EarlyStopping"]  # no best-weight swap
         try:
             self.cbl.on_train_end()
