@@ -38,7 +38,7 @@ def global_masks(weights: list, sparsity: tf.Tensor) -> list:
     flat = tf.concat(flats, 0)
     keep = tf.cast(tf.round((1.0 - sparsity) * tf.cast(tf.size(flat), tf.float64)), tf.int32)
     parts = tf.split(_keep_largest(flat, keep), [int(np.prod(w.shape)) for w in weights])
-    return [tf.cast(tf.reshape(p, w.shape), w.dtype) for p, w in zip(parts, weights)]
+    return [tf.cast(tf.reshape(p, w.shape), w.dtype) for p, w in zip(parts, weights, strict=True)]
 
 
 def n_of_m_mask(w: tf.Tensor, input_axis: int, n: int = 2, m: int = 4) -> tf.Tensor:
@@ -99,7 +99,7 @@ class GraphPruner:
     def _new_masks(self, step) -> list:
         weights = [tf.convert_to_tensor(t.variable.value) for t in self.targets]
         if self.structure == "2:4":
-            return [n_of_m_mask(w, t.input_axis) for w, t in zip(weights, self.targets)]
+            return [n_of_m_mask(w, t.input_axis) for w, t in zip(weights, self.targets, strict=True)]
         s = self.sparsity_at(step)
         if self.scope == "global":
             return global_masks(weights, s)
@@ -112,7 +112,7 @@ class GraphPruner:
         due = tf.equal(step, 0) if first else self._due(step)
 
         def recompute():
-            for var, mask in zip(self.masks, self._new_masks(step)):
+            for var, mask in zip(self.masks, self._new_masks(step), strict=True):
                 strategy.extended.update(var.value, _assign, args=(mask,), group=False)
             if first:
                 self._apply(strategy)
@@ -123,7 +123,7 @@ class GraphPruner:
             self._apply(strategy)
 
     def _apply(self, strategy) -> None:
-        for t, var in zip(self.targets, self.masks):
+        for t, var in zip(self.targets, self.masks, strict=True):
             strategy.extended.update(t.variable.value, _multiply, args=(var.value,), group=False)
 
     def wrap(self, train_step):

@@ -282,16 +282,12 @@ def _fit(stage: Stage, run_dir: Path, env: dict, progress: str, console, checkpo
             result = _run_loop(loop, snap, role, run_dir)
         _raise_if_stopped(result, loop, flag, cbs, run_dir, env, chief)
 
-        splits = {name: make_dataset(bundle.splits[name].x, one_hot_labels(bundle, name, one_hot), tr.batch_size,
-                                     training=False) for name in bundle.splits}
-        metrics = {name: loop.evaluate(ds, trainable.output) for name, ds in splits.items()}
-        if not all(math.isfinite(v) for m in metrics.values() for v in m.values()):
-            raise TrainingDivergedError(f"final metrics are not finite: {metrics}")
+        metrics = _final_metrics(loop, trainable, bundle, tr.batch_size, one_hot)
         sps = result.samples / result.fit_seconds if result.fit_seconds > 0 else 0.0
-        fit_seconds = result.fit_seconds + float(snap.state.get("fit_seconds", 0.0) if snap else 0.0)
         digest = _digest(trainable.output)
         if chief:
             _finalize(stage, run_dir, trainable, bundle, metrics, env)
+            fit_seconds = result.fit_seconds + float(snap.state.get("fit_seconds", 0.0) if snap else 0.0)
             env.update(status="completed", ended=_iso(time.time()), epochs_run=result.epochs_run,
                        fit_seconds=round(fit_seconds, 3), samples_per_second=round(sps, 1),
                        parameters=int(trainable.output.count_params()), mixed_precision=policy,
@@ -305,6 +301,18 @@ def _fit(stage: Stage, run_dir: Path, env: dict, progress: str, console, checkpo
                            chief=chief, weights_digest=digest)
     finally:
         keras.mixed_precision.set_dtype_policy("float32")
+
+
+def _final_metrics(loop, trainable, bundle: DataBundle, batch_size: int, one_hot: bool) -> dict:
+    """The kept model on every split, through the strategy (all replicas, all workers)."""
+    from dlcli.data.pipeline import make_dataset
+
+    metrics = {name: loop.evaluate(make_dataset(split.x, one_hot_labels(bundle, name, one_hot), batch_size,
+                                                training=False), trainable.output)
+               for name, split in bundle.splits.items()}
+    if not all(math.isfinite(v) for m in metrics.values() for v in m.values()):
+        raise TrainingDivergedError(f"final metrics are not finite: {metrics}")
+    return metrics
 
 
 def _make_loop(trainable, strategy, data, tr, cbs, val_ds, run_dir: Path, env: dict, bundle, role):

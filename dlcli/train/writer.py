@@ -45,7 +45,7 @@ class DeviceStash:
 
 @tf.function
 def _copy(source, target):
-    for s, t in zip(source, target):
+    for s, t in zip(source, target, strict=True):
         t.assign(s)
 
 
@@ -134,9 +134,9 @@ class ShadowSaver:
         return clone
 
     def save(self, arrays: dict[str, np.ndarray], path) -> None:
-        for v, i in zip(self.clone.weights, self.index):
+        for v, i in zip(self.clone.weights, self.index, strict=True):
             v.assign(arrays[f"model/{i}"])
         if self.optimizer_index:
-            for v, i in zip(self.clone.optimizer.variables, self.optimizer_index):
+            for v, i in zip(self.clone.optimizer.variables, self.optimizer_index, strict=True):
                 v.assign(arrays[f"optimizer/{i}"])
         self.clone.save(path)
