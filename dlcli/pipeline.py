@@ -63,7 +63,9 @@ def _stage(name: str, run_dir: Path) -> Stage:
 
     model = load_keras_model(run_dir / "model.keras")
     total = sum(int(np.prod(v.shape)) for v in model.weights)
-    sparsity = measure(model)["prunable_sparsity"]  # zeros in the prunable kernels
+    report = run_dir / "sparsity.json"  # a pruned stage: the sparsity of the kernels it pruned (its target)
+    sparsity = json.loads(report.read_text())["pruned_sparsity"] if report.exists() else \
+        measure(model)["prunable_sparsity"]
     metrics = json.loads((run_dir / "metrics.json").read_text())
     split = metrics.get("test") or metrics.get("validation") or metrics["train"]
     metric = next((k for k in ("accuracy", "mae", "loss") if k in split), next(iter(split)))
