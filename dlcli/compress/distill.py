@@ -186,5 +186,5 @@ def _make_weighted_distiller():
     return WeightedDistiller
 
 
-def _WeightedDistiller(**kwargs):  # noqa: N802 - a class, built on first use (keras imported lazily)
+def _WeightedDistiller(**kwargs):  # a class, built on first use (keras imported lazily)
     return _make_weighted_distiller()(**kwargs)

@@ -211,7 +211,9 @@ def prune_stage(run, spec):
     tr = recipe.train
     callbacks = tr.callbacks.model_copy(update={"early_stopping": None, "reduce_lr_on_plateau": None})
     train = tr.model_copy(update={"epochs": spec.epochs, "callbacks": callbacks})
-    optimizer = tr.optimizer.model_copy(update={"learning_rate": CosineSchedule(schedule="cosine", initial=spec.learning_rate)})
+    # the recipe's optimizer, from a third of the training rate (default) decaying to zero
+    rate = CosineSchedule(schedule="cosine", initial=spec.learning_rate)
+    optimizer = tr.optimizer.model_copy(update={"learning_rate": rate})
 
     def build(ctx, steps: int, replicas: int) -> Trainable:
         model = run.load_model()

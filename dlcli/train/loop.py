@@ -221,7 +221,8 @@ class TrainLoop:
         fit_seconds = self.prior_fit_seconds + (time.perf_counter() - self._t0 if self._t0 else 0.0)
         return cb_state, arrays, history, fit_seconds
 
-    def restore(self, snap: Snapshot, groups=("model", "optimizer", "metrics", "state"), callbacks: bool = True) -> None:
+    def restore(self, snap: Snapshot, groups=("model", "optimizer", "metrics", "state"),
+                callbacks: bool = True) -> None:
         """Load a snapshot into the model, optimizer, metrics, callbacks and history."""
         from dlcli.errors import RunDirError
 
@@ -253,9 +254,10 @@ class TrainLoop:
         self.history.epoch = list(h.get("epoch", []))
         self.history.history = {k: list(v) for k, v in h.get("history", {}).items()}
 
-    def _metrics_result(self) -> dict[str, float]:
+    def _metrics_result(self, model=None) -> dict[str, float]:
         with self.strategy.scope():  # cross-replica read: every replica's sums and counts
-            return {k: float(keras.ops.convert_to_numpy(v)) for k, v in self.model.get_metrics_result().items()}
+            results = (model or self.model).get_metrics_result()
+            return {k: float(keras.ops.convert_to_numpy(v)) for k, v in results.items()}
 
     def evaluate(self, ds, model=None) -> dict[str, float]:
         """``model.evaluate`` through the strategy (default: the trained model), in
@@ -263,8 +265,8 @@ class TrainLoop:
         model = model or self.model
         fn = self._test_fns.get(id(model))
         if fn is None:
-            fn = self._test_fns[id(model)] = self._make_step(model.test_step, jit=getattr(model, "jit_compile", False),
-                                                             model=model)
+            jit = getattr(model, "jit_compile", False)
+            fn = self._test_fns[id(model)] = self._make_step(model.test_step, jit=jit, model=model)
         model.reset_metrics()
         it = iter(self.strategy.experimental_distribute_dataset(ds))
         left = int(ds.cardinality().numpy())
@@ -272,8 +274,7 @@ class TrainLoop:
             k = min(self.spe, left)
             fn(it, tf.constant(k))
             left -= k
-        with self.strategy.scope():  # cross-replica read: every replica's sums and counts
-            return {k: float(keras.ops.convert_to_numpy(v)) for k, v in model.get_metrics_result().items()}
+        return self._metrics_result(model)
 
     # ---- the loop -------------------------------------------------------------------------
     _AUTO_SECONDS, _AUTO_MAX = 0.05, 64
@@ -359,7 +360,8 @@ class TrainLoop:
                 self.cbl.on_train_batch_begin(step)
                 local = (self.signal_flag(), bool(model.stop_training), self._due(True))
                 if self.multi_worker:  # the flags travel with the execution's own all-reduce
-                    logs, summed = self._train_fn(it, tf.constant(k), tf.constant([float(f) for f in local], tf.float32))
+                    flags = tf.constant([float(f) for f in local], tf.float32)
+                    logs, summed = self._train_fn(it, tf.constant(k), flags)
                     stop, diverged, save = (bool(v > 0) for v in summed.numpy())
                 else:
                     logs = self._train_fn(it, tf.constant(k))

@@ -11,7 +11,6 @@ from pathlib import Path
 
 from dlcli.errors import DlcliError, RunDirError
 
-
 # where the run happens rather than what it trains: a resume may change them
 _WHERE = ("strategy", "tpu", "cpu_devices", "worker_timeout_seconds")
 
