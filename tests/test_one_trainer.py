@@ -222,23 +222,18 @@ def test_a_failed_stage_is_marked_failed_and_does_not_block_a_retry(dense, tmp_p
 
 
 @pytest.mark.distributed
-def test_prune_and_distill_run_under_the_recipes_strategy(tmp_path):
-    """Mirrored on two logical CPUs: the pruning stage (the source recipe's strategy) and
-    both distillation stages (the student recipe's) train on both replicas; the masks stay
+def test_prune_and_distill_run_under_the_recipes_strategy(dense, tmp_path):
+    """Mirrored on two logical CPUs (set on the source recipe for pruning, on the student
+    recipe for distillation): every stage trains on both replicas; the masks stay
     identical on each, and the target is reached."""
-    recipe = tmp_path / "m.yaml"
-    recipe.write_text(RECIPE.format(n=200, interval=30) + "  strategy: mirrored\n  cpu_devices: 2\n")
-    r = _dlcli("train", recipe, "--run-dir", tmp_path / "dense", "--json", "--quiet")
-    assert r.returncode == 0, r.stderr
-    r = _dlcli("prune", tmp_path / "dense", "--sparsity", "0.6", "--epochs", "2", "--min-size", "0", "--json",
+    mirrored = ["--set", "train.strategy=mirrored", "--set", "train.cpu_devices=2"]
+    r = _dlcli("prune", dense, "--sparsity", "0.6", "--epochs", "2", "--min-size", "0", *mirrored, "--json",
                "--run-dir", tmp_path / "p")
     assert r.returncode == 0, r.stderr
     env = json.loads((tmp_path / "p" / "env.json").read_text())
     assert env["strategy"]["name"] == "mirrored" and env["strategy"]["replicas"] == 2
     assert json.loads(r.stdout)["sparsity"] == pytest.approx(0.6, abs=0.01)
-    (tmp_path / "s.yaml").write_text(STUDENT)  # the student recipe's train: section drives distillation
-    r = _dlcli("distill", tmp_path / "dense", tmp_path / "s.yaml", "--set", "train.strategy=mirrored",
-               "--set", "train.cpu_devices=2", "--json", "--run-dir", tmp_path / "d")
+    r = _dlcli("distill", dense, dense.parent / "student.yaml", *mirrored, "--json", "--run-dir", tmp_path / "d")
     assert r.returncode == 0, r.stderr
     for stage in ("d", "d/student-alone"):
         env = json.loads((tmp_path / stage / "env.json").read_text())
