@@ -21,17 +21,6 @@ class EvalResult:
                 "metrics": self.metrics, "data_changed": self.data_changed}
 
 
-def evaluate_splits(model, splits: dict, batch_size: int, labels=lambda y: y) -> dict[str, dict[str, float]]:
-    """``model.evaluate`` on each ``{name: (x, y)}`` split, labels mapped by ``labels``."""
-    from dlcli.data.pipeline import make_dataset
-
-    out = {}
-    for name, (x, y) in splits.items():
-        res = model.evaluate(make_dataset(x, labels(y), batch_size, training=False), verbose=0, return_dict=True)
-        out[name] = {k: float(v) for k, v in res.items()}
-    return out
-
-
 def evaluate_artifact(run_dir: str | Path, artifact: str | Path, split: str = "test") -> EvalResult:
     """An exported artifact, in its real runtime, on a split of the run's data."""
     import numpy as np

@@ -225,9 +225,8 @@ def prune_stage(run, spec):
                              initial_sparsity=spec.initial_sparsity, iterations=model.optimizer.iterations)
         return Trainable(model, train_step=pruner.wrap(model.train_step), state=pruner.variables)
 
-    def finish(out: Path, trainable, metrics) -> dict:
+    def finish(out: Path, trainable, metrics) -> None:
         _write_sparsity(run, out, spec)
-        return {"pruned_from": str(run.path.resolve())}
 
     return Stage("prune", pruned_recipe, build, train=train, preprocessor=run.preprocessor,
                  env={"pruned_from": str(run.path.resolve())}, finish=finish, best_checkpoint=False)
