@@ -40,22 +40,17 @@ def evaluate_artifact(run_dir: str | Path, artifact: str | Path, split: str = "t
 
 
 def evaluate(run_dir: str | Path, split: str = "test", batch_size: int | None = None) -> EvalResult:
-    from dlcli.data import fingerprint_files
-    from dlcli.data.pipeline import make_dataset
-    from dlcli.inspect import open_run, run_split
+    """The run's Keras model on a split, read as in training (streamed for folder sources)."""
+    from dlcli.inspect import open_run, run_data
     from dlcli.train.optim import needs_one_hot
 
     run = open_run(run_dir)
     recipe, pre = run.recipe, run.preprocessor
-    x, y, files = run_split(run, split, return_files=True)
-    if needs_one_hot(recipe.train.loss, recipe.task, recipe.train.metrics):
-        import numpy as np
-
-        y = np.eye(len(pre.labels), dtype="float32")[y]
+    data, bundle = run_data(run, split)
+    k = len(pre.labels) if needs_one_hot(recipe.train.loss, recipe.task, recipe.train.metrics) else None
     model = run.load_model()
-    ds = make_dataset(x, y, batch_size or recipe.train.batch_size, training=False)
-    res = model.evaluate(ds, verbose=0, return_dict=True)
+    res = model.evaluate(data.dataset(batch_size or recipe.train.batch_size, k), verbose=0, return_dict=True)
     changed = False
     if recipe.data.source != "synthetic" and run.env.get("data_fingerprint"):
-        changed = fingerprint_files(files) != run.env["data_fingerprint"]
-    return EvalResult(Path(run_dir), split, len(x), {k: float(v) for k, v in res.items()}, changed)
+        changed = bundle.fingerprint != run.env["data_fingerprint"]
+    return EvalResult(Path(run_dir), split, len(data), {k: float(v) for k, v in res.items()}, changed)

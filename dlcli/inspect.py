@@ -62,9 +62,10 @@ def is_run_dir(path: Path) -> bool:
     return Path(path).is_dir() and (Path(path) / "recipe.yaml").exists() and (Path(path) / "model.keras").exists()
 
 
-def run_split(run: Run, split: str, return_files: bool = False):
+def run_split(run: Run, split: str, return_files: bool = False, pick=None):
     """(x, y) of one split of the run's data, through the run's saved preprocessing
-    (and the data files read, with ``return_files``)."""
+    (and the data files read, with ``return_files``). ``pick(n) -> row indices``: only
+    those rows are decoded (a bounded sample of a large split)."""
     import numpy as np
 
     from dlcli.data import read_raw_splits
@@ -74,9 +75,22 @@ def run_split(run: Run, split: str, return_files: bool = False):
     raws, files = read_raw_splits(recipe.data, Path("."), recipe.seed, recipe.task)
     if split not in raws:
         raise UsageError(f"this run has no {split} split (it has: {', '.join(raws)})")
-    x = pre.transform_x(raws[split].x)
-    y = np.asarray(x if recipe.task == "reconstruction" else pre.encode_y(raws[split].y, split))
+    raw = raws[split] if pick is None else raws[split].take(np.asarray(pick(len(raws[split])), np.int64))
+    x = pre.transform_x(raw.x)
+    y = np.asarray(x if recipe.task == "reconstruction" else pre.encode_y(raw.y, split))
     return (x, y, files) if return_files else (x, y)
+
+
+def run_data(run: Run, split: str):
+    """One split of the run's data as the trainer reads it (streamed for folder sources),
+    through the run's saved preprocessing, and the data files."""
+    from dlcli.data import load_data
+    from dlcli.errors import UsageError
+
+    bundle = load_data(run.recipe, preprocessor=run.preprocessor)
+    if split not in bundle.splits:
+        raise UsageError(f"this run has no {split} split (it has: {', '.join(bundle.splits)})")
+    return bundle.splits[split], bundle
 
 
 def open_run(path: str | Path, overrides: list[str] | None = None) -> Run:

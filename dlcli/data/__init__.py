@@ -19,30 +19,35 @@ import numpy as np
 
 from dlcli.data import sources
 from dlcli.data.preprocess import Preprocessor
+from dlcli.data.stream import ArraySplit, FileSplit, choose_cache
 from dlcli.errors import DataError
 
 SPLITS = ("train", "validation", "test")
 
 
-@dataclass
-class Split:
-    x: np.ndarray
-    y: np.ndarray
-
-    def __len__(self) -> int:
-        return len(self.x)
+Split = ArraySplit  # the in-memory split (kept under its old name)
 
 
 @dataclass
 class DataBundle:
-    splits: dict[str, Split]
+    splits: dict[str, ArraySplit | FileSplit]
     preprocessor: Preprocessor
     fingerprint: str
     class_weight: dict[int, float] | None = None
     sizes: dict[str, int] = field(default_factory=dict)
 
     @property
-    def train(self) -> Split:
+    def streamed(self) -> bool:
+        return any(s.streamed for s in self.splits.values())
+
+    def set_cache_dir(self, folder: Path) -> None:
+        """Where ``data.cache: disk`` writes its cache files (the run directory)."""
+        for name, split in self.splits.items():
+            if isinstance(split, FileSplit):
+                split.cache_file = str(Path(folder) / "data-cache" / f"{name}-{self.fingerprint[:12]}")
+
+    @property
+    def train(self) -> ArraySplit | FileSplit:
         return self.splits["train"]
 
     @property
@@ -50,8 +55,9 @@ class DataBundle:
         return len(self.preprocessor.labels or [])
 
     def output_shape(self) -> tuple[int, ...]:
-        y = self.train.y
-        return tuple(y.shape[1:])
+        if self.preprocessor.task == "reconstruction":
+            return tuple(self.preprocessor.input_shape)
+        return tuple(self.train.y.shape[1:])
 
 
 def resolve(base_dir: Path, p: str) -> Path:
@@ -92,26 +98,73 @@ def _split_indices(n: int, y: np.ndarray | None, fractions: dict[str, float], se
     return {k: np.asarray(sorted(v), dtype=np.int64) for k, v in out.items()}
 
 
+_SPLIT_FOLDERS = {"train": "train", "validation": "validation", "val": "validation", "test": "test"}
+
+
+def split_folders(spec, path: Path) -> dict[str, Path] | None:
+    """``path/train``, ``path/validation`` (or ``val``), ``path/test``, when the folder
+    sources' data is laid out in split folders (and nothing else sits beside them)."""
+    if spec.source not in ("image_folder", "text") or not path.is_dir() or not (path / "train").is_dir():
+        return None
+    subs = [p for p in path.iterdir() if p.is_dir() and not p.name.startswith(".")]
+    if any(p.name not in _SPLIT_FOLDERS for p in subs):
+        return None
+    return {_SPLIT_FOLDERS[p.name]: p for p in subs}
+
+
+def _hash_fraction(key: str, seed: int) -> float:
+    digest = hashlib.sha256(f"{seed}\0{key}".encode()).hexdigest()
+    return int(digest[:13], 16) / 16**13
+
+
+def example_keys(raw: sources.Raw, root: Path) -> list[str]:
+    """A stable key per example: its file path relative to the data root, else its row index."""
+    if len(raw.files) == len(raw) and len(raw) > 1 or (len(raw) == 1 and raw.files and raw.files[0] != root):
+        return [Path(f).relative_to(root).as_posix() if Path(f).is_relative_to(root) else str(f)
+                for f in raw.files]
+    return [str(i) for i in range(len(raw))]
+
+
+def _hash_split(raw: sources.Raw, root: Path, fractions: dict[str, float], seed: int) -> dict[str, np.ndarray]:
+    bounds, start = {}, 0.0
+    for name, frac in fractions.items():
+        bounds[name] = (start, start + frac)
+        start += frac
+    out: dict[str, list[int]] = {k: [] for k in ("train", *fractions)}
+    for i, key in enumerate(example_keys(raw, root)):
+        u = _hash_fraction(key, seed)
+        name = next((n for n, (lo, hi) in bounds.items() if lo <= u < hi), "train")
+        out[name].append(i)
+    return {k: np.asarray(v, dtype=np.int64) for k, v in out.items()}
+
+
 def read_raw_splits(spec, base_dir: Path, seed: int, task: str) -> tuple[dict[str, sources.Raw], list[Path]]:
-    """Raw records per split: separate files where given, else a seeded fraction split."""
-    main = sources.read(spec, resolve(base_dir, spec.path), seed=seed)
+    """Raw records per split: split folders or separate files where given, else a seeded
+    fraction split (random, or by a stable hash of each example's key)."""
+    root = resolve(base_dir, spec.path)
+    folders = split_folders(spec, root) or {"train": root}
+    main = sources.read(spec, folders["train"], seed=seed)
     if len(main) == 0:
-        raise DataError(f"{resolve(base_dir, spec.path)}: the data set is empty")
+        raise DataError(f"{folders['train']}: the data set is empty")
     raws = {"train": main}
     files = list(main.files)
     fractions = {}
     for name, path_attr, frac in (("validation", spec.validation_path, spec.split.validation),
                                   ("test", spec.test_path, spec.split.test)):
-        if path_attr:
-            raws[name] = sources.read(spec, resolve(base_dir, path_attr), seed=seed + 1)
+        where = resolve(base_dir, path_attr) if path_attr else folders.get(name)
+        if where is not None:
+            raws[name] = sources.read(spec, where, seed=seed + 1)
             if len(raws[name]) == 0:
-                raise DataError(f"{resolve(base_dir, path_attr)}: the {name} data set is empty")
+                raise DataError(f"{where}: the {name} data set is empty")
             files += raws[name].files
-        elif frac > 0:
+        elif frac > 0 and len(folders) == 1:
             fractions[name] = frac
     if fractions:
-        stratify = spec.split.stratify and task == "classification"
-        idx = _split_indices(len(main), main.y, fractions, seed, stratify)
+        if spec.split.method == "hash":
+            idx = _hash_split(main, folders["train"], fractions, seed)
+        else:
+            stratify = spec.split.stratify and task == "classification"
+            idx = _split_indices(len(main), main.y, fractions, seed, stratify)
         for name, ix in idx.items():
             raws[name] = main.take(ix)
     for name, raw in raws.items():
@@ -125,31 +178,61 @@ def read_raw_splits(spec, base_dir: Path, seed: int, task: str) -> tuple[dict[st
     return raws, files
 
 
+def _fit_preprocessor(recipe, train: sources.Raw) -> Preprocessor:
+    """Fitted on the training split; a streamed source on a seeded sample of at most
+    ``data.fit_samples`` examples (recorded in preprocessing.json)."""
+    spec = recipe.data
+    pre = Preprocessor(sources.make_featurizer(spec, train), spec.reshape, spec.normalize.model_dump(), recipe.task)
+    sample = train
+    if sources.streamed(spec) and len(train) > spec.fit_samples:
+        pick = np.sort(np.random.default_rng(recipe.seed).choice(len(train), spec.fit_samples, replace=False))
+        sample = train.take(pick)
+        sample.class_names = train.class_names
+    pre.fit(sample.x, train.y, train.class_names, spec.label_names)
+    if sources.streamed(spec):
+        pre.normalize["fitted_on"] = {"examples": len(sample), "of": len(train), "sampled_with_seed": recipe.seed}
+    return pre
+
+
+def _array_split(pre: Preprocessor, raw: sources.Raw, name: str, task: str) -> ArraySplit:
+    x = pre.transform_x(raw.x)
+    y = x if task == "reconstruction" else pre.encode_y(raw.y, name)
+    if y.ndim == 0 or len(y) != len(x):
+        raise DataError(f"data: the {name} split has {len(x)} examples but {len(y)} labels")
+    return ArraySplit(x, y)
+
+
+def _file_split(recipe, pre: Preprocessor, raw: sources.Raw, name: str, value_range) -> FileSplit:
+    spec, task = recipe.data, recipe.task
+    featurizer = pre.featurizer
+
+    def decode(key):
+        return pre.tf_example(featurizer.tf_decode(key))
+
+    y = np.zeros(len(raw), np.float32) if task == "reconstruction" else pre.encode_y(raw.y, name)
+    shape = tuple(pre.input_shape)
+    cache = choose_cache(spec.cache, len(raw), shape, spec.cache_budget_mb)
+    return FileSplit(list(raw.x), y, decode, shape, cache=cache, sample_range=value_range,
+                     reconstruct=task == "reconstruction")
+
+
 def load_data(recipe, base_dir: Path | None = None, preprocessor: Preprocessor | None = None) -> DataBundle:
     """Every split through preprocessing fitted on the training split, or through
-    ``preprocessor`` (already fitted: a compression stage reuses its source run's)."""
+    ``preprocessor`` (already fitted: a compression stage reuses its source run's).
+    Folder-of-files sources (image_folder) stream: their splits hold paths, decoded in tf.data."""
     spec = recipe.data
     base = Path(base_dir if base_dir is not None else (recipe._base_dir or "."))
     raws, files = read_raw_splits(spec, base, recipe.seed, recipe.task)
-    train = raws["train"]
-    pre = preprocessor
-    if pre is None:
-        featurizer = sources.make_featurizer(spec, train)
-        pre = Preprocessor(featurizer, spec.reshape, spec.normalize.model_dump(), recipe.task)
-        pre.fit(train.x, train.y, train.class_names, spec.label_names)
-    splits: dict[str, Split] = {}
+    pre = preprocessor or _fit_preprocessor(recipe, raws["train"])
+    splits: dict[str, ArraySplit | FileSplit] = {}
+    value_range = pre.fit_range
+    if sources.streamed(spec) and value_range is None:  # a reused preprocessor: probe a few examples
+        probe = pre.transform_x(raws["train"].take(np.arange(min(len(raws["train"]), 64))).x)
+        value_range = (float(probe.min()), float(probe.max()))
     for name in SPLITS:
-        if name not in raws:
-            continue
-        raw = raws[name]
-        x = pre.transform_x(raw.x)
-        if recipe.task == "reconstruction":
-            y = x.copy()
-        else:
-            y = pre.encode_y(raw.y, name)
-        if y.ndim == 0 or len(y) != len(x):
-            raise DataError(f"data: the {name} split has {len(x)} examples but {len(y)} labels")
-        splits[name] = Split(x, y)
+        if name in raws:
+            splits[name] = (_file_split(recipe, pre, raws[name], name, value_range) if sources.streamed(spec)
+                            else _array_split(pre, raws[name], name, recipe.task))
     extra = {"source": spec.source, "seed": recipe.seed} if spec.source == "synthetic" else None
     if spec.source == "synthetic":
         extra["spec"] = spec.model_dump(mode="json")

@@ -145,15 +145,23 @@ class ImageFeaturizer(Featurizer):
         self.image_size = list(image_size)
         self.color_mode = color_mode
 
-    def transform(self, raw: list[str]) -> np.ndarray:
+    @property
+    def channels(self) -> int:
+        return 1 if self.color_mode == "grayscale" else 3
+
+    def tf_decode(self, path):
+        """One image file -> float32 (height, width, channels), in the graph (tf.data)."""
         import tensorflow as tf
 
-        channels = 1 if self.color_mode == "grayscale" else 3
-        out = np.zeros((len(raw), *self.image_size, channels), np.float32)
+        img = tf.io.decode_image(tf.io.read_file(path), channels=self.channels, expand_animations=False)
+        img.set_shape([None, None, self.channels])
+        return tf.image.resize(tf.cast(img, tf.float32), self.image_size)
+
+    def transform(self, raw: list[str]) -> np.ndarray:
+        out = np.zeros((len(raw), *self.image_size, self.channels), np.float32)
         for i, path in enumerate(raw):
             try:
-                img = tf.io.decode_image(tf.io.read_file(path), channels=channels, expand_animations=False)
+                out[i] = self.tf_decode(path).numpy()
             except Exception as exc:  # noqa: BLE001 - TF raises several types
                 raise DataError(f"{path}: cannot decode image: {str(exc).splitlines()[0]}") from None
-            out[i] = tf.image.resize(tf.cast(img, tf.float32), self.image_size).numpy()
         return out

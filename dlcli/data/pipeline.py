@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import numpy as np
 
+from dlcli.data.stream import data_trace, one_hot_map
 from dlcli.errors import DataError
 
 
@@ -85,24 +86,29 @@ class EpochData:
     ``dataset(epoch, skip)`` shuffles with :func:`epoch_seed` (no hidden per-iteration
     state), builds a fresh augmenter from the same seed, and drops the first ``skip``
     batches *after* augmentation, so a run resumed at step ``skip`` of ``epoch`` sees
-    exactly the batches, and the augmentation draws, of an uninterrupted run. Every
-    worker of a multi-worker run builds the same global order and keeps its shard.
+    exactly the batches, and the augmentation draws, of an uninterrupted run.
     ``steps`` (``train.steps_per_epoch``) repeats the split as needed and takes that many.
+
+    ``split`` is an in-memory :class:`~dlcli.data.stream.ArraySplit` or a streamed
+    :class:`~dlcli.data.stream.FileSplit`. A streamed split without a cache shuffles its
+    keys (the whole split: keys are small) and decodes after shuffling, in parallel and in
+    order. Under multi-worker (``workers > 1``) a streamed split is read through
+    ``distribute_datasets_from_function``: each worker takes its own shard of the keys
+    before decoding, so no worker decodes another's examples. An in-memory split is
+    distributed as one global pipeline that every worker builds and shards.
+    Labels are one-hot encoded in the graph when ``one_hot`` (the number of classes) is set.
     """
 
-    def __init__(self, x: np.ndarray, y: np.ndarray, batch_size: int, *, pipeline=None, seed: int = 0,
-                 make_augment=None, sample_weight: np.ndarray | None = None, steps: int | None = None):
-        import tensorflow as tf
-
-        self.batch_size, self.pipeline, self.seed, self.steps = batch_size, pipeline, seed, steps
-        self.make_augment = make_augment
-        self.n = len(x)
-        _check_augmentable(x, make_augment(seed) if make_augment else None)
-        tensors = (x, y) if sample_weight is None else (x, y, sample_weight)
-        base = tf.data.Dataset.from_tensor_slices(tensors)
-        if pipeline is None or pipeline.cache:
-            base = base.cache()
-        self.base = base
+    def __init__(self, split, batch_size: int, *, pipeline=None, seed: int = 0, make_augment=None,
+                 sample_weight: np.ndarray | None = None, steps: int | None = None, one_hot: int | None = None,
+                 workers: int = 1):
+        self.split, self.batch_size, self.pipeline, self.seed, self.steps = split, batch_size, pipeline, seed, steps
+        self.make_augment, self.one_hot, self.workers = make_augment, one_hot, workers
+        self.weights = sample_weight
+        self.n = len(split)
+        if not split.streamed:
+            _check_augmentable(split.x, make_augment(seed) if make_augment else None)
+        self.per_worker = workers > 1 and split.streamed
 
     @property
     def steps_per_epoch(self) -> int:
@@ -110,28 +116,68 @@ class EpochData:
 
     def samples(self, step: int, k: int) -> int:
         """Examples in the ``k`` batches from ``step`` on (the last batch of a split may be short)."""
-        if self.steps:
+        if self.steps or self.per_worker:
             return k * self.batch_size
         return max(0, min(self.n, (step + k) * self.batch_size) - step * self.batch_size)
 
-    def dataset(self, epoch: int, skip: int = 0):
+    def first_batch(self):
+        """One batch of examples (builds the model's variables)."""
+        ds, element = self.split.examples(self.weights)
+        if element is not None:
+            ds = ds.take(self.batch_size).map(element)
+        return self._finish(ds.batch(self.batch_size)).take(1).get_single_element()
+
+    def _shuffle(self, ds, n: int, seed: int, keys: bool):
+        if self.pipeline is not None and not self.pipeline.shuffle_buffer:
+            return ds
+        buf = n if keys else min(n, self.pipeline.shuffle_buffer if self.pipeline else 10000)
+        return ds.shuffle(max(1, buf), seed=seed, reshuffle_each_iteration=False)
+
+    def _finish(self, ds):
+        one_hot = one_hot_map(self.one_hot)
+        return ds.map(one_hot) if one_hot is not None else ds
+
+    def dataset(self, epoch: int, skip: int = 0, context=None):
+        """The batches of ``epoch`` from step ``skip`` on. ``context`` (an ``InputContext``):
+        this worker's shard, batched per replica, as many batches as the epoch's steps need."""
         import tensorflow as tf
 
-        ds, s = self.base, epoch_seed(self.seed, epoch)
-        if self.steps:
+        s = epoch_seed(self.seed, epoch)
+        shards = (context.num_input_pipelines, context.input_pipeline_id) if context else (1, 0)
+        cache = self.pipeline is None or self.pipeline.cache
+        ds, element = (self.split.examples(self.weights, shard=shards) if self.split.streamed
+                       else self.split.examples(self.weights, cache=cache))
+        repeat = bool(self.steps) or context is not None
+        if repeat:
             ds = ds.repeat()
-        if self.pipeline is None or self.pipeline.shuffle_buffer:
-            buf = min(self.n, self.pipeline.shuffle_buffer if self.pipeline else 10000)
-            ds = ds.shuffle(buf, seed=s, reshuffle_each_iteration=False)
-        ds = ds.batch(self.batch_size)
-        if self.steps:
-            ds = ds.take(self.steps)
+        ds = self._shuffle(ds, self.n, s, keys=element is not None)
+        if element is not None:
+            if shards[0] > 1:
+                ds = ds.shard(*shards)
+            trace = data_trace(shards[1])
+            if trace is not None:
+                ds = ds.map(trace)
+            ds = ds.map(element, num_parallel_calls=tf.data.AUTOTUNE, deterministic=True)
+        per_call, local = self.batch_size, 1
+        if context is not None:
+            per_call = context.get_per_replica_batch_size(self.batch_size)
+            local = context.num_replicas_in_sync // context.num_input_pipelines
+        ds = ds.batch(per_call)
+        if repeat:
+            ds = ds.take(self.steps_per_epoch * local)
+        ds = self._finish(ds)
         augment = self.make_augment(s) if self.make_augment else None
         if augment is not None:
             # sequential: stateful random draws in parallel map calls would be taken in any order
             ds = ds.map(augment if len(ds.element_spec) == 2 else (lambda x, y, w: (*augment(x, y), w)))
         if skip:
-            ds = ds.skip(skip)
+            ds = ds.skip(skip * local)
         if self.pipeline is None or self.pipeline.prefetch:
             ds = ds.prefetch(tf.data.AUTOTUNE)
         return ds
+
+    def distribute(self, strategy, epoch: int, skip: int = 0):
+        """``dataset(epoch, skip)`` distributed over ``strategy``'s replicas (and workers)."""
+        if self.per_worker:
+            return strategy.distribute_datasets_from_function(lambda ctx: self.dataset(epoch, skip, ctx))
+        return strategy.experimental_distribute_dataset(self.dataset(epoch, skip))

@@ -29,6 +29,7 @@ class Preprocessor:
         self.label_kind: str = "int"  # "int": labels are class ids; "str": names
         self.input_shape: list[int] = []
         self.input_dtype = "float32"
+        self.fit_range: tuple[float, float] | None = None  # of the normalized examples fitted on (not saved)
 
     # ------------------------------------------------------------ fit
     def fit(self, raw_x: Any, raw_y: np.ndarray | None, class_names: list[str] | None,
@@ -41,6 +42,8 @@ class Preprocessor:
         self.input_shape = list(x.shape[1:])
         if self.input_dtype == "float32":
             self._fit_norm(x.astype(np.float32))
+            fitted = self.normalize_array(x.astype(np.float32))
+            self.fit_range = (float(fitted.min()), float(fitted.max())) if fitted.size else (0.0, 1.0)
         if self.task == "classification":
             self._fit_labels(raw_y, class_names, label_names)
         return self
@@ -112,6 +115,22 @@ class Preprocessor:
             return ((x - np.asarray(n["min"], np.float32)) / np.asarray(n["range"], np.float32)).astype(np.float32)
         if n["method"] == "rescale":
             return (x * np.float32(n["scale"]) + np.float32(n["offset"])).astype(np.float32)
+        return x
+
+    def tf_example(self, x):
+        """One featurized example -> the model's input, in the graph: the same reshape and
+        normalization as :meth:`transform_x` (float32 arithmetic in the same order)."""
+        import tensorflow as tf
+
+        if self.reshape:
+            x = tf.reshape(x, self.reshape)
+        n = self.normalize
+        if n["method"] == "standard":
+            return (x - np.asarray(n["mean"], np.float32)) / np.asarray(n["std"], np.float32)
+        if n["method"] == "minmax":
+            return (x - np.asarray(n["min"], np.float32)) / np.asarray(n["range"], np.float32)
+        if n["method"] == "rescale":
+            return x * np.float32(n["scale"]) + np.float32(n["offset"])
         return x
 
     def encode_y(self, y: np.ndarray | None, split: str) -> np.ndarray:

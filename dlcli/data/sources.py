@@ -58,6 +58,14 @@ def register_source(name: str, featurizer: Callable[..., Featurizer] | None = No
     return deco
 
 
+STREAMED = frozenset({"image_folder"})
+
+
+def streamed(spec) -> bool:
+    """Whether the source's splits stream from files (decoded in tf.data) instead of memory."""
+    return spec.source in STREAMED
+
+
 def read(spec, path: Path, seed: int = 0) -> Raw:
     return _READERS[spec.source](spec, path, seed=seed)
 

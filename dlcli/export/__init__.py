@@ -162,8 +162,7 @@ def export_run(run_dir: str | Path, formats: list[str] | None = None, quantize: 
     model = run.load_model()
     task = run.recipe.task
     parity_split = run.split_names()[-1]  # test, else validation, else train
-    x_test, y_test = run_split(run, parity_split)
-    x_test, y_test = x_test[:n_parity], y_test[:n_parity]
+    x_test, y_test = run_split(run, parity_split, pick=lambda n: np.arange(min(n, n_parity)))
     ref = np.asarray(model.predict(x_test, verbose=0, batch_size=256))
     k_name, k_value = task_metric(ref, y_test, task)
     keras_info = {"metric": k_name, "value": k_value, "samples": int(len(x_test)), "split": parity_split,
@@ -184,9 +183,8 @@ def export_run(run_dir: str | Path, formats: list[str] | None = None, quantize: 
             jobs.append((f, "none"))
     rep = None
     if any(q == "int8" for _, q in jobs):
-        x_train, _ = run_split(run, "train")
-        order = np.random.default_rng(run.recipe.seed).permutation(len(x_train))[:n_rep]
-        rep = x_train[np.sort(order)]
+        rep, _ = run_split(run, "train",
+                           pick=lambda n: np.sort(np.random.default_rng(run.recipe.seed).permutation(n)[:n_rep]))
 
     artifacts = []
     for fmt_name, q in jobs:

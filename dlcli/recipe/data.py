@@ -14,7 +14,12 @@ class SplitSpec(StrictModel):
 
     validation: float = Field(0.1, ge=0.0, lt=1.0, description="Fraction held out for validation.")
     test: float = Field(0.1, ge=0.0, lt=1.0, description="Fraction held out for the test split.")
-    stratify: bool = Field(True, description="Keep class proportions in every split (classification).")
+    stratify: bool = Field(True, description="Keep class proportions in every split (classification, method random).")
+    method: Literal["random", "hash"] = Field(
+        "random", description="random: a seeded shuffle of the examples. hash: each example goes to a split by a "
+        "stable hash of its key (file path relative to `path`, else row index) and the seed, so adding data "
+        "never moves an example to another split (not stratified)."
+    )
 
     @model_validator(mode="after")
     def _sum(self):
@@ -63,7 +68,8 @@ class PipelineSpec(StrictModel):
     """tf.data input pipeline settings."""
 
     shuffle_buffer: int = Field(10000, ge=0, description="Shuffle buffer (0 disables shuffling).")
-    cache: bool = Field(True, description="Cache decoded examples in memory after the first epoch.")
+    cache: bool = Field(True, description="In-memory sources: cache the tensors in tf.data (false: no cache). "
+                        "Streamed sources use `data.cache`.")
     prefetch: bool = Field(True, description="Prefetch batches (AUTOTUNE).")
 
 
@@ -80,6 +86,16 @@ class _DataCommon(StrictModel):
     )
     pipeline: PipelineSpec = Field(default_factory=PipelineSpec, description="tf.data settings.")
     label_names: list[str] | None = Field(None, description="Names of the classes, in label order.")
+    cache: Literal["auto", "memory", "disk", "none"] = Field(
+        "auto", description="Streamed sources (image_folder): where decoded examples are kept between epochs. "
+        "memory; disk (a cache file in the run directory); none (decode from the files every epoch); auto: "
+        "memory when the split's decoded size fits `cache_budget_mb`, else none."
+    )
+    cache_budget_mb: float = Field(512.0, gt=0, description="The largest decoded split `cache: auto` keeps in memory (MiB).")
+    fit_samples: int = Field(
+        4096, ge=1, description="Streamed sources fit normalization statistics on at most this many training "
+        "examples, drawn with the recipe's seed (all of them when the split is smaller)."
+    )
 
     @field_validator("reshape")
     @classmethod
@@ -121,7 +137,9 @@ class NumpyData(_DataCommon):
 
 
 class ImageFolderData(_DataCommon):
-    """A folder with one subfolder of images per class (subfolder name = class name)."""
+    """A folder with one subfolder of images per class (subfolder name = class name), or with
+    `train/`, `validation/` (or `val/`) and `test/` folders that each hold the class subfolders.
+    Images are listed, not loaded: they are decoded and resized in tf.data while training."""
 
     source: Literal["image_folder"]
     image_size: list[int] = Field(..., min_length=2, max_length=2, description="Resize to [height, width].")

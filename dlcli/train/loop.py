@@ -351,7 +351,7 @@ class TrainLoop:
             if not skip:  # else the restored accumulators of the part-done epoch carry on
                 model.reset_metrics()
             self.cbl.on_epoch_begin(epoch)
-            it = iter(self.strategy.experimental_distribute_dataset(data.dataset(epoch, skip)))
+            it = iter(data.distribute(self.strategy, epoch, skip))
             logs: dict = {}
             step = skip
             while step < steps:

@@ -25,7 +25,9 @@ import json
 import math
 import os
 import platform
+import shutil
 import time
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -34,7 +36,7 @@ import numpy as np
 
 from dlcli.atomic import write_json, write_text
 from dlcli.data import DataBundle, load_data
-from dlcli.errors import DlcliError, RunDirError, TrainingDivergedError, UsageError, WorkerLostError
+from dlcli.errors import DataError, DlcliError, RunDirError, TrainingDivergedError, UsageError, WorkerLostError
 from dlcli.recipe.loader import recipe_hash, recipe_to_yaml
 from dlcli.runs import default_run_dir, environment, prepare_run_dir
 from dlcli.train.policy import COMPLETED, resumable, signals_to
@@ -75,13 +77,6 @@ def seed_everything(seed: int, deterministic: bool) -> None:
     keras.utils.set_random_seed(seed)
     if deterministic:
         tf.config.experimental.enable_op_determinism()
-
-
-def one_hot_labels(bundle: DataBundle, split: str, one_hot: bool) -> np.ndarray:
-    y = bundle.splits[split].y
-    if one_hot:
-        return np.eye(bundle.num_classes, dtype=np.float32)[y.astype(np.int64)]
-    return y
 
 
 def train(recipe, run_dir: str | Path | None = None, *, overwrite: bool = False, resume: bool = False,
@@ -216,26 +211,27 @@ def _load(stage: Stage, run_dir: Path, env: dict, checkpoint) -> DataBundle:
                           "resuming would mix two data sets: pass --overwrite to start over")
     env["data_fingerprint"] = bundle.fingerprint
     env["data_sizes"] = bundle.sizes
+    bundle.set_cache_dir(run_dir)
     return bundle
 
 
-def _epoch_data(stage: Stage, bundle: DataBundle, ctx, one_hot: bool):
+def _epoch_data(stage: Stage, bundle: DataBundle, ctx, one_hot: bool, workers: int):
     """The training split as per-(seed, epoch) batches, with the recipe's augmentation and class weights."""
     from dlcli.data.pipeline import EpochData, build_augmenter
 
     recipe, tr = stage.recipe, stage.train
-    train_x = bundle.train.x
     make_augment = None
     if recipe.data.augment.enabled():
-        value_range = (float(train_x.min()), float(train_x.max()))
+        value_range = bundle.train.value_range()
 
         def make_augment(seed):
             return build_augmenter(recipe.data.augment, ctx.input_shape, value_range, seed)
     weights = None
     if bundle.class_weight:
         weights = np.array([bundle.class_weight.get(int(c), 1.0) for c in bundle.train.y], dtype=np.float32)
-    return EpochData(train_x, one_hot_labels(bundle, "train", one_hot), tr.batch_size, pipeline=recipe.data.pipeline,
-                     seed=recipe.seed, make_augment=make_augment, sample_weight=weights, steps=tr.steps_per_epoch)
+    return EpochData(bundle.train, tr.batch_size, pipeline=recipe.data.pipeline, seed=recipe.seed,
+                     make_augment=make_augment, sample_weight=weights, steps=tr.steps_per_epoch,
+                     one_hot=bundle.num_classes if one_hot else None, workers=workers)
 
 
 def _fit(stage: Stage, run_dir: Path, env: dict, progress: str, console, checkpoint, role) -> TrainResult:
@@ -246,7 +242,6 @@ def _fit(stage: Stage, run_dir: Path, env: dict, progress: str, console, checkpo
 
     import keras
 
-    from dlcli.data.pipeline import make_dataset
     from dlcli.models import context_from_data
     from dlcli.train import callbacks as cb
     from dlcli.train.optim import needs_one_hot
@@ -261,17 +256,16 @@ def _fit(stage: Stage, run_dir: Path, env: dict, progress: str, console, checkpo
     try:
         ctx = context_from_data(recipe, bundle)
         one_hot = needs_one_hot(tr.loss, recipe.task, tr.metrics)
-        data = _epoch_data(stage, bundle, ctx, one_hot)
+        data = _epoch_data(stage, bundle, ctx, one_hot, role.workers if role is not None else 1)
         with strategy.scope():
             trainable = stage.build(ctx, data.steps_per_epoch, replicas)
         val_ds = None
         if "validation" in bundle.splits:
-            val_ds = make_dataset(bundle.splits["validation"].x, one_hot_labels(bundle, "validation", one_hot),
-                                  tr.batch_size, training=False, pipeline=recipe.data.pipeline)
+            val_ds = bundle.splits["validation"].dataset(tr.batch_size, bundle.num_classes if one_hot else None)
         cbs = cb.recipe_callbacks(tr, run_dir, data.steps_per_epoch, progress if chief else "none", console,
                                   has_val=val_ds is not None, writes=chief, best=stage.best_checkpoint)
         loop = _make_loop(trainable, strategy, data, tr, cbs, val_ds, run_dir, env, bundle, role)
-        loop.build(data.base.batch(tr.batch_size).take(1).get_single_element())
+        loop.build(data.first_batch())
         snap = None
         if checkpoint is not None:
             from dlcli.train.resume import Snapshot
@@ -279,7 +273,7 @@ def _fit(stage: Stage, run_dir: Path, env: dict, progress: str, console, checkpo
             snap = Snapshot(checkpoint.epoch, checkpoint.step, checkpoint.arrays(), checkpoint.state)
         flag = loop.signal_flag
         with signals_to(flag.handler):
-            result = _run_loop(loop, snap, role, run_dir)
+            result = _run_loop(loop, snap, role, run_dir, bundle)
         _raise_if_stopped(result, loop, flag, cbs, run_dir, env, chief)
 
         metrics = _final_metrics(loop, trainable, bundle, tr.batch_size, one_hot)
@@ -305,11 +299,10 @@ def _fit(stage: Stage, run_dir: Path, env: dict, progress: str, console, checkpo
 
 def _final_metrics(loop, trainable, bundle: DataBundle, batch_size: int, one_hot: bool) -> dict:
     """The kept model on every split, through the strategy (all replicas, all workers)."""
-    from dlcli.data.pipeline import make_dataset
-
-    metrics = {name: loop.evaluate(make_dataset(split.x, one_hot_labels(bundle, name, one_hot), batch_size,
-                                                training=False), trainable.output)
-               for name, split in bundle.splits.items()}
+    k = bundle.num_classes if one_hot else None
+    with data_errors(bundle):
+        metrics = {name: loop.evaluate(split.dataset(batch_size, k), trainable.output)
+                   for name, split in bundle.splits.items()}
     if not all(math.isfinite(v) for m in metrics.values() for v in m.values()):
         raise TrainingDivergedError(f"final metrics are not finite: {metrics}")
     return metrics
@@ -382,21 +375,41 @@ def _finalize(stage: Stage, run_dir: Path, trainable, bundle: DataBundle, metric
     if bundle.preprocessor.labels:
         write_text(run_dir / "labels.txt", "\n".join(bundle.preprocessor.labels) + "\n")
     write_json(run_dir / "metrics.json", metrics)
+    shutil.rmtree(run_dir / "data-cache", ignore_errors=True)  # data.cache: disk; written by this run
     if stage.finish is not None:
         env.update(stage.finish(run_dir, trainable, metrics) or {})
     env.update(environment())
 
 
-def _run_loop(loop, snap, role, run_dir: Path):
-    """``loop.run``; in a multi-worker run, a lost peer becomes one clear error."""
-    if role is None:
-        return loop.run(snap)
+@contextmanager
+def data_errors(bundle: DataBundle):
+    """A file of a streamed split that fails to read or decode mid-epoch becomes one
+    DataError naming it (found by a scan of the split's files, only on this error path)."""
     import tensorflow as tf
 
     try:
-        return loop.run(snap)
+        yield
+    except (tf.errors.InvalidArgumentError, tf.errors.NotFoundError, tf.errors.DataLossError) as exc:
+        for split in (s for s in bundle.splits.values() if s.streamed):
+            bad = split.find_unreadable()
+            if bad is not None:
+                raise DataError(f"{bad[0]}: cannot read or decode this example ({bad[1][:200]}); "
+                                "remove or replace the file") from exc
+        raise
+
+
+def _run_loop(loop, snap, role, run_dir: Path, bundle: DataBundle):
+    """``loop.run``; a file that cannot be decoded, and in a multi-worker run a lost peer,
+    become one clear error."""
+    import tensorflow as tf
+
+    try:
+        with data_errors(bundle):
+            return loop.run(snap)
     except (tf.errors.UnavailableError, tf.errors.DeadlineExceededError, tf.errors.AbortedError,
             tf.errors.CancelledError, tf.errors.InternalError) as exc:
+        if role is None:
+            raise
         first = next((ln.strip() for ln in str(exc).splitlines() if ln.strip()), type(exc).__name__)
         raise WorkerLostError(
             f"a worker of the {role.workers}-worker cluster stopped responding ({type(exc).__name__}: {first[:160]}); "
