@@ -68,7 +68,7 @@ def run_split(run: Run, split: str, return_files: bool = False, pick=None):
     those rows are decoded (a bounded sample of a large split)."""
     import numpy as np
 
-    from dlcli.data import read_raw_splits
+    from dlcli.data import raw_inputs, read_raw_splits
     from dlcli.errors import UsageError
 
     recipe, pre = run.recipe, run.preprocessor
@@ -76,7 +76,7 @@ def run_split(run: Run, split: str, return_files: bool = False, pick=None):
     if split not in raws:
         raise UsageError(f"this run has no {split} split (it has: {', '.join(raws)})")
     raw = raws[split] if pick is None else raws[split].take(np.asarray(pick(len(raws[split])), np.int64))
-    x = pre.transform_x(raw.x)
+    x = pre.transform_x(raw_inputs(recipe.data, raw))
     y = np.asarray(x if recipe.task == "reconstruction" else pre.encode_y(raw.y, split))
     return (x, y, files) if return_files else (x, y)
 

@@ -157,3 +157,28 @@ def test_every_worker_trains_every_stage_and_only_the_chief_writes(tmp_path):
     assert env["status"] == "completed" and env["pid"] == procs[0].pid
     assert env["strategy"]["name"] == "multi_worker" and env["strategy"]["workers"] == 2
     assert chief["pipeline"]["export"]["passed"]
+
+
+def test_each_worker_decodes_only_its_own_shard_of_a_streamed_folder(tmp_path, monkeypatch):
+    """A streamed image folder: each worker reads a disjoint shard of the keys every epoch,
+    together the whole training split, and the shards change from epoch to epoch."""
+    from test_streaming import _folder, _recipe
+
+    _folder(tmp_path / "img")  # 48 images: 36 train (3 global batches of 12), 12 validation
+    recipe = _recipe(tmp_path, "none").read_text().replace("batch_size: 8", "batch_size: 12")
+    (tmp_path / "r.yaml").write_text(recipe)
+    monkeypatch.setenv("DLCLI_DATA_TRACE", str(tmp_path / "trace"))
+    procs = _start(tmp_path / "r.yaml", [tmp_path / "run", tmp_path / "run"])
+    chief, worker = _results(procs)
+    assert chief["weights_sha256"] == worker["weights_sha256"]
+    seen = [(tmp_path / f"trace.{w}").read_text().split() for w in (0, 1)]
+    assert [len(s) for s in seen] == [36, 36]  # 2 epochs x 18 examples, each decoded once
+    from dlcli.data import load_data
+    from dlcli.recipe.loader import load_recipe
+
+    train_keys = set(load_data(load_recipe(tmp_path / "r.yaml")).splits["train"].keys)
+    epochs = [[set(s[e * 18:(e + 1) * 18]) for s in seen] for e in (0, 1)]
+    for first, second in epochs:
+        assert not first & second and first | second == train_keys
+    assert epochs[0][0] != epochs[1][0]
+

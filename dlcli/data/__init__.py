@@ -118,7 +118,11 @@ def _hash_fraction(key: str, seed: int) -> float:
 
 
 def example_keys(raw: sources.Raw, root: Path) -> list[str]:
-    """A stable key per example: its file path relative to the data root, else its row index."""
+    """A stable key per example: its file path relative to the data root, a TFRecord's shard
+    name and record number in it, else its row index."""
+    if raw.index is not None:
+        shard = np.searchsorted(raw.index.offsets, raw.x, side="right") - 1
+        return [f"{raw.index.files[s].name}:{g - raw.index.offsets[s]}" for s, g in zip(shard, raw.x)]
     if len(raw.files) == len(raw) and len(raw) > 1 or (len(raw) == 1 and raw.files and raw.files[0] != root):
         return [Path(f).relative_to(root).as_posix() if Path(f).is_relative_to(root) else str(f)
                 for f in raw.files]
@@ -183,15 +187,43 @@ def _fit_preprocessor(recipe, train: sources.Raw) -> Preprocessor:
     ``data.fit_samples`` examples (recorded in preprocessing.json)."""
     spec = recipe.data
     pre = Preprocessor(sources.make_featurizer(spec, train), spec.reshape, spec.normalize.model_dump(), recipe.task)
+    if not sources.streamed(spec):
+        pre.fit(train.x, train.y, train.class_names, spec.label_names)
+        return pre
     sample = train
-    if sources.streamed(spec) and len(train) > spec.fit_samples:
+    if len(train) > spec.fit_samples:
         pick = np.sort(np.random.default_rng(recipe.seed).choice(len(train), spec.fit_samples, replace=False))
         sample = train.take(pick)
-        sample.class_names = train.class_names
-    pre.fit(sample.x, train.y, train.class_names, spec.label_names)
-    if sources.streamed(spec):
-        pre.normalize["fitted_on"] = {"examples": len(sample), "of": len(train), "sampled_with_seed": recipe.seed}
+    inputs = raw_inputs(spec, sample)  # paths, or the records' inputs (small)
+    chunks = (inputs[i:i + _FIT_CHUNK] for i in range(0, len(sample), _FIT_CHUNK))
+    pre.fit_chunks(chunks, train.y, train.class_names, spec.label_names)
+    pre.normalize["fitted_on"] = {"examples": len(sample), "of": len(train), "sampled_with_seed": recipe.seed}
     return pre
+
+
+_FIT_CHUNK = 256  # decoded examples in memory at once while fitting a streamed source
+
+
+def raw_inputs(spec, raw: sources.Raw):
+    """What the featurizer reads: the records themselves, or for TFRecord shards the
+    declared inputs of the listed records (read from the shards now)."""
+    if raw.index is None:
+        return raw.x
+    from dlcli.data import records
+
+    return records.sample_x(spec, raw.index, raw.x)
+
+
+def _record_split(recipe, pre: Preprocessor, raw: sources.Raw, name: str, value_range):
+    from dlcli.data import records
+
+    spec, task = recipe.data, recipe.task
+    y = np.zeros(len(raw), np.float32) if task == "reconstruction" else pre.encode_y(raw.y, name)
+    shape = tuple(pre.input_shape)
+    cache = choose_cache(spec.cache, len(raw), shape, spec.cache_budget_mb)
+    return records.RecordSplit(raw.index, np.asarray(raw.x), y, records.make_element(spec, pre, task), shape,
+                               records.compression(spec), buffer=spec.pipeline.shuffle_buffer,
+                               sample_range=value_range, cache="memory" if cache == "memory" else "none")
 
 
 def _array_split(pre: Preprocessor, raw: sources.Raw, name: str, task: str) -> ArraySplit:
@@ -227,11 +259,12 @@ def load_data(recipe, base_dir: Path | None = None, preprocessor: Preprocessor |
     splits: dict[str, ArraySplit | FileSplit] = {}
     value_range = pre.fit_range
     if sources.streamed(spec) and value_range is None:  # a reused preprocessor: probe a few examples
-        probe = pre.transform_x(raws["train"].take(np.arange(min(len(raws["train"]), 64))).x)
+        probe = pre.transform_x(raw_inputs(spec, raws["train"].take(np.arange(min(len(raws["train"]), 64)))))
         value_range = (float(probe.min()), float(probe.max()))
+    make = {"image_folder": _file_split, "tfrecord": _record_split}.get(spec.source)
     for name in SPLITS:
         if name in raws:
-            splits[name] = (_file_split(recipe, pre, raws[name], name, value_range) if sources.streamed(spec)
+            splits[name] = (make(recipe, pre, raws[name], name, value_range) if make is not None
                             else _array_split(pre, raws[name], name, recipe.task))
     extra = {"source": spec.source, "seed": recipe.seed} if spec.source == "synthetic" else None
     if spec.source == "synthetic":

@@ -100,11 +100,11 @@ class EpochData:
     """
 
     def __init__(self, split, batch_size: int, *, pipeline=None, seed: int = 0, make_augment=None,
-                 sample_weight: np.ndarray | None = None, steps: int | None = None, one_hot: int | None = None,
-                 workers: int = 1):
+                 class_weight: list[float] | None = None, steps: int | None = None,
+                 one_hot: int | None = None, workers: int = 1):
         self.split, self.batch_size, self.pipeline, self.seed, self.steps = split, batch_size, pipeline, seed, steps
         self.make_augment, self.one_hot, self.workers = make_augment, one_hot, workers
-        self.weights = sample_weight
+        self.class_weight = class_weight
         self.n = len(split)
         if not split.streamed:
             _check_augmentable(split.x, make_augment(seed) if make_augment else None)
@@ -122,18 +122,21 @@ class EpochData:
 
     def first_batch(self):
         """One batch of examples (builds the model's variables)."""
-        ds, element = self.split.examples(self.weights)
-        if element is not None:
-            ds = ds.take(self.batch_size).map(element)
-        return self._finish(ds.batch(self.batch_size)).take(1).get_single_element()
+        return self._finish(self.split.dataset(self.batch_size)).take(1).get_single_element()
 
-    def _shuffle(self, ds, n: int, seed: int, keys: bool):
+    def _shuffle(self, ds, seed: int, whole: bool):
         if self.pipeline is not None and not self.pipeline.shuffle_buffer:
             return ds
-        buf = n if keys else min(n, self.pipeline.shuffle_buffer if self.pipeline else 10000)
+        buf = self.n if whole else min(self.n, self.pipeline.shuffle_buffer if self.pipeline else 10000)
         return ds.shuffle(max(1, buf), seed=seed, reshuffle_each_iteration=False)
 
     def _finish(self, ds):
+        """Per batch, in the graph: class weights as sample weights, then one-hot labels."""
+        import tensorflow as tf
+
+        if self.class_weight:
+            table = tf.constant(self.class_weight, tf.float32)  # one weight per class id
+            ds = ds.map(lambda x, y: (x, y, tf.gather(table, tf.cast(y, tf.int32))))
         one_hot = one_hot_map(self.one_hot)
         return ds.map(one_hot) if one_hot is not None else ds
 
@@ -145,16 +148,17 @@ class EpochData:
         s = epoch_seed(self.seed, epoch)
         shards = (context.num_input_pipelines, context.input_pipeline_id) if context else (1, 0)
         cache = self.pipeline is None or self.pipeline.cache
-        ds, element = (self.split.examples(self.weights, shard=shards) if self.split.streamed
-                       else self.split.examples(self.weights, cache=cache))
-        repeat = bool(self.steps) or context is not None
+        ds, element, sharded = self.split.examples(shard=shards, seed=s, cache=cache)
+        # shards of a split that does not divide into global batches repeat a few examples,
+        # so every worker runs the same number of steps
+        repeat = bool(self.steps) or (context is not None and self.n % self.batch_size != 0)
         if repeat:
             ds = ds.repeat()
-        ds = self._shuffle(ds, self.n, s, keys=element is not None)
+        ds = self._shuffle(ds, s, whole=element is not None and getattr(self.split, "shuffle_all", False))
         if element is not None:
-            if shards[0] > 1:
+            if shards[0] > 1 and not sharded:
                 ds = ds.shard(*shards)
-            trace = data_trace(shards[1])
+            trace = data_trace(shards[1]) if hasattr(self.split, "keys") else None
             if trace is not None:
                 ds = ds.map(trace)
             ds = ds.map(element, num_parallel_calls=tf.data.AUTOTUNE, deterministic=True)

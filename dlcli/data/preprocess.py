@@ -48,6 +48,32 @@ class Preprocessor:
             self._fit_labels(raw_y, class_names, label_names)
         return self
 
+    def fit_chunks(self, chunks, raw_y: np.ndarray | None, class_names: list[str] | None,
+                   label_names: list[str] | None) -> Preprocessor:
+        """Streamed sources: statistics accumulated chunk by chunk (in float64), so only one
+        chunk of decoded examples is in memory at a time. Float32 inputs only."""
+        moments = None
+        for raw in chunks:
+            x = self._shape(self.featurizer.transform(raw)).astype(np.float32, copy=False)
+            if moments is None:
+                self.input_shape, self.input_dtype = list(x.shape[1:]), "float32"
+                moments = _Moments(self.normalize["axis"], x.ndim)
+            moments.add(x)
+        if moments is None:
+            raise DataError("data: no training examples to fit the preprocessing on")
+        m = self.normalize["method"]
+        if m == "standard":
+            self.normalize["mean"] = moments.mean.tolist()
+            self.normalize["std"] = np.where(moments.std < _EPS, 1.0, moments.std).tolist()
+        elif m == "minmax":
+            self.normalize["min"] = moments.lo.tolist()
+            self.normalize["range"] = np.where(moments.hi - moments.lo < _EPS, 1.0, moments.hi - moments.lo).tolist()
+        ends = self.normalize_array(np.stack([moments.lo, moments.hi]).astype(np.float32))
+        self.fit_range = (float(ends.min()), float(ends.max()))
+        if self.task == "classification":
+            self._fit_labels(raw_y, class_names, label_names)
+        return self
+
     def _fit_norm(self, x: np.ndarray) -> None:
         m, axis = self.normalize["method"], self.normalize["axis"]
         if m in ("none", "rescale"):
@@ -190,6 +216,31 @@ class Preprocessor:
             return cls.from_dict(json.loads(Path(path).read_text()))
         except (OSError, KeyError, ValueError) as exc:
             raise DataError(f"{path}: cannot read preprocessing: {exc}") from None
+
+
+class _Moments:
+    """Sum, sum of squares, min and max over the normalization axes, added chunk by chunk."""
+
+    def __init__(self, axis: str, ndim: int):
+        self.axes = {"feature": (0,), "channel": tuple(range(ndim - 1)), "global": None}[axis]
+        self.n, self.s, self.ss, self.lo, self.hi = 0, 0.0, 0.0, None, None
+
+    def add(self, x: np.ndarray) -> None:
+        x64 = x.astype(np.float64)
+        self.n += x.size if self.axes is None else int(np.prod([x.shape[a] for a in self.axes]))
+        self.s = self.s + x64.sum(axis=self.axes)
+        self.ss = self.ss + np.square(x64).sum(axis=self.axes)
+        lo, hi = x.min(axis=self.axes), x.max(axis=self.axes)
+        self.lo = lo if self.lo is None else np.minimum(self.lo, lo)
+        self.hi = hi if self.hi is None else np.maximum(self.hi, hi)
+
+    @property
+    def mean(self) -> np.ndarray:
+        return np.asarray(self.s / self.n)
+
+    @property
+    def std(self) -> np.ndarray:
+        return np.sqrt(np.maximum(np.asarray(self.ss / self.n) - self.mean**2, 0.0))
 
 
 def _as_int_labels(y: Any) -> np.ndarray | None:

@@ -29,6 +29,7 @@ class Raw:
     y: np.ndarray | None
     files: list[Path]
     class_names: list[str] | None = None  # folder sources know their classes
+    index: Any = None  # tfrecord: the RecordIndex that ``x`` (global record numbers) points into
 
     def __len__(self) -> int:
         if isinstance(self.x, dict):
@@ -42,7 +43,7 @@ class Raw:
             x = [self.x[i] for i in idx]
         else:
             x = self.x[idx]
-        return Raw(x, None if self.y is None else self.y[idx], self.files, self.class_names)
+        return Raw(x, None if self.y is None else self.y[idx], self.files, self.class_names, self.index)
 
 
 _READERS: dict[str, Callable[..., Raw]] = {}
@@ -58,7 +59,7 @@ def register_source(name: str, featurizer: Callable[..., Featurizer] | None = No
     return deco
 
 
-STREAMED = frozenset({"image_folder"})
+STREAMED = frozenset({"image_folder", "tfrecord"})
 
 
 def streamed(spec) -> bool:
@@ -232,26 +233,14 @@ def read_text(spec, path: Path, seed: int = 0) -> Raw:
 # ---------------------------------------------------------------- tfrecord
 @register_source("tfrecord")
 def read_tfrecord(spec, path: Path, seed: int = 0) -> Raw:
-    import tensorflow as tf
+    """The shards' index (one streaming pass: every record parsed, labels kept); ``x`` holds
+    global record numbers, decoded later in tf.data (:mod:`dlcli.data.records`)."""
+    from dlcli.data import records
 
-    files = sorted(path.parent.glob(path.name)) if any(c in path.name for c in "*?[") else [_require(path)]
-    if not files:
-        raise DataError(f"{path}: no TFRecord files match")
-    dtypes = {"float32": tf.float32, "int64": tf.int64, "string": tf.string}
-    feature_spec = {k: tf.io.FixedLenFeature(v.shape, dtypes[v.dtype]) for k, v in spec.features.items()}
-    comp = {"none": None, "gzip": "GZIP", "zlib": "ZLIB"}[spec.compression]
-    xs, ys = [], []
-    try:
-        for rec in tf.data.TFRecordDataset([str(f) for f in files], compression_type=comp):
-            ex = tf.io.parse_single_example(rec, feature_spec)
-            xs.append(np.concatenate([np.reshape(ex[k].numpy(), -1).astype(np.float32) for k in spec.inputs]))
-            ys.append(ex[spec.label].numpy())
-    except tf.errors.OpError as exc:
-        raise DataError(f"{path}: cannot read TFRecord: {exc.message.splitlines()[0]}") from None
-    y = np.asarray(ys)
-    if y.dtype.kind in "SO":
-        y = np.asarray([v.decode() if isinstance(v, bytes) else v for v in ys], dtype=object)
-    return Raw(np.stack(xs) if xs else np.zeros((0, 0), np.float32), y, list(files))
+    files = records.shard_files(spec, path)
+    counts, y = records.scan(spec, files)
+    index = records.RecordIndex(files, counts, y)
+    return Raw(np.arange(len(index), dtype=np.int64), y, list(files), None, index)
 
 
 # ---------------------------------------------------------------- synthetic

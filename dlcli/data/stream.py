@@ -6,8 +6,9 @@ examples are decoded in the ``tf.data`` graph, in parallel, when a pipeline read
 and kept between epochs only as ``data.cache`` says (memory, a cache file on disk, or
 nowhere). Both give the same interface to the trainer:
 
-* ``examples(weights)`` -> ``(dataset, decode)``: a dataset of ``(x or key, y[, w])`` and
-  the per-element decode still to apply (None when the dataset already holds examples);
+* ``examples(shard, seed, cache)`` -> ``(dataset, element, sharded)``: a dataset of
+  examples, or of keys / records with the per-element ``element`` (decode) still to apply
+  after shuffling; ``sharded``: the dataset is already this worker's shard;
 * ``dataset(batch_size, one_hot)`` -> batches of ``(x, y)`` for evaluation.
 """
 
@@ -47,12 +48,12 @@ class ArraySplit:
 
     streamed = False
 
-    def examples(self, weights: np.ndarray | None = None, cache: bool = True):
+    def examples(self, shard: tuple[int, int] = (1, 0), seed: int | None = None, cache: bool = True):
+        """``(x, y)`` of the whole split (in-memory data is sharded by tf.data's DATA policy)."""
         import tensorflow as tf
 
-        tensors = (self.x, self.y) if weights is None else (self.x, self.y, weights)
-        ds = tf.data.Dataset.from_tensor_slices(tensors)
-        return (ds.cache() if cache else ds), None
+        ds = tf.data.Dataset.from_tensor_slices((self.x, self.y))
+        return (ds.cache() if cache else ds), None, False
 
     def value_range(self) -> tuple[float, float]:
         return float(self.x.min()), float(self.x.max())
@@ -77,6 +78,7 @@ class FileSplit:
     _cached: dict = field(default_factory=dict, repr=False)
 
     streamed = True
+    shuffle_all = True  # keys are small: the whole split is shuffled before decoding
 
     def __len__(self) -> int:
         return len(self.keys)
@@ -90,27 +92,26 @@ class FileSplit:
     def value_range(self) -> tuple[float, float]:
         return self.sample_range
 
-    def keyed(self, weights: np.ndarray | None = None):
+    def keyed(self):
         import tensorflow as tf
 
-        tensors = (self.keys, self.y) if weights is None else (self.keys, self.y, weights)
-        return tf.data.Dataset.from_tensor_slices(tensors)
+        return tf.data.Dataset.from_tensor_slices((self.keys, self.y))
 
-    def examples(self, weights: np.ndarray | None = None, shard: tuple[int, int] = (1, 0)):
-        """``cache: none``: the keys and the decode to apply after shuffling. Otherwise the
-        decoded examples of this shard, cached (built once per shard, reused every epoch)."""
+    def examples(self, shard: tuple[int, int] = (1, 0), seed: int | None = None, cache: bool = True):
+        """``cache: none``: ``(key, y)`` pairs and the decode to apply after shuffling and
+        sharding. Otherwise the decoded examples of this worker's shard, cached (built once
+        per shard, reused every epoch)."""
         if self.cache == "none":
-            return self.keyed(weights), self.element
-        key = (shard, weights is not None)
-        if key not in self._cached:
+            return self.keyed(), self.element, False
+        if shard not in self._cached:
             import tensorflow as tf
 
-            ds = self.keyed(weights)
+            ds = self.keyed()
             if shard[0] > 1:
                 ds = ds.shard(*shard)
             ds = ds.map(self.element, num_parallel_calls=tf.data.AUTOTUNE, deterministic=True)
-            self._cached[key] = ds.cache(self._cache_path(shard) if self.cache == "disk" else "")
-        return self._cached[key], None
+            self._cached[shard] = ds.cache(self._cache_path(shard) if self.cache == "disk" else "")
+        return self._cached[shard], None, shard[0] > 1
 
     def _cache_path(self, shard: tuple[int, int]) -> str:
         if not self.cache_file:
@@ -121,10 +122,10 @@ class FileSplit:
             stale.unlink()
         return path
 
-    def element(self, key, y, *w):
-        """``(key, y[, w]) -> (x, y[, w])``, in the graph."""
+    def element(self, key, y):
+        """``(key, y) -> (x, y)``, in the graph."""
         x = self.decode(key)
-        return (x, x if self.reconstruct else y, *w)
+        return x, (x if self.reconstruct else y)
 
     def dataset(self, batch_size: int, one_hot: int | None = None):
         return _batched(self.keyed(), self.element, batch_size, one_hot)
@@ -171,9 +172,9 @@ def data_trace(worker: int):
             fh.write(key.numpy().decode() + "\n")
         return key
 
-    def traced(key, y, *w):
+    def traced(key, y):
         key = tf.py_function(record, [key], tf.string)
         key.set_shape([])
-        return (key, y, *w)
+        return key, y
 
     return traced

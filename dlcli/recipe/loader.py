@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import os
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -243,15 +244,8 @@ def recipe_from_text(text: str, file: str, overrides: list[str] | None = None, b
     return recipe
 
 
-def _absolutize(recipe, base_dir: Path) -> None:
-    """Make file paths absolute (relative ones are relative to the recipe file)."""
-
-    def fix(p: str | None) -> str | None:
-        if p is None or (p.startswith("<") and p.endswith(">")):
-            return p
-        path = Path(p).expanduser()
-        return str(path if path.is_absolute() else (base_dir / path).resolve())
-
+def _map_paths(recipe, fix) -> None:
+    """Apply ``fix`` to every file path of a recipe (data files, student recipe, weights)."""
     data = recipe.data
     for attr in ("path", "validation_path", "test_path", "labels_path"):
         if hasattr(data, attr):
@@ -263,8 +257,29 @@ def _absolutize(recipe, base_dir: Path) -> None:
         app.weights = fix(app.weights)
 
 
-def recipe_to_yaml(recipe) -> str:
-    """The resolved recipe (defaults filled in), as YAML."""
+def _is_placeholder(p: str | None) -> bool:
+    return p is None or (p.startswith("<") and p.endswith(">"))
+
+
+def _absolutize(recipe, base_dir: Path) -> None:
+    """Make file paths absolute (relative ones are relative to the recipe file)."""
+
+    def fix(p: str | None) -> str | None:
+        if _is_placeholder(p):
+            return p
+        path = Path(p).expanduser()
+        return str(path if path.is_absolute() else (base_dir / path).resolve())
+
+    _map_paths(recipe, fix)
+
+
+def recipe_to_yaml(recipe, relative_to: str | Path | None = None) -> str:
+    """The resolved recipe (defaults filled in), as YAML. ``relative_to`` (a run directory):
+    file paths are written relative to it, so a checkout moved as a whole still resolves them."""
+    if relative_to is not None:
+        recipe = recipe.model_copy(deep=True)
+        base = Path(relative_to).resolve()
+        _map_paths(recipe, lambda p: p if _is_placeholder(p) else os.path.relpath(p, base))
     data = recipe.model_dump(mode="json", exclude_none=False)
     return yaml.safe_dump(data, sort_keys=False, default_flow_style=None)
 

@@ -270,6 +270,8 @@ class TrainLoop:
         model.reset_metrics()
         it = iter(self.strategy.experimental_distribute_dataset(ds))
         left = int(ds.cardinality().numpy())
+        if left < 0:  # unknown (e.g. a filtered stream): count the batches with a pass over them
+            left = int(ds.reduce(np.int64(0), lambda n, _: n + 1).numpy())
         while left > 0:
             k = min(self.spe, left)
             fn(it, tf.constant(k))

@@ -134,7 +134,7 @@ def run_stage(stage: Stage, run_dir: str | Path | None = None, *, overwrite: boo
     env = _start_env(stage, previous, checkpoint, started, run_dir, log)
     if chief:
         if previous is None:
-            write_text(run_dir / "recipe.yaml", recipe_to_yaml(recipe))
+            write_text(run_dir / "recipe.yaml", recipe_to_yaml(recipe, relative_to=run_dir))
         write_json(run_dir / "env.json", env)
     try:
         return _fit(stage, run_dir, env, progress, console, checkpoint, role)
@@ -226,11 +226,10 @@ def _epoch_data(stage: Stage, bundle: DataBundle, ctx, one_hot: bool, workers: i
 
         def make_augment(seed):
             return build_augmenter(recipe.data.augment, ctx.input_shape, value_range, seed)
-    weights = None
-    if bundle.class_weight:
-        weights = np.array([bundle.class_weight.get(int(c), 1.0) for c in bundle.train.y], dtype=np.float32)
     return EpochData(bundle.train, tr.batch_size, pipeline=recipe.data.pipeline, seed=recipe.seed,
-                     make_augment=make_augment, sample_weight=weights, steps=tr.steps_per_epoch,
+                     make_augment=make_augment, steps=tr.steps_per_epoch,
+                     class_weight=[bundle.class_weight.get(c, 1.0) for c in range(bundle.num_classes)]
+                     if bundle.class_weight else None,
                      one_hot=bundle.num_classes if one_hot else None, workers=workers)
 
 
