@@ -194,14 +194,31 @@ def _fit_preprocessor(recipe, train: sources.Raw) -> Preprocessor:
     if len(train) > spec.fit_samples:
         pick = np.sort(np.random.default_rng(recipe.seed).choice(len(train), spec.fit_samples, replace=False))
         sample = train.take(pick)
-    inputs = raw_inputs(spec, sample)  # paths, or the records' inputs (small)
-    chunks = (inputs[i:i + _FIT_CHUNK] for i in range(0, len(sample), _FIT_CHUNK))
-    pre.fit_chunks(chunks, train.y, train.class_names, spec.label_names)
+    pre.fit_chunks(_fit_chunks(spec, pre, sample), train.y, train.class_names, spec.label_names)
     pre.normalize["fitted_on"] = {"examples": len(sample), "of": len(train), "sampled_with_seed": recipe.seed}
     return pre
 
 
 _FIT_CHUNK = 256  # decoded examples in memory at once while fitting a streamed source
+
+
+def _fit_chunks(spec, pre: Preprocessor, sample: sources.Raw):
+    """The fit sample, ``_FIT_CHUNK`` featurized examples at a time: images decoded in
+    tf.data (parallel); a file that fails is named by the featurizer's own error."""
+    if spec.source != "image_folder":
+        inputs = raw_inputs(spec, sample)  # the records' declared inputs (small)
+        yield from (pre.featurizer.transform(inputs[i:i + _FIT_CHUNK]) for i in range(0, len(inputs), _FIT_CHUNK))
+        return
+    import tensorflow as tf
+
+    paths = list(sample.x)
+    ds = tf.data.Dataset.from_tensor_slices(paths).map(pre.featurizer.tf_decode, num_parallel_calls=tf.data.AUTOTUNE,
+                                                       deterministic=True).batch(_FIT_CHUNK)
+    try:
+        yield from ds.as_numpy_iterator()
+    except tf.errors.OpError:
+        pre.featurizer.transform(paths)  # raises DataError naming the file
+        raise
 
 
 def raw_inputs(spec, raw: sources.Raw):

@@ -50,11 +50,12 @@ class Preprocessor:
 
     def fit_chunks(self, chunks, raw_y: np.ndarray | None, class_names: list[str] | None,
                    label_names: list[str] | None) -> Preprocessor:
-        """Streamed sources: statistics accumulated chunk by chunk (in float64), so only one
-        chunk of decoded examples is in memory at a time. Float32 inputs only."""
+        """Streamed sources: ``chunks`` of featurized examples (decoded images, parsed
+        records); statistics accumulated chunk by chunk (in float64), so only one chunk is
+        in memory at a time. Float32 inputs only."""
         moments = None
-        for raw in chunks:
-            x = self._shape(self.featurizer.transform(raw)).astype(np.float32, copy=False)
+        for features in chunks:
+            x = self._shape(np.asarray(features)).astype(np.float32, copy=False)
             if moments is None:
                 self.input_shape, self.input_dtype = list(x.shape[1:]), "float32"
                 moments = _Moments(self.normalize["axis"], x.ndim)
