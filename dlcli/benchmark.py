@@ -104,6 +104,7 @@ def _size(path: Path) -> int:
 
 def _measure(name, fmt, quant, runtime, path: Path, load, x: np.ndarray, y: np.ndarray, task: str,
              batch_size: int, runs: int, warmup: int) -> tuple[Measure, bool]:
+    from dlcli.data.inputs import num_rows, take_rows
     from dlcli.export.parity import task_metric
 
     reset = _reset_peak()
@@ -111,22 +112,23 @@ def _measure(name, fmt, quant, runtime, path: Path, load, x: np.ndarray, y: np.n
     t0 = time.perf_counter()
     runner = load()
     load_s = time.perf_counter() - t0
-    one = x[:1]
+    n = num_rows(x)
+    one = take_rows(x, slice(0, 1))
     for _ in range(warmup):
         runner.predict(one)
     lat = []
     for i in range(runs):
-        xi = x[i % len(x): i % len(x) + 1]
+        xi = take_rows(x, slice(i % n, i % n + 1))
         t = time.perf_counter()
         runner.predict(xi)
         lat.append((time.perf_counter() - t) * 1000)
-    batch = x[:batch_size] if len(x) >= batch_size else np.resize(x, (batch_size, *x.shape[1:])).astype(x.dtype)
+    batch = take_rows(x, np.arange(batch_size) % n)  # the first rows, repeated if the split is smaller
     runner.predict(batch)  # warm the batch shape
     reps = max(3, runs // 10)
     t = time.perf_counter()
     for _ in range(reps):
         runner.predict(batch)
-    thr = reps * len(batch) / (time.perf_counter() - t)
+    thr = reps * batch_size / (time.perf_counter() - t)
     pred = runner.predict(x)
     metric_name, value = task_metric(pred, y, task)
     peak_kb = _rss_kb("VmHWM") if reset else resource.getrusage(resource.RUSAGE_SELF).ru_maxrss

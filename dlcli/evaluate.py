@@ -36,7 +36,7 @@ def evaluate_artifact(run_dir: str | Path, artifact: str | Path, split: str = "t
     metrics = {name: value}
     if run.recipe.task != "classification":
         metrics["mse"] = float(np.mean((out.reshape(len(out), -1) - y.reshape(len(y), -1)) ** 2))
-    return EvalResult(Path(run_dir), split, len(x), metrics, False)
+    return EvalResult(Path(run_dir), split, len(y), metrics, False)
 
 
 def evaluate(run_dir: str | Path, split: str = "test", batch_size: int | None = None) -> EvalResult:

@@ -245,6 +245,10 @@ def build_package(run_dir: str | Path, target: str, out: str | Path, log=None) -
     if out.is_dir():
         raise UsageError(f"--out {out}: is a directory; name the archive file (for example {out / 'model.zip'})")
     run = open_run(run_dir)
+    if isinstance(run.preprocessor.input_shape, dict) and t.name == "mcu":
+        raise UsageError(f"--target mcu: the model has several inputs ({', '.join(run.preprocessor.input_shape)}); "
+                         "dlcli's TFLite Micro package (C array, one input buffer) takes one: package it for "
+                         "tflite-int8, tflite, onnx or saved_model")
     entry, export_manifest, exported = resolve_artifact(run, t, log)
     files, arena = _sources(run, t, entry, log)
     listing = {}
@@ -377,6 +381,18 @@ def _tensor_line(t: dict[str, Any]) -> str:
     return f"`{t['name']}`: {t['dtype']} {t['shape']}{q}"
 
 
+def _io_lines(entry: dict[str, Any], pre: dict[str, Any], has_labels: bool) -> list[str]:
+    if "inputs" in pre:
+        ins = [f"- input {_tensor_line(t)}" for t in entry["inputs"]]
+    else:
+        ins = [(f"- input {_tensor_line(entry['inputs'][0])}; one example is `{pre['input_shape']}` "
+                f"({pre['input_dtype']}), after the featurizer and the normalisation in `preprocessing.json` "
+                f"(`normalize.method` = `{pre['normalize']['method']}`).")]
+    out = (f"- output {_tensor_line(entry['outputs'][0])}"
+           + ("; class scores in the order of `labels.txt`." if has_labels else "."))
+    return [*ins, out, ""]
+
+
 def readme(target: str, entry: dict[str, Any], pre: dict[str, Any], has_labels: bool,
            arena: dict[str, Any] | None, run_name: str, recipe_hash: str | None) -> str:
     t = TARGETS[target]
@@ -397,15 +413,14 @@ def readme(target: str, entry: dict[str, Any], pre: dict[str, Any], has_labels: 
              f"{c.get('metric', 'metric')} {c.get('artifact_metric', float('nan')):.4f} "
              f"(Keras {c.get('keras_metric', float('nan')):.4f})."), "",
              "| file | contents |", "|---|---|", *(f"| `{f}` | {d} |" for f, d in files), "",
-             "## Input and output", "",
-             (f"- input {_tensor_line(entry['inputs'][0])}; one example is `{pre['input_shape']}` "
-             f"({pre['input_dtype']}), after the featurizer and the normalisation in `preprocessing.json` "
-             f"(`normalize.method` = `{pre['normalize']['method']}`)."),
-             f"- output {_tensor_line(entry['outputs'][0])}"
-             + ("; class scores in the order of `labels.txt`." if has_labels else "."), "",
-             f"## Python ({HOST_CHECK if target == 'mcu' else t.runtime})",
-             "", "Run in the unzipped folder:", "", "```python", python_example(target, entry, pre, has_labels, arena)
-             + "```", ""]
+             "## Input and output", "", *_io_lines(entry, pre, has_labels)]
+    if "inputs" in pre:  # several named inputs: each prepared as its entry in preprocessing.json says
+        lines += [("Each input is prepared as its entry under `inputs` in `preprocessing.json` says (its columns, "
+                   "type, fitted normalisation or vocabulary), then fed to the input of the same name."), ""]
+    else:
+        lines += [f"## Python ({HOST_CHECK if target == 'mcu' else t.runtime})",
+                  "", "Run in the unzipped folder:", "", "```python",
+                  python_example(target, entry, pre, has_labels, arena) + "```", ""]
     if target == "mcu":
         from dlcli.mcu import readme_section
 

@@ -64,12 +64,19 @@ def _numeric(path: Path, pre) -> np.ndarray:
 
 def read_input(path: Path, run) -> tuple[np.ndarray, list[str]]:
     """Preprocessed model input for ``path`` and a name per example."""
+    from dlcli.data.inputs import num_rows
     from dlcli.data.sources import read_csv_columns
 
     pre, spec = run.preprocessor, run.recipe.data
     kind = pre.featurizer.kind
     if not path.exists():
         raise DataError(f"{path}: input not found")
+    if isinstance(pre.input_shape, dict):  # several named inputs, from CSV columns
+        if path.suffix not in (".csv", ".gz"):
+            raise DataError(f"{path}: a run with several inputs ({', '.join(pre.input_shape)}) predicts from a "
+                            "CSV file with their columns")
+        x = pre.transform_x(read_csv_columns(path, spec.header, spec.delimiter))
+        return x, [f"{path.name}:{i + 1}" for i in range(num_rows(x))]
     if path.suffix in (".npy", ".npz"):
         x = _numeric(path, pre)
         return x, [f"{path.name}[{i}]" for i in range(len(x))]

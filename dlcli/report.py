@@ -238,7 +238,7 @@ def _evaluation(ctx: _Ctx, recipe) -> str:
     except DlcliError as exc:
         ctx.notes.append(f"test-set evaluation skipped: {exc}")
         return ""
-    head = f"<p>{split} split, {len(x):,} examples, through the run's saved preprocessing.</p>"
+    head = f"<p>{split} split, {len(y):,} examples, through the run's saved preprocessing.</p>"
     if recipe.task == "classification":
         return head + _classification(ctx, y, pred, labels, recipe.train.loss.from_logits)
     if recipe.task == "regression":

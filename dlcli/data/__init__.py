@@ -186,6 +186,11 @@ def _fit_preprocessor(recipe, train: sources.Raw) -> Preprocessor:
     """Fitted on the training split; a streamed source on a seeded sample of at most
     ``data.fit_samples`` examples (recorded in preprocessing.json)."""
     spec = recipe.data
+    if getattr(spec, "inputs", None) is not None:
+        from dlcli.data.inputs import MultiPreprocessor
+
+        return MultiPreprocessor.from_spec(spec, recipe.task, str(train.files[0])).fit(
+            train.x, train.y, train.class_names, spec.label_names)
     pre = Preprocessor(sources.make_featurizer(spec, train), spec.reshape, spec.normalize.model_dump(), recipe.task)
     if not sources.streamed(spec):
         pre.fit(train.x, train.y, train.class_names, spec.label_names)
@@ -244,10 +249,14 @@ def _record_split(recipe, pre: Preprocessor, raw: sources.Raw, name: str, value_
 
 
 def _array_split(pre: Preprocessor, raw: sources.Raw, name: str, task: str) -> ArraySplit:
+    from dlcli.data.inputs import num_rows
+
     x = pre.transform_x(raw.x)
     y = x if task == "reconstruction" else pre.encode_y(raw.y, name)
-    if y.ndim == 0 or len(y) != len(x):
-        raise DataError(f"data: the {name} split has {len(x)} examples but {len(y)} labels")
+    if isinstance(y, dict):
+        raise DataError("task reconstruction needs a single input, not data.inputs")
+    if y.ndim == 0 or len(y) != num_rows(x):
+        raise DataError(f"data: the {name} split has {num_rows(x)} examples but {len(y)} labels")
     return ArraySplit(x, y)
 
 

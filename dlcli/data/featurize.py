@@ -35,7 +35,7 @@ class Featurizer:
 
     @staticmethod
     def from_dict(d: dict[str, Any]) -> Featurizer:
-        kinds = {c.kind: c for c in (Featurizer, TabularFeaturizer, TextFeaturizer, ImageFeaturizer)}
+        kinds = {c.kind: c for c in (Featurizer, TabularFeaturizer, TextFeaturizer, ImageFeaturizer, CategoryFeaturizer)}
         cls = kinds[d["kind"]]
         obj = cls.__new__(cls)
         obj.__dict__.update({k: v for k, v in d.items() if k != "kind"})
@@ -90,6 +90,32 @@ class TabularFeaturizer(Featurizer):
                         "(list it in data.categorical_columns to one-hot encode it)"
                     ) from None
         return np.concatenate(parts, axis=1) if parts else np.zeros((0, 0), np.float32)
+
+
+class CategoryFeaturizer(Featurizer):
+    """Columns of categories -> int32 ids, one per column: 1.. for the training split's
+    sorted categories, 0 for a category never seen in training (for an Embedding)."""
+
+    kind = "category"
+
+    def __init__(self, columns: list[str]):
+        self.columns = list(columns)
+        self.vocab: dict[str, list[str]] = {}
+
+    def fit(self, raw: dict[str, list[str]]) -> CategoryFeaturizer:
+        self.vocab = {c: sorted(set(raw[c])) for c in self.columns}
+        return self
+
+    def transform(self, raw: dict[str, list[str]]) -> np.ndarray:
+        out = []
+        for c in self.columns:
+            index = {v: i + 1 for i, v in enumerate(self.vocab[c])}
+            out.append(np.asarray([index.get(v, 0) for v in raw[c]], np.int32))
+        return np.stack(out, axis=1)
+
+    @property
+    def vocab_size(self) -> int:
+        return 1 + max(len(v) for v in self.vocab.values())
 
 
 def _is_float(v: str) -> bool:

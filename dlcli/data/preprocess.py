@@ -206,6 +206,10 @@ class Preprocessor:
 
     @classmethod
     def from_dict(cls, d: dict[str, Any]) -> Preprocessor:
+        if "inputs" in d and cls is Preprocessor:  # several named inputs
+            from dlcli.data.inputs import MultiPreprocessor
+
+            return MultiPreprocessor.from_dict(d)
         p = cls(Featurizer.from_dict(d["featurizer"]), d["reshape"], d["normalize"], d["task"])
         p.labels, p.label_kind = d["labels"], d["label_kind"]
         p.input_shape, p.input_dtype = d["input_shape"], d["input_dtype"]

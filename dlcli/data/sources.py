@@ -117,6 +117,8 @@ def _col(name: str | int, header: bool) -> str:
 
 
 def _csv_featurizer(spec, raw: Raw) -> Featurizer:
+    if spec.inputs is not None:
+        return Featurizer()  # unused: every input has its own (dlcli.data.inputs)
     cols = list(raw.x)
     cat = [_col(c, spec.header) for c in spec.categorical_columns]
     return TabularFeaturizer(cols, cat, str(raw.files[0]))
@@ -131,6 +133,8 @@ def read_csv(spec, path: Path, seed: int = 0) -> Raw:
     if label not in columns:
         raise DataError(f"{path}: label column {label!r} not found (columns: {', '.join(list(columns)[:12])}...)")
     y = np.asarray(columns.pop(label), dtype=object)
+    if spec.inputs is not None:
+        return Raw(_input_columns(spec, path, columns), y, [path])
     if spec.feature_columns is not None:
         wanted = [_col(c, spec.header) for c in spec.feature_columns]
         missing = [c for c in wanted if c not in columns]
@@ -145,6 +149,20 @@ def read_csv(spec, path: Path, seed: int = 0) -> Raw:
         if c not in categorical:
             _check_numeric(path, c, values, spec.header)
     return Raw(columns, y, [path])
+
+
+def _input_columns(spec, path: Path, columns: dict[str, list[str]]) -> dict[str, list[str]]:
+    """The columns named by ``data.inputs`` (each checked: present, numeric where it must be)."""
+    used: dict[str, list[str]] = {}
+    for name, inp in spec.inputs.items():
+        for c in (_col(c, spec.header) for c in inp.columns):
+            if c not in columns:
+                raise DataError(f"{path}: data.inputs.{name}: column {c!r} not found "
+                                f"(columns: {', '.join(list(columns)[:12])}{'...' if len(columns) > 12 else ''})")
+            if inp.type == "numeric":
+                _check_numeric(path, c, columns[c], spec.header)
+            used[c] = columns[c]
+    return used
 
 
 def _check_numeric(path: Path, col: str, values: list[str], header: bool) -> None:

@@ -44,7 +44,7 @@ class ArraySplit:
     y: np.ndarray
 
     def __len__(self) -> int:
-        return len(self.x)
+        return len(self.y)
 
     streamed = False
 

@@ -165,7 +165,7 @@ def export_run(run_dir: str | Path, formats: list[str] | None = None, quantize: 
     x_test, y_test = run_split(run, parity_split, pick=lambda n: np.arange(min(n, n_parity)))
     ref = np.asarray(model.predict(x_test, verbose=0, batch_size=256))
     k_name, k_value = task_metric(ref, y_test, task)
-    keras_info = {"metric": k_name, "value": k_value, "samples": int(len(x_test)), "split": parity_split,
+    keras_info = {"metric": k_name, "value": k_value, "samples": int(len(y_test)), "split": parity_split,
                   "parameters": int(model.count_params())}
 
     batch_setting = tflite_batch_size if tflite_batch_size is not None else spec.tflite_batch_size

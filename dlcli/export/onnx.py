@@ -64,8 +64,11 @@ class OnnxRunner(Runner):
         self.outputs = [TensorInfo(o.name, _ORT_TYPES.get(o.type, o.type), [d if isinstance(d, int) else None for d in o.shape])
                         for o in self.session.get_outputs()]
 
-    def predict(self, x: np.ndarray) -> np.ndarray:
-        feed = {self.inputs[0].name: x.astype(self.inputs[0].dtype)}
+    def predict(self, x) -> np.ndarray:
+        from dlcli.export.signature import match_inputs
+
+        arrays = match_inputs(x, [t.name for t in self.inputs])
+        feed = {t.name: a.astype(t.dtype) for t, a in zip(self.inputs, arrays)}
         return np.asarray(self.session.run([self.outputs[0].name], feed)[0])
 
 

@@ -33,9 +33,12 @@ class SavedModelRunner(Runner):
         self.inputs = [TensorInfo(k, v.dtype.name, list(v.shape)) for k, v in specs.items()]
         self.outputs = [TensorInfo(k, v.dtype.name, list(v.shape)) for k, v in fn.structured_outputs.items()]
 
-    def predict(self, x: np.ndarray) -> np.ndarray:
+    def predict(self, x) -> np.ndarray:
         import tensorflow as tf
 
+        if isinstance(x, dict):  # several named inputs: the serving function takes a dict
+            dtypes = {t.name: t.dtype for t in self.inputs}
+            return np.asarray(self.obj.serve({k: tf.constant(v.astype(dtypes.get(k, v.dtype))) for k, v in x.items()}))
         out = self.obj.serve(tf.constant(x.astype(self.inputs[0].dtype)))
         return np.asarray(out)
 

@@ -15,10 +15,28 @@ def has_recurrent_layers(model) -> bool:
 
 
 def input_signature(model, batch: int | None):
+    """``[spec]`` for one input; ``[{name: spec}]`` for several, so exported functions take
+    a dict of named inputs and every signature names each input."""
     import tensorflow as tf
 
     specs = [tf.TensorSpec((batch, *t.shape[1:]), t.dtype, name=t.name.split(":")[0]) for t in model.inputs]
-    return specs if len(specs) > 1 else [specs[0]]
+    return [{s.name: s for s in specs}] if len(specs) > 1 else [specs[0]]
+
+
+def match_inputs(x, names: list[str]) -> list:
+    """The arrays of ``x`` (an array, or a dict by input name) in the order of a runtime's
+    input ``names`` (which may carry prefixes and ``:0`` suffixes added by converters)."""
+    if not isinstance(x, dict):
+        return [x]
+    out = []
+    for name in names:
+        bare = name.split(":")[0]
+        key = bare if bare in x else next((k for k in sorted(x, key=len, reverse=True)
+                                           if bare.endswith(f"_{k}") or bare.endswith(f"/{k}")), None)
+        if key is None:
+            raise ValueError(f"runtime input {name!r} matches none of the model's inputs ({', '.join(x)})")
+        out.append(x[key])
+    return out
 
 
 _RECURRENT = ("LSTM", "GRU", "SimpleRNN")

@@ -47,16 +47,19 @@ def convert(model, plan) -> bytes:
             batch = plan.tflite_batch or 1
 
             def dataset():
-                for i in range(0, len(rep) - batch + 1, batch):
-                    yield [rep[i:i + batch]]
+                from dlcli.data.inputs import num_rows, take_rows
+
+                for i in range(0, num_rows(rep) - batch + 1, batch):
+                    rows = take_rows(rep, slice(i, i + batch))
+                    yield rows if isinstance(rows, dict) else [rows]  # several inputs: by name
 
             conv.representative_dataset = dataset
             ops = [tf.lite.OpsSet.TFLITE_BUILTINS_INT8]
             if plan.int8_float_fallback:
                 ops.append(tf.lite.OpsSet.TFLITE_BUILTINS)
             conv.target_spec.supported_ops = ops
-            if model.inputs[0].dtype in ("float32", "float16"):
-                conv.inference_input_type = tf.int8
+            if any(t.dtype in ("float32", "float16") for t in model.inputs):
+                conv.inference_input_type = tf.int8  # float inputs only; id inputs stay int32
             conv.inference_output_type = tf.int8
             if not plan.int8_per_channel:
                 conv._experimental_disable_per_channel = True  # per-tensor scales: smaller, coarser
@@ -96,27 +99,31 @@ class TFLiteRunner(Runner):
                             experimental_op_resolver_type=OpResolverType.BUILTIN_WITHOUT_DEFAULT_DELEGATES)
         return sorted({op["op_name"] for op in plain._get_ops_details()})
 
-    def _run(self, xb: np.ndarray) -> np.ndarray:
-        inp = self.interpreter.get_input_details()[0]
-        if self.fixed_batch is None and self._batch != len(xb):
-            self.interpreter.resize_tensor_input(inp["index"], [len(xb), *xb.shape[1:]])
+    def _run(self, xs: list[np.ndarray]) -> np.ndarray:
+        n = len(xs[0])
+        if self.fixed_batch is None and self._batch != n:
+            for d, xb in zip(self.interpreter.get_input_details(), xs):
+                self.interpreter.resize_tensor_input(d["index"], [n, *xb.shape[1:]])
             self.interpreter.allocate_tensors()
-            self._batch = len(xb)
-            inp = self.interpreter.get_input_details()[0]
-        self.interpreter.set_tensor(inp["index"], quantize(xb, self.inputs[0]))
+            self._batch = n
+        for d, info, xb in zip(self.interpreter.get_input_details(), self.inputs, xs):
+            self.interpreter.set_tensor(d["index"], quantize(xb, info))
         self.interpreter.invoke()
         out = self.interpreter.get_output_details()[0]
         return dequantize(self.interpreter.get_tensor(out["index"]).copy(), self.outputs[0])
 
-    def predict(self, x: np.ndarray) -> np.ndarray:
-        b = self.fixed_batch or min(len(x), 256)
+    def predict(self, x) -> np.ndarray:
+        from dlcli.export.signature import match_inputs
+
+        xs = match_inputs(x, [t.name for t in self.inputs])
+        b = self.fixed_batch or min(len(xs[0]), 256)
         parts = []
-        for i in range(0, len(x), b):
-            xb = x[i:i + b]
-            n = len(xb)
+        for i in range(0, len(xs[0]), b):
+            chunk = [a[i:i + b] for a in xs]
+            n = len(chunk[0])
             if self.fixed_batch and n < b:  # pad the last chunk of a fixed-batch model
-                xb = np.concatenate([xb, np.repeat(xb[-1:], b - n, axis=0)])
-            parts.append(self._run(xb)[:n])
+                chunk = [np.concatenate([a, np.repeat(a[-1:], b - n, axis=0)]) for a in chunk]
+            parts.append(self._run(chunk)[:n])
         return np.concatenate(parts)
 
 

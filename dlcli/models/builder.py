@@ -13,7 +13,7 @@ import math
 from typing import Any
 
 from dlcli.errors import ModelError, ShapeMismatchError
-from dlcli.models.context import BuildContext
+from dlcli.models.context import BuildContext, InputInfo
 
 
 def context_from_data(recipe, bundle) -> BuildContext:
@@ -25,6 +25,11 @@ def context_from_data(recipe, bundle) -> BuildContext:
         num_outputs = int(math.prod(out_shape)) if out_shape else 1
     else:
         num_outputs = int(math.prod(pre.input_shape))
+    if isinstance(pre.input_shape, dict):  # several named inputs
+        inputs = tuple(InputInfo(n, tuple(pre.input_shape[n]), pre.input_dtype[n], pre.layout[n]["type"],
+                                 pre.vocab_size(n)) for n in pre.input_shape)
+        return BuildContext(input_shape=(), input_dtype="float32", task=recipe.task, num_outputs=num_outputs,
+                            output_shape=tuple(out_shape), seed=recipe.seed, inputs=inputs)
     vocab = getattr(pre.featurizer, "vocab_size", None)
     if vocab is None and pre.input_dtype == "int32":  # every split's ids must fit the embedding
         vocab = max(int(s.x.max()) for s in bundle.splits.values() if len(s)) + 1
@@ -135,13 +140,17 @@ def build_graph(spec, ctx: BuildContext):
     tensors: dict[str, Any] = {}
     layers: dict[str, Any] = {}
     inputs = []
+    known = {info.name: info for info in ctx.inputs}
     for i, inp in enumerate(g.inputs):
-        shape = inp.shape
-        if shape is None:
-            if len(g.inputs) > 1:
-                raise ModelError(f"model.graph.inputs.{i}.shape: needed when a model has several inputs")
+        shape, dtype = inp.shape, inp.dtype
+        if inp.name in known:  # one of the data's named inputs: its shape and dtype by default
+            shape = tuple(known[inp.name].shape) if shape is None else shape
+            dtype = dtype or known[inp.name].dtype
+        elif shape is None:
+            if len(g.inputs) > 1 or ctx.inputs:
+                raise ShapeMismatchError(_unknown_input(inp.name, i, ctx))
             shape = _checked_input_shape(spec, ctx)
-        t = keras.Input(shape=tuple(shape), dtype=inp.dtype, name=inp.name)
+        t = keras.Input(shape=tuple(shape), dtype=dtype or ctx.input_dtype, name=inp.name)
         tensors[inp.name] = t
         inputs.append(t)
     for i, node in enumerate(g.nodes):
@@ -151,7 +160,16 @@ def build_graph(spec, ctx: BuildContext):
         args = [tensors[n] for n in node.inputs]
         tensors[node.name] = _call(layer, args if len(args) > 1 else args[0], where)
     outputs = [tensors[o] for o in g.outputs]
-    return keras.Model(inputs if len(inputs) > 1 else inputs[0], outputs if len(outputs) > 1 else outputs[0], name="graph")
+    model_inputs = {t.name: t for t in inputs} if len(inputs) > 1 else inputs[0]  # several: fed by name
+    return keras.Model(model_inputs, outputs if len(outputs) > 1 else outputs[0], name="graph")
+
+
+def _unknown_input(name: str, i: int, ctx: BuildContext) -> str:
+    if ctx.inputs:
+        return (f"model.graph.inputs.{i}: input {name!r} is not one of the data's inputs "
+                f"({', '.join(x.name for x in ctx.inputs)}; data.inputs)")
+    return (f"model.graph.inputs.{i}: the model has several inputs but the data provides one; "
+            "declare them in data.inputs (csv), or give each graph input its shape")
 
 
 def build_application(spec, ctx: BuildContext):
@@ -231,6 +249,10 @@ def build_code(spec, ctx: BuildContext, allow_code: bool):
 def build_model(recipe, ctx: BuildContext, allow_code: bool = False):
     spec = recipe.model
     check_code_layers(spec, allow_code)
+    if ctx.inputs and not (hasattr(spec, "graph") or getattr(spec, "architecture", None) == "mlp"):
+        kind = f"architecture {spec.architecture}" if hasattr(spec, "architecture") else "this model kind"
+        raise ModelError(f"model: {kind} takes one input; data.inputs declares {len(ctx.inputs)} "
+                         f"({', '.join(i.name for i in ctx.inputs)}): use architecture mlp or a graph model")
     if hasattr(spec, "architecture"):
         from dlcli.models.registry import get_architecture
 
@@ -249,9 +271,32 @@ def build_model(recipe, ctx: BuildContext, allow_code: bool = False):
     return model
 
 
+def _check_inputs(model, ctx: BuildContext) -> None:
+    """Every named input of the data against the model's inputs of the same name."""
+    have = {t.name.split(":")[0]: t for t in model.inputs}
+    want = {info.name: info for info in ctx.inputs}
+    missing, extra = sorted(set(want) - set(have)), sorted(set(have) - set(want))
+    if missing or extra:
+        raise ShapeMismatchError(
+            f"the model's inputs ({', '.join(sorted(have))}) do not match the data's inputs ({', '.join(sorted(want))})"
+            + (f": no model input for {', '.join(missing)}" if missing else "")
+            + (f": the data has no input {', '.join(extra)}" if extra else ""))
+    for name, info in want.items():
+        m_in = tuple(have[name].shape[1:])
+        if len(m_in) != len(info.shape) or any(a is not None and a != b for a, b in zip(m_in, info.shape)):
+            raise ShapeMismatchError(f"input {name!r}: the model's shape {(None, *m_in)} does not match the "
+                                     f"data's (batch, {', '.join(map(str, info.shape))})")
+
+
 def check_model_fits_data(model, ctx: BuildContext) -> None:
     """Input and output shapes against the data, before any training."""
-    if len(model.inputs) == 1:
+    if ctx.inputs:
+        _check_inputs(model, ctx)
+    elif len(model.inputs) > 1:
+        raise ShapeMismatchError(
+            f"the model has {len(model.inputs)} inputs ({', '.join(t.name.split(':')[0] for t in model.inputs)}) "
+            "but the data provides one; declare several in data.inputs (csv)")
+    if len(model.inputs) == 1 and not ctx.inputs:
         m_in = tuple(model.inputs[0].shape[1:])
         if len(m_in) != len(ctx.input_shape) or any(a is not None and a != b for a, b in zip(m_in, ctx.input_shape)):
             raise ShapeMismatchError(

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 from typing import Annotated, Any, Literal
 
 from pydantic import Field, field_validator, model_validator
@@ -105,8 +106,31 @@ class _DataCommon(StrictModel):
         return v
 
 
+class CsvInput(StrictModel):
+    """One named model input made of columns of the CSV."""
+
+    columns: list[str | int] = Field(..., min_length=1, description="The columns this input is made of.")
+    type: Literal["numeric", "categorical", "text"] = Field(
+        "numeric", description="numeric: floats (normalized); categorical: one int id per column (0 = unseen, "
+        "vocabulary from the training split; embedded by the model); text: one column of free text as token ids."
+    )
+    normalize: NormalizeSpec | None = Field(None, description="numeric: normalization of this input (default: `data.normalize`).")
+    max_tokens: int = Field(1000, ge=2, description="text: vocabulary size (including padding 0 and OOV 1).")
+    sequence_length: int = Field(32, ge=1, description="text: token sequences are padded / cut to this length.")
+    lowercase: bool = Field(True, description="text: lowercase before tokenizing.")
+
+    @model_validator(mode="after")
+    def _text_one_column(self):
+        if self.type == "text" and len(self.columns) != 1:
+            raise ValueError("a text input takes exactly one column")
+        if self.normalize is not None and self.type != "numeric":
+            raise ValueError(f"normalize applies to numeric inputs, not {self.type}")
+        return self
+
+
 class CsvData(_DataCommon):
-    """A CSV file (optionally .gz): feature columns and one label column."""
+    """A CSV file (optionally .gz): feature columns and one label column, or several named
+    inputs (`inputs:`) made of its columns."""
 
     source: Literal["csv"]
     label_column: str | int = Field(..., description="Label column name (or index when header is false).")
@@ -114,6 +138,26 @@ class CsvData(_DataCommon):
     categorical_columns: list[str | int] = Field(default_factory=list, description="Columns one-hot encoded with a vocabulary from the training split.")
     header: bool = Field(True, description="The first row holds column names.")
     delimiter: str = Field(",", min_length=1, max_length=1, description="Field separator.")
+    inputs: dict[str, CsvInput] | None = Field(
+        None, description="Several named model inputs, each from columns of this CSV (numeric, categorical or "
+        "text); a graph model consumes them by name, the mlp architecture embeds and concatenates them."
+    )
+
+    @model_validator(mode="after")
+    def _inputs_alone(self):
+        if self.inputs is None:
+            return self
+        for key in ("feature_columns", "reshape"):
+            if getattr(self, key) is not None:
+                raise ValueError(f"{key} cannot be combined with inputs (each input lists its columns)")
+        if self.categorical_columns:
+            raise ValueError("categorical_columns cannot be combined with inputs (use an input of type categorical)")
+        if self.augment.enabled():
+            raise ValueError("augment applies to single-input data, not to inputs")
+        for name in self.inputs:
+            if not re.fullmatch(r"[A-Za-z_][A-Za-z0-9_]*", name):
+                raise ValueError(f"input name {name!r}: use letters, digits and underscores (it names a model input)")
+        return self
 
 
 class NumpyData(_DataCommon):

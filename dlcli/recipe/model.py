@@ -69,7 +69,7 @@ class GraphNode(LayerSpec):
 class GraphInput(StrictModel):
     name: str = Field(..., description="Input name (the model input's name).")
     shape: list[int | None] | None = Field(None, description="Shape without the batch axis; default: from the data.")
-    dtype: str = Field("float32", description="Input dtype.")
+    dtype: str | None = Field(None, description="Input dtype; default: the data's (float32, or int32 for ids).")
 
 
 class _ModelCommon(StrictModel):
