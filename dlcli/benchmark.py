@@ -161,18 +161,18 @@ def benchmark(paths: list[str | Path], batch_size: int = 32, runs: int = 100, wa
     import json
 
     from dlcli.export.registry import format_of
-    from dlcli.inspect import find_artifact_run, is_run_dir, open_run, run_split
+    from dlcli.inspect import find_artifact_run, is_run_dir, open_run, run_split, takes_raw
 
     log = log or (lambda m: None)
     if batch_size < 1 or runs < 1:
         raise UsageError("--batch-size and --runs must be at least 1")
     thresholds = _parse_fail_under(fail_under or [])
     paths = [Path(p) for p in paths]
-    jobs = []  # (name, format, quantization, runtime, path, loader)
+    jobs = []  # (name, format, quantization, runtime, path, loader, takes raw values)
     if len(paths) == 1 and is_run_dir(paths[0]):
         run = open_run(paths[0])
         jobs.append(("keras", "keras", "none", "keras", run.model_path,
-                     lambda: _KerasRunner(run.load_model())))
+                     lambda: _KerasRunner(run.load_model()), False))
         manifest = run.path / "export" / "manifest.json"
         if manifest.exists():
             for a in json.loads(manifest.read_text())["artifacts"]:
@@ -180,7 +180,7 @@ def benchmark(paths: list[str | Path], batch_size: int = 32, runs: int = 100, wa
                 if a["status"] == "passed" and p.exists():
                     fmt = format_of(p)
                     jobs.append((a["name"], a["format"], a["quantization"], fmt.runtime, p,
-                                 (lambda fmt=fmt, p=p: fmt.load(p))))
+                                 (lambda fmt=fmt, p=p: fmt.load(p)), a.get("preprocessing") == "included"))
     else:
         run = None
         for p in paths:
@@ -192,12 +192,16 @@ def benchmark(paths: list[str | Path], batch_size: int = 32, runs: int = 100, wa
                 raise UsageError(f"{p}: belongs to another run than {paths[0]}; benchmark one run at a time")
             run = r
             quant = next((q for q in ("int8", "float16", "dynamic") if q in p.name), "none")
-            jobs.append((p.name, fmt.name, quant, fmt.runtime, p, (lambda fmt=fmt, p=p: fmt.load(p))))
-    x, y = run_split(run, run.split_names()[-1])  # test, else validation, else train
+            jobs.append((p.name, fmt.name, quant, fmt.runtime, p, (lambda fmt=fmt, p=p: fmt.load(p)), takes_raw(p)))
+    split = run.split_names()[-1]  # test, else validation, else train
+    inputs = {False: run_split(run, split)}
     results = []
     method_ok = True
-    for name, fmt, quant, runtime, path, load in jobs:
+    for name, fmt, quant, runtime, path, load, raw in jobs:
         log(f"benchmarking {name} ...")
+        if raw not in inputs:  # an artifact with the preprocessing inside takes the values before it
+            inputs[raw] = run_split(run, split, normalize=False)
+        x, y = inputs[raw]
         m, reset = _measure(name, fmt, quant, runtime, path, load, x, y, run.recipe.task, batch_size, runs, warmup)
         method_ok &= reset
         results.append(m)

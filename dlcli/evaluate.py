@@ -7,7 +7,6 @@ from pathlib import Path
 from typing import Any
 
 
-
 @dataclass
 class EvalResult:
     run_dir: Path
@@ -27,10 +26,10 @@ def evaluate_artifact(run_dir: str | Path, artifact: str | Path, split: str = "t
 
     from dlcli.export.parity import task_metric
     from dlcli.export.registry import format_of
-    from dlcli.inspect import open_run, run_split
+    from dlcli.inspect import open_run, run_split, takes_raw
 
     run = open_run(run_dir)
-    x, y = run_split(run, split)
+    x, y = run_split(run, split, normalize=not takes_raw(Path(artifact)))
     out = format_of(Path(artifact)).load(Path(artifact)).predict(x)
     name, value = task_metric(out, y, run.recipe.task)
     metrics = {name: value}

@@ -45,27 +45,47 @@ def load_keras_model(path: Path):
         raise RunDirError(f"{path}: cannot load the model: {str(exc).splitlines()[0]}") from None
 
 
-def find_artifact_run(artifact: Path) -> Run:
-    """The run an exported artifact came from, through the manifest beside it."""
-    import json as _json
-
-    artifact = Path(artifact)
+def _manifest_of(artifact: Path) -> tuple[Path, dict] | None:
     for folder in (artifact.parent, artifact.parent.parent):
         manifest = folder / "manifest.json"
         if manifest.exists():
-            run_dir = Path(_json.loads(manifest.read_text())["run_dir"])
-            return open_run(run_dir)
-    raise RunDirError(f"{artifact}: no manifest.json beside it names its run; export it with `dlcli export`")
+            try:
+                return folder, json.loads(manifest.read_text())
+            except ValueError as exc:
+                raise RunDirError(f"{manifest}: cannot read the export manifest: {exc}") from None
+    return None
+
+
+def find_artifact_run(artifact: Path) -> Run:
+    """The run an exported artifact came from, through the manifest beside it (the run it
+    names, or, in a moved checkout, the run folder that holds the export folder)."""
+    found = _manifest_of(Path(artifact))
+    if found is None:
+        raise RunDirError(f"{artifact}: no manifest.json beside it names its run; export it with `dlcli export`")
+    folder, manifest = found
+    named = Path(manifest.get("run_dir", ""))
+    return open_run(named if is_run_dir(named) or not is_run_dir(folder.parent) else folder.parent)
+
+
+def takes_raw(artifact: Path) -> bool:
+    """Whether an exported artifact has the run's preprocessing inside (it is fed raw values)."""
+    found = _manifest_of(Path(artifact))
+    if found is None:
+        return False
+    name = Path(artifact).name
+    entry = next((a for a in found[1].get("artifacts", []) if a.get("path") == name or a.get("name") == name), {})
+    return entry.get("preprocessing") == "included"
 
 
 def is_run_dir(path: Path) -> bool:
     return Path(path).is_dir() and (Path(path) / "recipe.yaml").exists() and (Path(path) / "model.keras").exists()
 
 
-def run_split(run: Run, split: str, return_files: bool = False, pick=None):
+def run_split(run: Run, split: str, return_files: bool = False, pick=None, normalize: bool = True):
     """(x, y) of one split of the run's data, through the run's saved preprocessing
     (and the data files read, with ``return_files``). ``pick(n) -> row indices``: only
-    those rows are decoded (a bounded sample of a large split)."""
+    those rows are decoded (a bounded sample of a large split). ``normalize=False``: the
+    featurized values before reshape and normalization (for a model exported with them)."""
     import numpy as np
 
     from dlcli.data import raw_inputs, read_raw_splits
@@ -76,7 +96,7 @@ def run_split(run: Run, split: str, return_files: bool = False, pick=None):
     if split not in raws:
         raise UsageError(f"this run has no {split} split (it has: {', '.join(raws)})")
     raw = raws[split] if pick is None else raws[split].take(np.asarray(pick(len(raws[split])), np.int64))
-    x = pre.transform_x(raw_inputs(recipe.data, raw))
+    x = pre.transform_x(raw_inputs(recipe.data, raw), normalize)
     y = np.asarray(x if recipe.task == "reconstruction" else pre.encode_y(raw.y, split))
     return (x, y, files) if return_files else (x, y)
 

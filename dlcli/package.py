@@ -357,7 +357,11 @@ def python_example(target: str, entry: dict[str, Any], pre: dict[str, Any], has_
         body = body.format(model=model, dtype=dtype, quantize_in=_Q_IN["tflite"] if q_in else plain_in,
                            dequantize_out=_DQ_OUT["tflite"] if q_out else "    return y\n")
     method = pre["normalize"]["method"]
-    if ids:
+    raw_shape = list(entry["inputs"][0]["shape"][1:])
+    if entry.get("preprocessing") == "included":  # the model reshapes and normalizes itself
+        norm = ('def normalize(raw):\n    """One raw example: the model has the run\'s preprocessing inside."""\n'
+                f'    return np.asarray(raw, np.{"int32" if ids else "float32"}).reshape({raw_shape})\n')
+    elif ids:
         norm = ('def normalize(token_ids):\n    """Token ids (the featurizer\'s vocabulary in preprocessing.json), '
                 'padded to the sequence length."""\n    return np.asarray(token_ids, np.int32).reshape(pre["input_shape"])\n')
     else:
@@ -369,7 +373,9 @@ def python_example(target: str, entry: dict[str, Any], pre: dict[str, Any], has_
             'pre = json.loads(Path("preprocessing.json").read_text())\n'
             + ('labels = Path("labels.txt").read_text().splitlines()\n' if has_labels else "")
             + body + "\n\n" + norm + "\n\n"
-            + f'example = np.zeros(pre["input_shape"], np.{"int32" if ids else "float32"})  # one raw example\n'
+            + (f'example = np.zeros({raw_shape}, np.{"int32" if ids else "float32"})  # one raw example\n'
+               if entry.get("preprocessing") == "included" else
+               f'example = np.zeros(pre["input_shape"], np.{"int32" if ids else "float32"})  # one raw example\n')
             + "scores = predict(normalize(example))\n" + show + "\n")
 
 

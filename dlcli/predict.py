@@ -40,7 +40,7 @@ class Prediction:
         return {"predictions": self.rows()}
 
 
-def _numeric(path: Path, pre) -> np.ndarray:
+def _numeric(path: Path, pre, normalize: bool = True) -> np.ndarray:
     try:
         if path.suffix == ".npz":
             with np.load(path, allow_pickle=False) as z:
@@ -59,11 +59,14 @@ def _numeric(path: Path, pre) -> np.ndarray:
         raise DataError(f"{path}: input examples have shape {tuple(arr.shape[1:])}, the model expects {shape}")
     if pre.input_dtype == "int32":
         return arr.astype(np.int32)
+    if not normalize:  # an artifact with the preprocessing inside: the values before reshape
+        return (arr.reshape(len(arr), -1) if pre.reshape else arr).astype(np.float32)
     return pre.normalize_array(arr.astype(np.float32))
 
 
-def read_input(path: Path, run) -> tuple[np.ndarray, list[str]]:
-    """Preprocessed model input for ``path`` and a name per example."""
+def read_input(path: Path, run, normalize: bool = True) -> tuple[np.ndarray, list[str]]:
+    """Preprocessed model input for ``path`` and a name per example (``normalize=False``:
+    featurized only, for an artifact exported with its preprocessing)."""
     from dlcli.data.inputs import num_rows
     from dlcli.data.sources import read_csv_columns
 
@@ -75,16 +78,16 @@ def read_input(path: Path, run) -> tuple[np.ndarray, list[str]]:
         if path.suffix not in (".csv", ".gz"):
             raise DataError(f"{path}: a run with several inputs ({', '.join(pre.input_shape)}) predicts from a "
                             "CSV file with their columns")
-        x = pre.transform_x(read_csv_columns(path, spec.header, spec.delimiter))
+        x = pre.transform_x(read_csv_columns(path, spec.header, spec.delimiter), normalize)
         return x, [f"{path.name}:{i + 1}" for i in range(num_rows(x))]
     if path.suffix in (".npy", ".npz"):
-        x = _numeric(path, pre)
+        x = _numeric(path, pre, normalize)
         return x, [f"{path.name}[{i}]" for i in range(len(x))]
     if kind == "image":
         files = [path] if path.is_file() else sorted(f for f in path.rglob("*") if f.suffix.lower() in IMAGE_EXTS)
         if not files:
             raise DataError(f"{path}: no images found")
-        return pre.transform_x([str(f) for f in files]), [str(f) for f in files]
+        return pre.transform_x([str(f) for f in files], normalize), [str(f) for f in files]
     if kind == "text":
         if path.suffix == ".csv":
             cols = read_csv_columns(path, True, ",")
@@ -93,7 +96,7 @@ def read_input(path: Path, run) -> tuple[np.ndarray, list[str]]:
             texts = cols[spec.text_column]
         else:
             texts = [line for line in path.read_text(encoding="utf-8").splitlines() if line.strip()]
-        return pre.transform_x(texts), [t[:40] for t in texts]
+        return pre.transform_x(texts, normalize), [t[:40] for t in texts]
     if kind == "tabular" and path.suffix in (".csv", ".gz"):
         cols = read_csv_columns(path, spec.header, spec.delimiter)
         label = str(spec.label_column)
@@ -105,14 +108,14 @@ def read_input(path: Path, run) -> tuple[np.ndarray, list[str]]:
         cols.pop(label, None)
         if not spec.header:
             cols = {name: values for name, values in zip(pre.featurizer.columns, cols.values())}
-        x = pre.transform_x(cols)
+        x = pre.transform_x(cols, normalize)
         return x, [f"{path.name}:{i + 1}" for i in range(len(x))]
     raise DataError(f"{path}: unsupported input for a {kind} run (use .npy, .npz, .csv, images or .txt)")
 
 
 def predict(path: str | Path, input_path: str | Path, top_k: int = 3) -> Prediction:
     """``path``: a run directory (its Keras model) or an exported artifact (its runtime)."""
-    from dlcli.inspect import find_artifact_run, is_run_dir, open_run
+    from dlcli.inspect import find_artifact_run, is_run_dir, open_run, takes_raw
 
     path = Path(path)
     if is_run_dir(path):
@@ -124,7 +127,7 @@ def predict(path: str | Path, input_path: str | Path, top_k: int = 3) -> Predict
 
         fmt = format_of(path)
         run = find_artifact_run(path)
-        x, names = read_input(Path(input_path), run)
+        x, names = read_input(Path(input_path), run, normalize=not takes_raw(path))
         out = fmt.load(path).predict(x)
     labels = run.preprocessor.labels if run.recipe.task == "classification" else None
     return Prediction(names, out, labels, max(1, min(top_k, len(labels) if labels else 1)))

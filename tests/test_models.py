@@ -16,7 +16,7 @@ import pytest
 from dlcli.data import load_data
 from dlcli.errors import DataError, ModelError, RecipeError, ShapeMismatchError
 from dlcli.models import build_model, check_model_fits_data, context_from_data
-from dlcli.models.context import BuildContext
+from dlcli.models.context import BuildContext, InputInfo
 from dlcli.models.custom_layers import PositionEmbedding
 from dlcli.models.registry import architectures, get_architecture, register_architecture
 from dlcli.recipe.loader import load_recipe, recipe_from_text
@@ -254,8 +254,11 @@ def test_graph_recipe_two_inputs_residual_and_shared_layer(tmp_path):
             - {name: out, type: Dense, units: 3, activation: softmax, inputs: [residual]}
           outputs: [out]
     """)
-    m = build_model(recipe, ctx_for((4,)))
+    two = [InputInfo(n, (4,), "float32", "numeric") for n in ("left", "right")]
+    m = build_model(recipe, BuildContext((), "float32", "classification", 3, (), seed=1, inputs=tuple(two)))
     assert [t.name for t in m.inputs] == ["left", "right"]
+    with pytest.raises(ShapeMismatchError, match=r"the model has 2 inputs \(left, right\) but the data provides one"):
+        build_model(recipe, ctx_for((4,)))  # keras would fail at the first step with a traceback
     dense_layers = [layer for layer in m.layers if isinstance(layer, keras.layers.Dense)]
     assert [layer.name for layer in dense_layers] == ["enc_l", "out"]  # the shared node adds no layer
     assert len(m.trainable_weights) == 4  # enc_l kernel+bias, out kernel+bias
@@ -266,10 +269,10 @@ def test_graph_recipe_two_inputs_residual_and_shared_layer(tmp_path):
     k, c = enc.kernel.numpy(), enc.bias.numpy()
     h = np.tanh(a @ k + c) + np.tanh(b @ k + c) + a
     want = _np_activation("softmax", h @ out.kernel.numpy() + out.bias.numpy())
-    np.testing.assert_allclose(np.asarray(m([a, b])), want, rtol=1e-4, atol=1e-6)
+    np.testing.assert_allclose(np.asarray(m({"left": a, "right": b})), want, rtol=1e-4, atol=1e-6)
     # training moves the shared weights once, for both branches
     m.compile(optimizer=keras.optimizers.SGD(0.5), loss="sparse_categorical_crossentropy")
-    m.fit([a, b], np.array([0, 1, 2]), epochs=1, verbose=0)
+    m.fit({"left": a, "right": b}, np.array([0, 1, 2]), epochs=1, verbose=0)
     assert not np.allclose(enc.kernel.numpy(), k)
     assert len(m.trainable_weights) == 4
 
@@ -289,7 +292,8 @@ def test_graph_recipe_single_input_shape_from_data_and_errors(tmp_path):
                               "\n  outputs: [h]")
     with pytest.raises(RecipeError, match="needs `type`"):
         make_recipe(tmp_path, "graph:\n  inputs: [{name: x}]\n  nodes: [{name: h, inputs: [x]}]\n  outputs: [h]")
-    with pytest.raises(ModelError, match=r"graph\.inputs\.0\.shape: needed when a model has several inputs"):
+    with pytest.raises(ShapeMismatchError, match=r"graph\.inputs\.0: the model has several inputs but the data "
+                                                 r"provides one; declare them in data\.inputs"):
         build_model(make_recipe(tmp_path, "graph:\n  inputs: [{name: a}, {name: b}]\n"
                                           "  nodes: [{name: h, type: Add, inputs: [a, b]}]\n  outputs: [h]"),
                     ctx_for((3,)))

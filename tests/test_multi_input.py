@@ -205,3 +205,12 @@ def test_shipped_two_input_recipe_exports_gates_and_packages(tmp_path, cli):
     r = cli("package", run, "--target", "mcu", "--out", tmp_path / "mcu.zip")
     assert r.exit_code == 2 and "several inputs" in r.stderr
     assert not (tmp_path / "mcu.zip").exists()
+
+
+def test_mixed_inputs_export_with_their_preprocessing_inside(mixed_run):
+    from dlcli.export import export_run
+
+    root, _ = mixed_run
+    res = export_run(root / "run", ["tflite", "onnx"], "int8", out_dir=root / "raw", include_preprocessing=True)
+    assert all(a.status == "passed" for a in res.artifacts), {a.name: (a.error, a.checks) for a in res.artifacts}
+    assert all(a.preprocessing == "included" for a in res.artifacts)

@@ -296,3 +296,44 @@ def test_bad_and_truncated_shards_name_the_file(tmp_path):
     shards[2].write_bytes(b"this is not a TFRecord file at all" * 3)
     with pytest.raises(DataError, match="part-02.tfrecord"):
         load_data(load_recipe(tmp_path / "r.yaml"))
+
+
+@pytest.mark.slow
+def test_sigkill_mid_epoch_on_a_streamed_folder_resumes_to_equal_weights(tmp_path):
+    """Decoding, augmentation draws and dropout after a resume are those of an uninterrupted run."""
+    import os
+    import signal
+    import subprocess
+    import sys
+    import time
+
+    from dlcli.train import resume as ckpt
+
+    _folder(tmp_path / "img", per_class=300)
+    recipe = _recipe(tmp_path, "none").read_text().replace("batch_size: 8", "batch_size: 4")
+    recipe = recipe.replace("epochs: 2", "epochs: 3").replace(
+        "callbacks: {tensorboard: false}", "callbacks: {tensorboard: false, checkpoint: {min_interval_seconds: 0.2}}")
+    recipe = recipe.replace("  cache: none\n", "  cache: none\n  augment: {flip: horizontal, noise: 0.05}\n")
+    recipe = recipe.replace("dense: [8]}", "dense: [8], dropout: 0.2}")
+    (tmp_path / "r.yaml").write_text(recipe)
+
+    def cmd(run):
+        return [sys.executable, "-m", "dlcli", "train", str(tmp_path / "r.yaml"), "--run-dir", str(run), "--json", "--quiet"]
+
+    ref = subprocess.run(cmd(tmp_path / "ref"), capture_output=True, text=True, timeout=300)
+    assert ref.returncode == 0, ref.stderr
+    run = tmp_path / "run"
+    proc = subprocess.Popen(cmd(run), stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    deadline = time.time() + 120
+    while time.time() < deadline:
+        found = ckpt.latest(run / "checkpoints")
+        if found is not None and found.epoch >= 1 and found.step > 0:
+            break
+        time.sleep(0.02)
+    os.kill(proc.pid, signal.SIGKILL)
+    proc.wait(timeout=60)
+    killed_at = ckpt.latest(run / "checkpoints")
+    assert killed_at is not None and killed_at.step > 0, "killed before a mid-epoch checkpoint"
+    again = subprocess.run(cmd(run), capture_output=True, text=True, timeout=300)
+    assert again.returncode == 0, again.stderr
+    assert json.loads(again.stdout)["weights_sha256"] == json.loads(ref.stdout)["weights_sha256"]

@@ -37,6 +37,9 @@ def export(
     min_top1_agreement: float = typer.Option(None, "--min-top1-agreement", min=0.0, max=1.0,
                                              help="Gate: least top-1 agreement."),
     max_metric_drop: float = typer.Option(None, "--max-metric-drop", min=0.0, help="Gate: largest metric drop."),
+    include_preprocessing: bool = typer.Option(
+        None, "--include-preprocessing/--separate-preprocessing",
+        help="Bake the fitted reshape and normalization into the models (a device feeds raw values)."),
     json_out: bool = typer.Option(False, "--json", help="Print the manifest as one JSON object."),
 ) -> None:
     """Export a run to SavedModel / TFLite / ONNX and check every artifact in its real runtime.
@@ -57,7 +60,8 @@ def export(
     with native_quiet() as err:
         log = (lambda msg: None) if json_out else (lambda msg: print(msg, file=err, flush=True))
         result = export_run(run_dir, formats or None, quantize, out, representative_samples, gate, opset,
-                            int8_float_fallback, int8_per_channel=int8_per_channel, log=log)
+                            int8_float_fallback, int8_per_channel=int8_per_channel, log=log,
+                            include_preprocessing=include_preprocessing)
     if json_out:
         emit_json(result.manifest())
     else:

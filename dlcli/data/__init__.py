@@ -1,9 +1,12 @@
 """Data: read a source, split it, fit preprocessing on the training split only.
 
-``load_data(recipe) -> DataBundle`` holds NumPy arrays per split, the fitted
-:class:`Preprocessor`, the data's sha256 fingerprint and what the model needs to
-know (shapes, classes). ``make_dataset`` (in :mod:`dlcli.data.pipeline`) turns a
-split into a tf.data pipeline.
+``load_data(recipe) -> DataBundle`` holds one split object per split (in memory:
+:class:`~dlcli.data.stream.ArraySplit`; streamed from disk: image folders as
+:class:`~dlcli.data.stream.FileSplit`, TFRecord shards as
+:class:`~dlcli.data.records.RecordSplit`), the fitted :class:`Preprocessor`, the data's
+sha256 fingerprint and what the model needs to know (shapes, classes). The trainer's
+:class:`~dlcli.data.pipeline.EpochData` turns the training split into per-epoch tf.data
+pipelines; ``split.dataset(batch)`` gives evaluation batches.
 """
 
 from __future__ import annotations
@@ -186,7 +189,7 @@ def _fit_preprocessor(recipe, train: sources.Raw) -> Preprocessor:
     """Fitted on the training split; a streamed source on a seeded sample of at most
     ``data.fit_samples`` examples (recorded in preprocessing.json)."""
     spec = recipe.data
-    if getattr(spec, "inputs", None) is not None:
+    if spec.source == "csv" and spec.inputs is not None:
         from dlcli.data.inputs import MultiPreprocessor
 
         return MultiPreprocessor.from_spec(spec, recipe.task, str(train.files[0])).fit(

@@ -72,8 +72,8 @@ class MultiPreprocessor(Preprocessor):
             self._fit_labels(raw_y, class_names, label_names)
         return self
 
-    def transform_x(self, raw_x) -> dict[str, np.ndarray]:
-        return {name: part.transform_x(self._raw(name, raw_x)) for name, part in self.parts.items()}
+    def transform_x(self, raw_x, normalize: bool = True) -> dict[str, np.ndarray]:
+        return {name: part.transform_x(self._raw(name, raw_x), normalize) for name, part in self.parts.items()}
 
     def vocab_size(self, name: str) -> int | None:
         return getattr(self.parts[name].featurizer, "vocab_size", None)

@@ -90,9 +90,10 @@ class EpochData:
     ``steps`` (``train.steps_per_epoch``) repeats the split as needed and takes that many.
 
     ``split`` is an in-memory :class:`~dlcli.data.stream.ArraySplit` or a streamed
-    :class:`~dlcli.data.stream.FileSplit`. A streamed split without a cache shuffles its
-    keys (the whole split: keys are small) and decodes after shuffling, in parallel and in
-    order. Under multi-worker (``workers > 1``) a streamed split is read through
+    :class:`~dlcli.data.stream.FileSplit` (image files) or
+    :class:`~dlcli.data.records.RecordSplit` (TFRecord shards). A file split without a
+    cache shuffles its keys (the whole split: keys are small) and decodes after shuffling,
+    in parallel and in order; records shuffle in a bounded buffer before parsing. Under multi-worker (``workers > 1``) a streamed split is read through
     ``distribute_datasets_from_function``: each worker takes its own shard of the keys
     before decoding, so no worker decodes another's examples. An in-memory split is
     distributed as one global pipeline that every worker builds and shards.
@@ -149,9 +150,9 @@ class EpochData:
         shards = (context.num_input_pipelines, context.input_pipeline_id) if context else (1, 0)
         cache = self.pipeline is None or self.pipeline.cache
         ds, element, sharded = self.split.examples(shard=shards, seed=s, cache=cache)
-        # shards of a split that does not divide into global batches repeat a few examples,
-        # so every worker runs the same number of steps
-        repeat = bool(self.steps) or (context is not None and self.n % self.batch_size != 0)
+        # shards that may be uneven (a split that does not divide into global batches, or
+        # whole TFRecord files per worker) repeat a few examples: every worker runs the same steps
+        repeat = bool(self.steps) or (context is not None and (self.n % self.batch_size != 0 or sharded))
         if repeat:
             ds = ds.repeat()
         ds = self._shuffle(ds, s, whole=element is not None and getattr(self.split, "shuffle_all", False))

@@ -124,7 +124,12 @@ class Preprocessor:
                 f"({int(np.prod(x.shape[1:]))} values) to {tuple(self.reshape)}"
             ) from None
 
-    def transform_x(self, raw_x: Any) -> np.ndarray:
+    def transform_x(self, raw_x: Any, normalize: bool = True) -> np.ndarray:
+        """Raw records -> model input. ``normalize=False``: the featurizer's output only (no
+        reshape, no normalization): what a model exported with its preprocessing is fed."""
+        if not normalize:
+            x = self.featurizer.transform(raw_x)
+            return x.astype(np.int32) if self.input_dtype == "int32" else x.astype(np.float32)
         x = self._shape(self.featurizer.transform(raw_x))
         if self.input_shape and list(x.shape[1:]) != self.input_shape:
             raise ShapeMismatchError(

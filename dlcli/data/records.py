@@ -163,9 +163,9 @@ class RecordSplit:
         return np.concatenate(batches) if batches else np.zeros((0, *self.shape), np.float32)
 
     def dataset(self, batch_size: int, one_hot: int | None = None):
-        from dlcli.data.stream import _batched
-
         import tensorflow as tf
+
+        from dlcli.data.stream import _batched
 
         ds = _batched(self.records(), self.element, batch_size, one_hot)  # interleave + filter: count unknown
         return ds.apply(tf.data.experimental.assert_cardinality(-(-len(self) // batch_size)))

@@ -49,6 +49,7 @@ class Artifact:
     outputs: list[dict[str, Any]] = field(default_factory=list)
     checks: dict[str, Any] = field(default_factory=dict)
     error: str | None = None
+    preprocessing: str = "separate"  # included: the artifact takes raw values (export.include_preprocessing)
 
     def to_json(self) -> dict[str, Any]:
         return {k: v for k, v in self.__dict__.items() if not (k == "error" and v is None)}
@@ -133,8 +134,10 @@ def export_run(run_dir: str | Path, formats: list[str] | None = None, quantize: 
                out_dir: str | Path | None = None, representative_samples: int | None = None,
                gate=None, opset: int | None = None, int8_float_fallback: bool | None = None,
                tflite_batch_size: int | str | None = None, parity_samples: int | None = None,
-               int8_per_channel: bool | None = None, log=None) -> ExportResult:
-    """Export ``run_dir``'s model; the recipe's ``export:`` section fills unset arguments."""
+               int8_per_channel: bool | None = None, log=None,
+               include_preprocessing: bool | None = None) -> ExportResult:
+    """Export ``run_dir``'s model; the recipe's ``export:`` section fills unset arguments.
+    ``include_preprocessing``: the artifacts take raw feature values (the gate feeds them)."""
     import numpy as np
 
     from dlcli.atomic import copy_file, write_json
@@ -162,15 +165,23 @@ def export_run(run_dir: str | Path, formats: list[str] | None = None, quantize: 
     model = run.load_model()
     task = run.recipe.task
     parity_split = run.split_names()[-1]  # test, else validation, else train
-    x_test, y_test = run_split(run, parity_split, pick=lambda n: np.arange(min(n, n_parity)))
+    raw = spec.include_preprocessing if include_preprocessing is None else include_preprocessing
+    first = lambda n: np.arange(min(n, n_parity))
+    x_test, y_test = run_split(run, parity_split, pick=first)
     ref = np.asarray(model.predict(x_test, verbose=0, batch_size=256))
+    exported_model = model
+    if raw:  # the artifacts take (and the gate feeds) the values before reshape and normalization
+        from dlcli.export.preprocessing import with_preprocessing
+
+        x_test, _ = run_split(run, parity_split, pick=first, normalize=False)
+        exported_model = with_preprocessing(model, run.preprocessor, x_test)
     k_name, k_value = task_metric(ref, y_test, task)
-    keras_info = {"metric": k_name, "value": k_value, "samples": int(len(y_test)), "split": parity_split,
+    keras_info = {"metric": k_name, "value": k_value, "samples": len(y_test), "split": parity_split,
                   "parameters": int(model.count_params())}
 
     batch_setting = tflite_batch_size if tflite_batch_size is not None else spec.tflite_batch_size
     if batch_setting == "auto":
-        tflite_batch = 1 if has_recurrent_layers(model) else None
+        tflite_batch = 1 if has_recurrent_layers(exported_model) else None
     else:
         tflite_batch = None if batch_setting == "dynamic" else int(batch_setting)
     jobs: list[tuple[str, str]] = []
@@ -183,7 +194,7 @@ def export_run(run_dir: str | Path, formats: list[str] | None = None, quantize: 
             jobs.append((f, "none"))
     rep = None
     if any(q == "int8" for _, q in jobs):
-        rep, _ = run_split(run, "train",
+        rep, _ = run_split(run, "train", normalize=not raw,
                            pick=lambda n: np.sort(np.random.default_rng(run.recipe.seed).permutation(n)[:n_rep]))
 
     artifacts = []
@@ -191,7 +202,7 @@ def export_run(run_dir: str | Path, formats: list[str] | None = None, quantize: 
         fmt = get_format(fmt_name)
         name = artifact_name(fmt_name, q)
         target = out / name
-        art = Artifact(name, fmt_name, q, name, fmt.runtime)
+        art = Artifact(name, fmt_name, q, name, fmt.runtime, preprocessing="included" if raw else "separate")
         plan = Plan(q, rep, tflite_batch, int8_float_fallback if int8_float_fallback is not None
                     else spec.int8_float_fallback, opset or spec.opset,
                     spec.int8_per_channel if int8_per_channel is None else int8_per_channel)
@@ -199,7 +210,7 @@ def export_run(run_dir: str | Path, formats: list[str] | None = None, quantize: 
         tmp = out / f".{name}.tmp-{os.getpid()}{fmt.suffix}"
         t0 = time.perf_counter()
         try:
-            fmt.export(model, tmp, plan)
+            fmt.export(exported_model, tmp, plan)
             art.conversion_seconds = round(time.perf_counter() - t0, 3)
             if not tmp.exists() or (tmp.is_file() and tmp.stat().st_size == 0):
                 raise RuntimeError("the converter reported success but produced no file")

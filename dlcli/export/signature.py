@@ -32,7 +32,7 @@ def match_inputs(x, names: list[str]) -> list:
     for name in names:
         bare = name.split(":")[0]
         key = bare if bare in x else next((k for k in sorted(x, key=len, reverse=True)
-                                           if bare.endswith(f"_{k}") or bare.endswith(f"/{k}")), None)
+                                           if bare.endswith((f"_{k}", f"/{k}"))), None)
         if key is None:
             raise ValueError(f"runtime input {name!r} matches none of the model's inputs ({', '.join(x)})")
         out.append(x[key])

@@ -47,6 +47,10 @@ class ExportSpec(StrictModel):
     )
     parity_samples: int = Field(1000, ge=1, description="Test examples (at most) run through every artifact by the parity gate.")
     gate: GateSpec = Field(default_factory=GateSpec, description="Parity-gate thresholds.")
+    include_preprocessing: bool = Field(
+        False, description="Bake the fitted reshape and normalization into the exported models: a device feeds "
+        "raw feature values (the parity gate does too). Default: they stay in preprocessing.json."
+    )
 
 
 class PruneSpec(StrictModel):

@@ -237,7 +237,6 @@ def _fit(stage: Stage, run_dir: Path, env: dict, progress: str, console, checkpo
     t0 = time.time()
     tr, recipe = stage.train, stage.recipe
     prepare_devices(tr)
-    bundle = _load(stage, run_dir, env, checkpoint)
 
     import keras
 
@@ -245,14 +244,17 @@ def _fit(stage: Stage, run_dir: Path, env: dict, progress: str, console, checkpo
     from dlcli.train import callbacks as cb
     from dlcli.train.optim import needs_one_hot
 
+    # the strategy before the data: streamed sources run TensorFlow ops while loading, and
+    # multi-worker must configure the runtime before any op runs
     strategy, resolution, policy = _runtime(tr)
     chief = role is None or role.chief
-    seed_everything(recipe.seed, tr.deterministic)
     replicas = int(strategy.num_replicas_in_sync)
     env["strategy"] = {"name": resolution.name, "reason": resolution.reason, "replicas": replicas}
     if role is not None:
         env["strategy"].update(workers=role.workers, task=f"{role.task_type}:{role.task_id}")
     try:
+        bundle = _load(stage, run_dir, env, checkpoint)
+        seed_everything(recipe.seed, tr.deterministic)
         ctx = context_from_data(recipe, bundle)
         one_hot = needs_one_hot(tr.loss, recipe.task, tr.metrics)
         data = _epoch_data(stage, bundle, ctx, one_hot, role.workers if role is not None else 1)
