@@ -67,3 +67,26 @@ def cli():
         return runner.invoke(app, [str(a) for a in args], catch_exceptions=False)
 
     return _run
+
+
+def sigkill_after_mid_epoch_checkpoint(cmd: list[str], run_dir: Path, poll: float = 0.05):
+    """Start ``cmd`` (a ``dlcli train``), SIGKILL it once it has written a checkpoint inside
+    its second epoch or later, and return that checkpoint (asserted mid-epoch)."""
+    import signal
+    import subprocess
+    import time
+
+    from dlcli.train import resume as ckpt
+
+    proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    deadline = time.time() + 120
+    while time.time() < deadline:
+        found = ckpt.latest(run_dir / "checkpoints")
+        if found is not None and found.epoch >= 1 and found.step > 0:
+            break
+        time.sleep(poll)
+    os.kill(proc.pid, signal.SIGKILL)
+    proc.wait(timeout=60)
+    killed_at = ckpt.latest(run_dir / "checkpoints")
+    assert killed_at is not None and killed_at.step > 0, "killed before a mid-epoch checkpoint"
+    return killed_at

@@ -15,6 +15,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from conftest import sigkill_after_mid_epoch_checkpoint
 
 from dlcli.train import resume as ckpt
 
@@ -100,17 +101,7 @@ def _same_as(result: dict, reference: dict) -> None:
 @pytest.mark.slow
 def test_sigkill_mid_epoch_then_resume_equals_an_uninterrupted_run(recipe, reference, tmp_path):
     run_dir = tmp_path / "run"
-    proc = subprocess.Popen(_cmd(recipe, run_dir), stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-    deadline = time.time() + 120
-    while time.time() < deadline:  # wait for a checkpoint inside epoch 2 or later
-        found = ckpt.latest(run_dir / "checkpoints")
-        if found is not None and found.epoch >= 1 and found.step > 0:
-            break
-        time.sleep(0.05)
-    os.kill(proc.pid, signal.SIGKILL)
-    proc.wait(timeout=60)
-    killed_at = ckpt.latest(run_dir / "checkpoints")
-    assert killed_at is not None and killed_at.step > 0, "killed before a mid-epoch checkpoint"
+    killed_at = sigkill_after_mid_epoch_checkpoint(_cmd(recipe, run_dir), run_dir)
     assert json.loads((run_dir / "env.json").read_text())["status"] == "running"  # it never got to say otherwise
     # no --resume: a killed run of the same recipe in --run-dir is continued automatically
     result, err = _finish(recipe, run_dir)

@@ -301,13 +301,10 @@ def test_bad_and_truncated_shards_name_the_file(tmp_path):
 @pytest.mark.slow
 def test_sigkill_mid_epoch_on_a_streamed_folder_resumes_to_equal_weights(tmp_path):
     """Decoding, augmentation draws and dropout after a resume are those of an uninterrupted run."""
-    import os
-    import signal
     import subprocess
     import sys
-    import time
 
-    from dlcli.train import resume as ckpt
+    from conftest import sigkill_after_mid_epoch_checkpoint
 
     _folder(tmp_path / "img", per_class=300)
     recipe = _recipe(tmp_path, "none").read_text().replace("batch_size: 8", "batch_size: 4")
@@ -323,17 +320,7 @@ def test_sigkill_mid_epoch_on_a_streamed_folder_resumes_to_equal_weights(tmp_pat
     ref = subprocess.run(cmd(tmp_path / "ref"), capture_output=True, text=True, timeout=300)
     assert ref.returncode == 0, ref.stderr
     run = tmp_path / "run"
-    proc = subprocess.Popen(cmd(run), stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-    deadline = time.time() + 120
-    while time.time() < deadline:
-        found = ckpt.latest(run / "checkpoints")
-        if found is not None and found.epoch >= 1 and found.step > 0:
-            break
-        time.sleep(0.02)
-    os.kill(proc.pid, signal.SIGKILL)
-    proc.wait(timeout=60)
-    killed_at = ckpt.latest(run / "checkpoints")
-    assert killed_at is not None and killed_at.step > 0, "killed before a mid-epoch checkpoint"
+    sigkill_after_mid_epoch_checkpoint(cmd(run), run, poll=0.02)
     again = subprocess.run(cmd(run), capture_output=True, text=True, timeout=300)
     assert again.returncode == 0, again.stderr
     assert json.loads(again.stdout)["weights_sha256"] == json.loads(ref.stdout)["weights_sha256"]
