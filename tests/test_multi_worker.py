@@ -185,3 +185,21 @@ def test_each_worker_decodes_only_its_own_shard_of_a_streamed_folder(tmp_path, m
         assert not first & second and first | second == train_keys
     assert epochs[0][0] != epochs[1][0]
 
+
+
+def test_an_undecodable_image_stops_every_worker_with_exit_3(tmp_path):
+    """A corrupt file met mid-stream by one worker must not leave the other hanging."""
+    from test_streaming import _folder, _recipe
+
+    _folder(tmp_path / "img")
+    bad = tmp_path / "img" / "light" / "017.png"
+    bad.write_bytes(b"\x89PNG\r\n\x1a\n" + b"garbage" * 10)
+    recipe = _recipe(tmp_path, "none").read_text().replace("batch_size: 8", "batch_size: 12")
+    (tmp_path / "r.yaml").write_text(recipe)
+    procs = _start(tmp_path / "r.yaml", [tmp_path / "run", tmp_path / "run"])
+    results = [(p.communicate(timeout=300)[1], p.returncode) for p in procs]
+    # the worker that decodes it names it (exit 3); a peer stops too, with 3 or "worker lost" (9)
+    assert any(code == 3 and str(bad) in err for err, code in results), results
+    for err, code in results:
+        assert code in (3, 9) and "Traceback" not in err, err[-2000:]
+    assert not (tmp_path / "run" / "model.keras").exists()

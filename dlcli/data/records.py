@@ -17,6 +17,7 @@ from pathlib import Path
 
 import numpy as np
 
+from dlcli.data.stream import tf_message
 from dlcli.errors import DataError
 
 _DTYPES = {"float32": "float32", "int64": "int64", "string": "string"}
@@ -178,7 +179,7 @@ class RecordSplit:
                 for _ in tf.data.TFRecordDataset(str(f), compression_type=self.compression).batch(4096):
                     pass
             except tf.errors.OpError as exc:
-                return str(f), exc.message.strip().splitlines()[0]
+                return str(f), tf_message(exc)
         return None
 
 

@@ -4,7 +4,8 @@ An :class:`ArraySplit` holds its examples as one NumPy array (CSV, NumPy, text a
 synthetic sources). A :class:`FileSplit` holds only keys (file paths) and labels; its
 examples are decoded in the ``tf.data`` graph, in parallel, when a pipeline reads them,
 and kept between epochs only as ``data.cache`` says (memory, a cache file on disk, or
-nowhere). Both give the same interface to the trainer:
+nowhere). :class:`~dlcli.data.records.RecordSplit` (TFRecord shards) is the third kind.
+All give the same interface to the trainer:
 
 * ``examples(shard, seed, cache)`` -> ``(dataset, element, sharded)``: a dataset of
   examples, or of keys / records with the per-element ``element`` (decode) still to apply
@@ -136,8 +137,17 @@ class FileSplit:
             try:
                 self.decode(key)
             except Exception as exc:  # noqa: BLE001 - TF raises several types
-                return key, str(exc).strip().splitlines()[0]
+                return key, tf_message(exc)
         return None
+
+
+def tf_message(exc: Exception) -> str:
+    """The first line of a TensorFlow error without its node and op decorations."""
+    import re
+
+    line = (str(getattr(exc, "message", "") or exc).strip().splitlines() or [type(exc).__name__])[0]
+    line = re.sub(r"\{\{[^}]*\}\}\s*", "", line)
+    return re.sub(r"\s*\[Op:[^\]]*\].*$", "", line).strip() or type(exc).__name__
 
 
 def _batched(ds, element, batch_size: int, one_hot: int | None):
