@@ -239,13 +239,19 @@ def raw_inputs(spec, raw: sources.Raw):
     return records.sample_x(spec, raw.index, raw.x)
 
 
+def _streamed_common(recipe, pre: Preprocessor, raw: sources.Raw, name: str):
+    """A streamed split's encoded labels (placeholders when the target is the input), the
+    example shape, and the resolved ``data.cache``."""
+    y = np.zeros(len(raw), np.float32) if recipe.task == "reconstruction" else pre.encode_y(raw.y, name)
+    shape = tuple(pre.input_shape)
+    return y, shape, choose_cache(recipe.data.cache, len(raw), shape, recipe.data.cache_budget_mb)
+
+
 def _record_split(recipe, pre: Preprocessor, raw: sources.Raw, name: str, value_range):
     from dlcli.data import records
 
     spec, task = recipe.data, recipe.task
-    y = np.zeros(len(raw), np.float32) if task == "reconstruction" else pre.encode_y(raw.y, name)
-    shape = tuple(pre.input_shape)
-    cache = choose_cache(spec.cache, len(raw), shape, spec.cache_budget_mb)
+    y, shape, cache = _streamed_common(recipe, pre, raw, name)
     return records.RecordSplit(raw.index, np.asarray(raw.x), y, records.make_element(spec, pre, task), shape,
                                records.compression(spec), buffer=spec.pipeline.shuffle_buffer,
                                sample_range=value_range, cache="memory" if cache == "memory" else "none")
@@ -264,15 +270,13 @@ def _array_split(pre: Preprocessor, raw: sources.Raw, name: str, task: str) -> A
 
 
 def _file_split(recipe, pre: Preprocessor, raw: sources.Raw, name: str, value_range) -> FileSplit:
-    spec, task = recipe.data, recipe.task
+    task = recipe.task
     featurizer = pre.featurizer
 
     def decode(key):
         return pre.tf_example(featurizer.tf_decode(key))
 
-    y = np.zeros(len(raw), np.float32) if task == "reconstruction" else pre.encode_y(raw.y, name)
-    shape = tuple(pre.input_shape)
-    cache = choose_cache(spec.cache, len(raw), shape, spec.cache_budget_mb)
+    y, shape, cache = _streamed_common(recipe, pre, raw, name)
     return FileSplit(list(raw.x), y, decode, shape, cache=cache, sample_range=value_range,
                      reconstruct=task == "reconstruction")
 

@@ -183,6 +183,13 @@ class RecordSplit:
         return None
 
 
+def declared_inputs(example: dict, spec):
+    """The recipe's ``inputs`` features of one parsed record, flattened and concatenated."""
+    import tensorflow as tf
+
+    return tf.concat([tf.reshape(tf.cast(example[k], tf.float32), [-1]) for k in spec.inputs], 0)
+
+
 def make_element(spec, pre, task: str):
     """``record -> (x, y)`` in the graph: the declared inputs flattened and concatenated,
     the run's reshape and normalization, the label as a class id (or target)."""
@@ -196,8 +203,7 @@ def make_element(spec, pre, task: str):
 
     def element(record):
         ex = tf.io.parse_single_example(record, fspec)
-        x = tf.concat([tf.reshape(tf.cast(ex[k], tf.float32), [-1]) for k in spec.inputs], 0)
-        x = pre.tf_example(x)
+        x = pre.tf_example(declared_inputs(ex, spec))
         if task == "reconstruction":
             return x, x
         y = ex[spec.label]
@@ -220,7 +226,7 @@ def sample_x(spec, index: RecordIndex, rows: np.ndarray) -> np.ndarray:
 
     def raw(record):
         ex = tf.io.parse_single_example(record, fspec)
-        return tf.concat([tf.reshape(tf.cast(ex[k], tf.float32), [-1]) for k in spec.inputs], 0)
+        return declared_inputs(ex, spec)
 
     parts = list(split.records().map(raw, num_parallel_calls=tf.data.AUTOTUNE, deterministic=True)
                  .batch(4096).as_numpy_iterator())
