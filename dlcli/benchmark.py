@@ -155,13 +155,13 @@ def _parse_fail_under(items: list[str]) -> dict[str, float]:
 
 def benchmark(paths: list[str | Path], batch_size: int = 32, runs: int = 100, warmup: int = 10,
               fail_under: list[str] | None = None, max_latency_ms: float | None = None,
-              log=None) -> BenchmarkResult:
+              log=None, allow_code: bool = False) -> BenchmarkResult:
     """``paths``: one run directory (the Keras model and every exported artifact in its
     manifest), or artifacts (.tflite, .onnx, SavedModel folders) of one run."""
     import json
 
     from dlcli.export.registry import format_of
-    from dlcli.inspect import find_artifact_run, is_run_dir, open_run, run_split, takes_raw
+    from dlcli.inspect import find_artifact_run, is_run_dir, load_artifact, open_run, run_split, takes_raw
 
     log = log or (lambda m: None)
     if batch_size < 1 or runs < 1:
@@ -180,7 +180,7 @@ def benchmark(paths: list[str | Path], batch_size: int = 32, runs: int = 100, wa
                 if a["status"] == "passed" and p.exists():
                     fmt = format_of(p)
                     jobs.append((a["name"], a["format"], a["quantization"], fmt.runtime, p,
-                                 (lambda fmt=fmt, p=p: fmt.load(p)), a.get("preprocessing") == "included"))
+                                 (lambda p=p: load_artifact(p, allow_code)), a.get("preprocessing") == "included"))
     else:
         run = None
         for p in paths:
@@ -192,7 +192,8 @@ def benchmark(paths: list[str | Path], batch_size: int = 32, runs: int = 100, wa
                 raise UsageError(f"{p}: belongs to another run than {paths[0]}; benchmark one run at a time")
             run = r
             quant = next((q for q in ("int8", "float16", "dynamic") if q in p.name), "none")
-            jobs.append((p.name, fmt.name, quant, fmt.runtime, p, (lambda fmt=fmt, p=p: fmt.load(p)), takes_raw(p)))
+            jobs.append((p.name, fmt.name, quant, fmt.runtime, p, (lambda p=p: load_artifact(p, allow_code)),
+                         takes_raw(p)))
     split = run.split_names()[-1]  # test, else validation, else train
     inputs = {False: run_split(run, split)}
     results = []

@@ -20,17 +20,19 @@ class EvalResult:
                 "metrics": self.metrics, "data_changed": self.data_changed}
 
 
-def evaluate_artifact(run_dir: str | Path, artifact: str | Path, split: str = "test") -> EvalResult:
-    """An exported artifact, in its real runtime, on a split of the run's data."""
+def evaluate_artifact(run_dir: str | Path, artifact: str | Path, split: str = "test",
+                      allow_code: bool = False) -> EvalResult:
+    """An exported artifact, in its real runtime, on a split of the run's data (a SavedModel
+    dlcli did not export only with ``allow_code``)."""
     import numpy as np
 
     from dlcli.export.parity import task_metric
-    from dlcli.export.registry import format_of
-    from dlcli.inspect import open_run, run_split, takes_raw
+    from dlcli.inspect import load_artifact, open_run, run_split, takes_raw
 
+    runner = load_artifact(artifact, allow_code)
     run = open_run(run_dir)
     x, y = run_split(run, split, normalize=not takes_raw(Path(artifact)))
-    out = format_of(Path(artifact)).load(Path(artifact)).predict(x)
+    out = runner.predict(x)
     name, value = task_metric(out, y, run.recipe.task)
     metrics = {name: value}
     if run.recipe.task != "classification":

@@ -67,6 +67,35 @@ def find_artifact_run(artifact: Path) -> Run:
     return open_run(named if is_run_dir(named) or not is_run_dir(folder.parent) else folder.parent)
 
 
+def load_artifact(artifact: str | Path, allow_code: bool = False):
+    """The runtime of an exported artifact. A SavedModel runs a TensorFlow graph of its own:
+    one that dlcli did not export (listed, with this sha256, in the manifest beside it) is
+    loaded only with ``allow_code``, like a TFSMLayer in a recipe."""
+    from dlcli.errors import UsageError
+    from dlcli.export.registry import format_of
+
+    artifact = Path(artifact)
+    fmt = format_of(artifact)
+    if fmt.name == "saved_model" and not allow_code and not _exported_by_dlcli(artifact):
+        raise UsageError(f"{artifact}: a SavedModel that dlcli did not export (no manifest.json beside it lists it "
+                         "with this sha256) runs its own graph; pass --allow-code to run it")
+    return fmt.load(artifact)
+
+
+def _exported_by_dlcli(artifact: Path) -> bool:
+    from dlcli.export import sha256_path
+
+    found = _manifest_of(artifact)
+    if found is None:
+        return False
+    folder, manifest = found
+    target = artifact.resolve()
+    for a in manifest.get("artifacts", []) if isinstance(manifest, dict) else []:
+        if isinstance(a, dict) and isinstance(a.get("path"), str) and (folder / a["path"]).resolve() == target:
+            return a.get("sha256") == sha256_path(artifact)[0]
+    return False
+
+
 def takes_raw(artifact: Path) -> bool:
     """Whether an exported artifact has the run's preprocessing inside (it is fed raw values)."""
     found = _manifest_of(Path(artifact))

@@ -41,15 +41,22 @@ class Prediction:
 
 
 def _numeric(path: Path, pre, normalize: bool = True) -> np.ndarray:
+    import zipfile
+
     try:
         if path.suffix == ".npz":
             with np.load(path, allow_pickle=False) as z:
-                key = "x" if "x" in z else z.files[0]
-                arr = z[key]
-        else:
-            arr = np.load(path, allow_pickle=False)
-    except (OSError, ValueError) as exc:
-        raise DataError(f"{path}: cannot read NumPy input: {exc}") from None
+                if not z.files:
+                    raise DataError(f"{path}: the .npz holds no arrays")
+                arr = z["x" if "x" in z else z.files[0]]
+        else:  # mapped: a header that claims more data than the file holds fails here, unallocated
+            arr = np.load(path, allow_pickle=False, mmap_mode="r")
+    except (OSError, ValueError, EOFError, MemoryError, zipfile.BadZipFile) as exc:
+        raise DataError(f"{path}: cannot read NumPy input: {' '.join(str(exc).split())[:200]}") from None
+    if arr.dtype.kind not in "biuf":
+        raise DataError(f"{path}: holds {arr.dtype} values; the model takes numbers")
+    if arr.size == 0:
+        raise DataError(f"{path}: holds no examples")
     shape = tuple(pre.input_shape)
     flat = int(np.prod(shape))
     if arr.shape == shape or (arr.ndim == 1 and arr.size == flat and len(shape) > 1):
@@ -74,11 +81,13 @@ def read_input(path: Path, run, normalize: bool = True) -> tuple[np.ndarray, lis
     kind = pre.featurizer.kind
     if not path.exists():
         raise DataError(f"{path}: input not found")
+    if not path.is_dir() and not path.is_file():
+        raise DataError(f"{path}: not a regular file or folder (a device or a pipe?)")
     if isinstance(pre.input_shape, dict):  # several named inputs, from CSV columns
         if path.suffix not in (".csv", ".gz"):
             raise DataError(f"{path}: a run with several inputs ({', '.join(pre.input_shape)}) predicts from a "
                             "CSV file with their columns")
-        x = pre.transform_x(read_csv_columns(path, spec.header, spec.delimiter), normalize)
+        x = pre.transform_x(read_csv_columns(path, spec.header, spec.delimiter, spec.skip_rows), normalize)
         return x, [f"{path.name}:{i + 1}" for i in range(num_rows(x))]
     if path.suffix in (".npy", ".npz"):
         x = _numeric(path, pre, normalize)
@@ -98,7 +107,7 @@ def read_input(path: Path, run, normalize: bool = True) -> tuple[np.ndarray, lis
             texts = [line for line in path.read_text(encoding="utf-8").splitlines() if line.strip()]
         return pre.transform_x(texts, normalize), [t[:40] for t in texts]
     if kind == "tabular" and path.suffix in (".csv", ".gz"):
-        cols = read_csv_columns(path, spec.header, spec.delimiter)
+        cols = read_csv_columns(path, spec.header, spec.delimiter, spec.skip_rows)
         label = str(spec.label_column)
         if not spec.header and len(cols) == len(pre.featurizer.columns) + 1:
             # headerless input that still carries the label column: drop it by position
@@ -113,21 +122,32 @@ def read_input(path: Path, run, normalize: bool = True) -> tuple[np.ndarray, lis
     raise DataError(f"{path}: unsupported input for a {kind} run (use .npy, .npz, .csv, images or .txt)")
 
 
-def predict(path: str | Path, input_path: str | Path, top_k: int = 3) -> Prediction:
-    """``path``: a run directory (its Keras model) or an exported artifact (its runtime)."""
-    from dlcli.inspect import find_artifact_run, is_run_dir, open_run, takes_raw
+def _check_finite(x, path: Path) -> None:
+    """Predictions from NaN or infinite inputs would look confident and mean nothing."""
+    for name, arr in (x.items() if isinstance(x, dict) else [("", x)]):
+        arr = np.asarray(arr)
+        if arr.dtype.kind == "f" and not np.isfinite(arr).all():
+            row = int(np.argwhere(~np.isfinite(arr))[0][0])
+            where = f"input {name!r}, " if name else ""
+            raise DataError(f"{path}: {where}example {row + 1} holds NaN or infinity")
+
+
+def predict(path: str | Path, input_path: str | Path, top_k: int = 3, allow_code: bool = False) -> Prediction:
+    """``path``: a run directory (its Keras model) or an exported artifact (its runtime;
+    a SavedModel dlcli did not export only with ``allow_code``)."""
+    from dlcli.inspect import find_artifact_run, is_run_dir, load_artifact, open_run, takes_raw
 
     path = Path(path)
     if is_run_dir(path):
         run = open_run(path)
         x, names = read_input(Path(input_path), run)
+        _check_finite(x, Path(input_path))
         out = np.asarray(run.load_model().predict(x, verbose=0, batch_size=256))
     else:
-        from dlcli.export.registry import format_of
-
-        fmt = format_of(path)
+        runner = load_artifact(path, allow_code)
         run = find_artifact_run(path)
         x, names = read_input(Path(input_path), run, normalize=not takes_raw(path))
-        out = fmt.load(path).predict(x)
+        _check_finite(x, Path(input_path))
+        out = runner.predict(x)
     labels = run.preprocessor.labels if run.recipe.task == "classification" else None
     return Prediction(names, out, labels, max(1, min(top_k, len(labels) if labels else 1)))

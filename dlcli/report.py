@@ -77,7 +77,7 @@ def build_report(run_dir: str | Path, out: str | Path | None = None) -> Report:
     if not run_dir.is_dir():
         raise RunDirError(f"{run_dir}: run directory not found")
     if not is_run_dir(run_dir):
-        raise RunDirError(f"{run_dir}: not a dlcli run (no recipe.yaml or env.json)")
+        raise RunDirError(f"{run_dir}: not a dlcli run (no env.json written by dlcli)")
     out_given = out is not None
     out = Path(out) if out else run_dir / "report.html"
     if out.is_dir():

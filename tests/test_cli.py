@@ -158,6 +158,23 @@ def test_code_running_layers_need_allow_code(cli, write_recipe, tmp_path):
     assert "model.layers.0.type: TFSMLayer" in line and "--allow-code" in line
 
 
+@pytest.mark.parametrize("layer", [
+    # two wrappers deep: TimeDistributed -> TimeDistributed -> TFSMLayer
+    "{type: TimeDistributed, layer: {type: TimeDistributed, layer: {type: TFSMLayer, filepath: /tmp/x}}}",
+    "{type: Bidirectional, layer: {type: LSTM, units: 2}, backward_layer: {class_name: Lambda, config: {}}}",
+    "{type: RNN, cell: [{type: GRUCell, units: 2}, {type: keras.layers.TFSMLayer}]}",
+])
+def test_code_running_layers_are_found_at_any_depth(cli, write_recipe, tmp_path, layer):
+    path = write_recipe(f"""
+        name: nested
+        data: {{source: synthetic, samples: 60, shape: [4]}}
+        model: {{layers: [{{type: Dense, units: 2}}, {layer}]}}
+    """)
+    line = one_line_error(cli("train", path, "--run-dir", tmp_path / "r"), 2)
+    assert line.startswith("error: model.layers.1.type:") and "--allow-code" in line
+    assert not (tmp_path / "r").exists()
+
+
 def test_validate_catches_schedule_and_smoothing_mistakes(cli, tiny_recipe):
     line = one_line_error(cli("validate", tiny_recipe, "--set",
                               "train.optimizer.learning_rate={schedule: step, initial: 0.1, boundaries: [1], warmup_epochs: 1}"), 2)

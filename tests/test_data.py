@@ -16,7 +16,8 @@ import numpy as np
 import pytest
 
 from dlcli.data import Preprocessor, load_data
-from dlcli.data.pipeline import build_augmenter, make_dataset
+from dlcli.data.pipeline import EpochData, build_augmenter
+from dlcli.data.stream import ArraySplit
 from dlcli.errors import DataError, RecipeError, ShapeMismatchError
 from dlcli.recipe.data import AugmentSpec, PipelineSpec
 from dlcli.recipe.loader import load_recipe, recipe_from_text
@@ -641,41 +642,47 @@ def _collect(ds):
     return np.concatenate(xs), np.concatenate(ys)
 
 
+def _epoch(x, y, batch, *, aug_spec=None, seed=1, pipeline=None):
+    """The trainer's pipeline (EpochData) over in-memory arrays, with ``aug_spec``'s augmenter."""
+    make = None
+    if aug_spec is not None:
+        make = lambda s: build_augmenter(aug_spec, x.shape[1:], (0.0, 1.0), s)
+    return EpochData(ArraySplit(x, y), batch, pipeline=pipeline or PipelineSpec(), seed=seed, make_augment=make)
+
+
 def test_augmentation_changes_training_batches_only(tmp_path):
     rng = np.random.default_rng(7)
     x = rng.uniform(0, 1, (12, 4, 4, 3)).astype(np.float32)
     y = np.arange(12, dtype=np.int64)
     spec = AugmentSpec(flip="both", rotation=0.1, noise=0.05)
-    aug = build_augmenter(spec, x.shape[1:], (0.0, 1.0), seed=1)
-    assert aug is not None
-    train = make_dataset(x, y, 4, training=True, pipeline=PipelineSpec(), augment=aug, seed=1)
-    tx, ty = _collect(train)
+    assert build_augmenter(spec, x.shape[1:], (0.0, 1.0), seed=1) is not None
+    train = _epoch(x, y, 4, aug_spec=spec)
+    tx, ty = _collect(train.dataset(0))
     assert sorted(ty.tolist()) == list(range(12))
     assert tx.shape == x.shape and tx.dtype == np.float32
     for xi, yi in zip(tx, ty):
         assert not np.allclose(xi, x[yi], atol=1e-3)  # every training example is changed
-    tx2, ty2 = _collect(train)  # a second epoch draws new augmentations
+    tx2, ty2 = _collect(train.dataset(1))  # the next epoch draws new augmentations
     assert not np.allclose(tx2[np.argsort(ty2)], tx[np.argsort(ty)])
-    # validation / test: no shuffle, no augmentation, exactly the inputs
-    for pipeline in (None, PipelineSpec(), PipelineSpec(cache=False, prefetch=False)):
-        vx, vy = _collect(make_dataset(x, y, 5, training=False, pipeline=pipeline, augment=aug))
-        np.testing.assert_array_equal(vx, x)
-        np.testing.assert_array_equal(vy, y)
+    # validation / test batches: no shuffle, no augmentation, exactly the inputs
+    vx, vy = _collect(ArraySplit(x, y).dataset(5))
+    np.testing.assert_array_equal(vx, x)
+    np.testing.assert_array_equal(vy, y)
     # training without augmentation: a permutation of the inputs
-    px, py = _collect(make_dataset(x, y, 4, training=True, pipeline=PipelineSpec(), seed=1))
+    px, py = _collect(_epoch(x, y, 4).dataset(0))
     np.testing.assert_array_equal(px, x[py])
 
 
 def test_augmentation_noise_on_features_and_refusals(tmp_path):
     assert build_augmenter(AugmentSpec(), (4,), (0.0, 1.0), 0) is None
     x = np.zeros((6, 4), np.float32)
-    aug = build_augmenter(AugmentSpec(noise=0.5), (4,), (0.0, 1.0), 0)
-    tx, _ = _collect(make_dataset(x, np.zeros(6), 3, training=True, augment=aug))
+    noise = AugmentSpec(noise=0.5)
+    tx, _ = _collect(_epoch(x, np.zeros(6, np.int64), 3, aug_spec=noise).dataset(0))
     assert tx.shape == (6, 4) and tx.std() > 0.1
     with pytest.raises(DataError, match=r"need images.*\(4,\)"):
         build_augmenter(AugmentSpec(flip="horizontal"), (4,), (0.0, 1.0), 0)
     with pytest.raises(DataError, match="integers"):
-        make_dataset(np.ones((4, 5), np.int32), np.zeros(4), 2, training=True, augment=aug)
+        _epoch(np.ones((4, 5), np.int32), np.zeros(4, np.int64), 2, aug_spec=noise)
 
 
 def test_recipe_augment_on_non_image_data_raises(tmp_path, write_recipe):
@@ -693,11 +700,11 @@ def test_recipe_augment_on_non_image_data_raises(tmp_path, write_recipe):
 def test_shuffle_is_seeded_and_can_be_disabled(tmp_path):
     x = np.arange(20, dtype=np.float32)[:, None]
     y = np.arange(20)
-    a = _collect(make_dataset(x, y, 5, training=True, seed=3))[1]
-    b = _collect(make_dataset(x, y, 5, training=True, seed=3))[1]
+    a = _collect(_epoch(x, y, 5, seed=3).dataset(0))[1]
+    b = _collect(_epoch(x, y, 5, seed=3).dataset(0))[1]
     np.testing.assert_array_equal(a, b)
     assert a.tolist() != list(range(20))
-    c = _collect(make_dataset(x, y, 5, training=True, pipeline=PipelineSpec(shuffle_buffer=0)))[1]
+    c = _collect(_epoch(x, y, 5, pipeline=PipelineSpec(shuffle_buffer=0)).dataset(0))[1]
     assert c.tolist() == list(range(20))
 
 

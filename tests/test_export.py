@@ -179,6 +179,31 @@ def test_cli_export_evaluate_and_predict_artifacts(runs, cli, tmp_path):
         assert [p["label"] for p in preds] == [p["label"] for p in keras_pred]
 
 
+def test_a_savedmodel_dlcli_did_not_export_runs_only_with_allow_code(runs, cli, tmp_path):
+    """Its graph is code: unlisted in a manifest, or changed since export, it needs --allow-code."""
+    import shutil
+
+    run = runs("cnn")
+    r = cli("export", run, "--saved-model", "--json")
+    assert r.exit_code == 0, r.stderr
+    np.save(tmp_path / "x.npy", np.zeros((2, 8, 8, 1), np.float32))
+    foreign = run / "export" / "foreign_sm"  # beside the manifest, not listed in it
+    shutil.copytree(run / "export" / "saved_model", foreign)
+    try:
+        for args in (("predict", foreign, tmp_path / "x.npy"), ("evaluate", run, "--artifact", foreign),
+                     ("benchmark", foreign, "--runs", "2")):
+            r = cli(*args)
+            assert r.exit_code == 2 and "--allow-code" in r.stderr and "Traceback" not in r.stderr, (args, r.stderr)
+            assert cli(*args, "--allow-code").exit_code == 0, args
+        # a listed SavedModel whose files changed after export is foreign too
+        (run / "export" / "saved_model" / "fingerprint.pb").write_bytes(b"changed")
+        r = cli("predict", run / "export" / "saved_model", tmp_path / "x.npy")
+        assert r.exit_code == 2 and "--allow-code" in r.stderr
+    finally:
+        shutil.rmtree(foreign)
+        cli("export", run, "--saved-model")  # restore for the module's other tests
+
+
 def test_export_without_run_dir_takes_the_latest_run(runs, cli, tmp_path, monkeypatch):
     import shutil
 

@@ -187,6 +187,31 @@ def test_each_worker_decodes_only_its_own_shard_of_a_streamed_folder(tmp_path, m
 
 
 
+def test_each_worker_reads_only_its_own_rows_of_a_streamed_csv(tmp_path, monkeypatch):
+    """A CSV streamed row by row: every epoch, the workers' rows are disjoint and together the
+    training split; which worker reads which rows turns from epoch to epoch."""
+    from test_streaming_rows import _csv, _recipe
+
+    from dlcli.data import load_data
+    from dlcli.recipe.loader import load_recipe
+
+    _csv(tmp_path / "d.csv.gz")  # 160 rows: 128 train (8 global batches of 16), 32 validation
+    _recipe(tmp_path, "none")
+    monkeypatch.setenv("DLCLI_DATA_TRACE", str(tmp_path / "trace"))
+    chief, worker = _results(_start(tmp_path / "r.yaml", [tmp_path / "run", tmp_path / "run"]))
+    assert chief["weights_sha256"] == worker["weights_sha256"]
+    members = {int(r) for r in load_data(load_recipe(tmp_path / "r.yaml")).splits["train"].members}
+    seen: dict[str, list[set[int]]] = {}
+    for w in (0, 1):  # "seed row" lines; a read-ahead may repeat rows of the same epoch
+        for line in (tmp_path / f"trace.{w}").read_text().splitlines():
+            seed, row = line.split()
+            seen.setdefault(seed, [set(), set()])[w].add(int(row))
+    assert len(seen) == 2  # two epochs
+    for first, second in seen.values():
+        assert len(first) == len(second) == 64 and not first & second and first | second == members
+    assert list(seen.values())[0][0] != list(seen.values())[1][0]
+
+
 def test_an_undecodable_image_stops_every_worker_with_exit_3(tmp_path):
     """A corrupt file met mid-stream by one worker must not leave the other hanging."""
     from test_streaming import _folder, _recipe

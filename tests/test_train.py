@@ -102,6 +102,40 @@ def test_overwrite_refuses_a_folder_that_is_not_a_run(tiny_recipe, tmp_path):
     assert (folder / "thesis.tex").read_text() == "do not delete"
 
 
+def test_overwrite_never_deletes_what_dlcli_did_not_write(tiny_recipe, tmp_path, monkeypatch):
+    """The project folder (cwd, the recipe's or the data's folder, home) is never a run
+    directory; a folder with a look-alike env.json is not a run; in a real run, --overwrite
+    removes only what dlcli writes there."""
+    proj = tmp_path / "proj"
+    (proj / "data").mkdir(parents=True)
+    (proj / ".git").mkdir()
+    (proj / "notes.txt").write_text("mine")
+    np.savez(proj / "data" / "d.npz", x=np.random.default_rng(0).normal(size=(40, 3)), y=np.arange(40) % 2)
+    (proj / "recipe.yaml").write_text("name: p\ndata: {source: numpy, path: data/d.npz}\n"
+                                      "model: {architecture: mlp, units: [4]}\ntrain: {epochs: 1}\n")
+    (proj / "env.json").write_text('{"status": "completed"}')  # not dlcli's
+    monkeypatch.chdir(proj)
+    monkeypatch.setenv("HOME", str(tmp_path / "home"))
+    (tmp_path / "home").mkdir()
+    recipe = load_recipe(proj / "recipe.yaml")
+    for run_dir, why in ((".", "current directory"), (proj / "data", "holds"), (tmp_path, "holds"),
+                         (tmp_path / "home", "home directory")):
+        with pytest.raises(RunDirError, match=why):
+            train(recipe, run_dir, overwrite=True, progress="none")
+    (proj / "env.json").unlink()
+    (tmp_path / "fake").mkdir()
+    (tmp_path / "fake" / "env.json").write_text('{"status": "completed"}')
+    with pytest.raises(RunDirError, match="not a dlcli run directory"):
+        train(recipe, tmp_path / "fake", overwrite=True, progress="none")
+    assert sorted(p.name for p in proj.iterdir()) == [".git", "data", "notes.txt", "recipe.yaml"]
+    run = tmp_path / "run"
+    train(recipe, run, progress="none")
+    assert json.loads((run / "env.json").read_text())["format"] == "dlcli-run/1"
+    (run / "my-notes.md").write_text("kept")
+    train(recipe, run, overwrite=True, progress="none")
+    assert (run / "my-notes.md").read_text() == "kept" and (run / "model.keras").exists()
+
+
 def test_unwritable_run_dir(tiny_recipe, tmp_path):
     blocker = tmp_path / "file"
     blocker.write_text("x")
@@ -205,14 +239,13 @@ def test_best_checkpoint_holds_the_best_epoch(tiny_recipe, tmp_path, interval):
     import keras
 
     from dlcli.data import load_data
-    from dlcli.data.pipeline import make_dataset
 
     recipe = load_recipe(tiny_recipe, ["train.epochs=6", "train.optimizer.learning_rate=0.05",
                                        f"train.callbacks.checkpoint.min_interval_seconds={interval}"])
     res = train(recipe, tmp_path / "r", progress="none")
     val_losses = [h["val_loss"] for h in res.history]
     bundle = load_data(recipe)
-    val = make_dataset(bundle.splits["validation"].x, bundle.splits["validation"].y, 32, training=False)
+    val = bundle.splits["validation"].dataset(32)
     best = keras.saving.load_model(tmp_path / "r" / "checkpoints" / "best.keras", safe_mode=True)
     assert best.evaluate(val, verbose=0, return_dict=True)["loss"] == pytest.approx(min(val_losses), rel=1e-5)
     last = keras.saving.load_model(tmp_path / "r" / "checkpoints" / "last.keras", safe_mode=True)

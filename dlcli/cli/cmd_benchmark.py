@@ -18,6 +18,8 @@ def benchmark(
     max_latency_ms: float = typer.Option(None, "--max-latency-ms", help="Fail when a model's p50 batch-1 latency "
                                          "is above this."),
     json_out: bool = typer.Option(False, "--json", help="Print one JSON object."),
+    allow_code: bool = typer.Option(False, "--allow-code", help="Allow a SavedModel that dlcli did not export "
+                                    "(it runs its own graph)."),
 ) -> None:
     """Size, latency, throughput, memory and test metric of each model, side by side.
 
@@ -28,7 +30,8 @@ def benchmark(
 
     with native_quiet() as err:
         log = (lambda m: None) if json_out else (lambda m: print(m, file=err, flush=True))
-        res = benchmark_fn(paths, batch_size, runs, fail_under=fail_under, max_latency_ms=max_latency_ms, log=log)
+        res = benchmark_fn(paths, batch_size, runs, fail_under=fail_under, max_latency_ms=max_latency_ms, log=log,
+                           allow_code=allow_code)
     if json_out:
         emit_json(res.to_json())
     else:

@@ -14,6 +14,8 @@ def evaluate(
     artifact: Path = typer.Option(None, "--artifact", help="Evaluate an exported artifact (.tflite, .onnx, SavedModel) "
                                   "in its runtime instead of the Keras model."),
     json_out: bool = typer.Option(False, "--json", help="Print one JSON object."),
+    allow_code: bool = typer.Option(False, "--allow-code", help="Allow a SavedModel that dlcli did not export "
+                                    "(it runs its own graph)."),
 ) -> None:
     """Evaluate a run's model (or an exported artifact) on a split, with the training preprocessing."""
     quiet_frameworks()
@@ -21,7 +23,7 @@ def evaluate(
     from dlcli.evaluate import evaluate_artifact
 
     with native_quiet():
-        res = evaluate_artifact(run_dir, artifact, split) if artifact else evaluate_fn(run_dir, split)
+        res = evaluate_artifact(run_dir, artifact, split, allow_code) if artifact else evaluate_fn(run_dir, split)
     if json_out:
         emit_json(res.to_json())
         return

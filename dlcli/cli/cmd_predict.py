@@ -14,6 +14,8 @@ def predict(
     input_path: Path = typer.Argument(..., metavar="INPUT", help=".npy, .npz, .csv, image file or folder, .txt"),
     top_k: int = typer.Option(3, "--top-k", min=1, help="Classes to show per example."),
     json_out: bool = typer.Option(False, "--json", help="Print one JSON object."),
+    allow_code: bool = typer.Option(False, "--allow-code", help="Allow a SavedModel that dlcli did not export "
+                                    "(it runs its own graph)."),
 ) -> None:
     """Predict with a run's model or an exported artifact.
 
@@ -23,7 +25,7 @@ def predict(
     from dlcli.predict import predict as predict_fn
 
     with native_quiet():
-        pred = predict_fn(run_dir, input_path, top_k)
+        pred = predict_fn(run_dir, input_path, top_k, allow_code)
     if json_out:
         emit_json(pred.to_json())
         return

@@ -122,13 +122,11 @@ def _hash_fraction(key: str, seed: int) -> float:
 
 def example_keys(raw: sources.Raw, root: Path) -> list[str]:
     """A stable key per example: its file path relative to the data root, a TFRecord's shard
-    name and record number in it, else its row index."""
+    name and record number in it, else its row number."""
     if raw.index is not None:
-        shard = np.searchsorted(raw.index.offsets, raw.x, side="right") - 1
-        return [f"{raw.index.files[s].name}:{g - raw.index.offsets[s]}" for s, g in zip(shard, raw.x)]
-    if len(raw.files) == len(raw) and len(raw) > 1 or (len(raw) == 1 and raw.files and raw.files[0] != root):
-        return [Path(f).relative_to(root).as_posix() if Path(f).is_relative_to(root) else str(f)
-                for f in raw.files]
+        return raw.index.keys(np.asarray(raw.x), root)
+    if len(raw.files) == len(raw) and raw.files:  # one file per example (image folders)
+        return [Path(f).relative_to(root).as_posix() if Path(f).is_relative_to(root) else str(f) for f in raw.files]
     return [str(i) for i in range(len(raw))]
 
 
@@ -185,24 +183,34 @@ def read_raw_splits(spec, base_dir: Path, seed: int, task: str) -> tuple[dict[st
     return raws, files
 
 
-def _fit_preprocessor(recipe, train: sources.Raw) -> Preprocessor:
-    """Fitted on the training split; a streamed source on a seeded sample of at most
-    ``data.fit_samples`` examples (recorded in preprocessing.json)."""
+def _new_preprocessor(recipe, train: sources.Raw) -> Preprocessor:
     spec = recipe.data
     if spec.source == "csv" and spec.inputs is not None:
         from dlcli.data.inputs import MultiPreprocessor
 
-        return MultiPreprocessor.from_spec(spec, recipe.task, str(train.files[0])).fit(
-            train.x, train.y, train.class_names, spec.label_names)
-    pre = Preprocessor(sources.make_featurizer(spec, train), spec.reshape, spec.normalize.model_dump(), recipe.task)
+        return MultiPreprocessor.from_spec(spec, recipe.task, str(train.files[0]))
+    return Preprocessor(sources.make_featurizer(spec, train), spec.reshape, spec.normalize.model_dump(), recipe.task)
+
+
+def _fit_preprocessor(recipe, train: sources.Raw) -> Preprocessor:
+    """Fitted on the training split; a streamed source's normalization on a seeded sample of
+    at most ``data.fit_samples`` examples (recorded in preprocessing.json). Vocabularies and
+    category lists of row sources come from one streaming pass over the whole split."""
+    spec = recipe.data
+    pre = _new_preprocessor(recipe, train)
     if not sources.streamed(spec):
-        pre.fit(train.x, train.y, train.class_names, spec.label_names)
-        return pre
+        return pre.fit(train.x, train.y, train.class_names, spec.label_names)
     sample = train
     if len(train) > spec.fit_samples:
         pick = np.sort(np.random.default_rng(recipe.seed).choice(len(train), spec.fit_samples, replace=False))
         sample = train.take(pick)
-    pre.fit_chunks(_fit_chunks(spec, pre, sample), train.y, train.class_names, spec.label_names)
+    if spec.source in sources.ROWS:
+        if len(sample) < len(train):
+            pre.fit_featurizer(train.index.chunks(np.asarray(train.x)))
+        pre.fit(raw_inputs(spec, sample), train.y, train.class_names, spec.label_names,
+                featurizer_fitted=len(sample) < len(train))
+    else:
+        pre.fit_chunks(_fit_chunks(spec, pre, sample), train.y, train.class_names, spec.label_names)
     pre.normalize["fitted_on"] = {"examples": len(sample), "of": len(train), "sampled_with_seed": recipe.seed}
     return pre
 
@@ -230,10 +238,12 @@ def _fit_chunks(spec, pre: Preprocessor, sample: sources.Raw):
 
 
 def raw_inputs(spec, raw: sources.Raw):
-    """What the featurizer reads: the records themselves, or for TFRecord shards the
-    declared inputs of the listed records (read from the shards now)."""
+    """What the featurizer reads: the records themselves (generated data), the listed rows
+    of a row source, or for TFRecord shards the declared inputs of the listed records."""
     if raw.index is None:
         return raw.x
+    if spec.source in sources.ROWS:
+        return raw.index.read(np.asarray(raw.x))
     from dlcli.data import records
 
     return records.sample_x(spec, raw.index, raw.x)
@@ -243,8 +253,37 @@ def _streamed_common(recipe, pre: Preprocessor, raw: sources.Raw, name: str):
     """A streamed split's encoded labels (placeholders when the target is the input), the
     example shape, and the resolved ``data.cache``."""
     y = np.zeros(len(raw), np.float32) if recipe.task == "reconstruction" else pre.encode_y(raw.y, name)
-    shape = tuple(pre.input_shape)
-    return y, shape, choose_cache(recipe.data.cache, len(raw), shape, recipe.data.cache_budget_mb)
+    shapes = pre.input_shape if isinstance(pre.input_shape, dict) else {"x": pre.input_shape}
+    values = sum(int(np.prod(s)) for s in shapes.values())
+    shape = tuple(pre.input_shape) if not isinstance(pre.input_shape, dict) else ()
+    return y, shape, choose_cache(recipe.data.cache, len(raw), (values,), recipe.data.cache_budget_mb)
+
+
+def _row_split(recipe, pre: Preprocessor, raw: sources.Raw, name: str, value_range):
+    """A row source's split: featurized once into memory when ``data.cache`` says so (the
+    fast path for small data), else streamed from the file every epoch."""
+    from dlcli.data import rows as rowsrc
+
+    y, _, cache = _streamed_common(recipe, pre, raw, name)
+    members = np.asarray(raw.x, np.int64)
+    if cache == "memory":
+        from dlcli.data.inputs import concat_rows
+
+        x = concat_rows([pre.transform_x(c) for c in raw.index.chunks(members)])
+        return _checked_array_split(x, x if recipe.task == "reconstruction" else y, name)
+    if recipe.task == "reconstruction" and isinstance(pre.input_shape, dict):
+        raise DataError("task reconstruction needs a single input, not data.inputs")
+    return rowsrc.RowSplit(raw.index, members, y, pre.transform_x, _signature(pre),
+                           sample_range=value_range or (0.0, 1.0), reconstruct=recipe.task == "reconstruction")
+
+
+def _signature(pre: Preprocessor):
+    """The ``tf.TensorSpec`` of one example's model input (a dict of them for named inputs)."""
+    import tensorflow as tf
+
+    if isinstance(pre.input_shape, dict):
+        return {n: tf.TensorSpec(tuple(s), tf.as_dtype(pre.input_dtype[n])) for n, s in pre.input_shape.items()}
+    return tf.TensorSpec(tuple(pre.input_shape), tf.as_dtype(pre.input_dtype))
 
 
 def _record_split(recipe, pre: Preprocessor, raw: sources.Raw, name: str, value_range):
@@ -258,10 +297,13 @@ def _record_split(recipe, pre: Preprocessor, raw: sources.Raw, name: str, value_
 
 
 def _array_split(pre: Preprocessor, raw: sources.Raw, name: str, task: str) -> ArraySplit:
+    x = pre.transform_x(raw.x)
+    return _checked_array_split(x, x if task == "reconstruction" else pre.encode_y(raw.y, name), name)
+
+
+def _checked_array_split(x, y, name: str) -> ArraySplit:
     from dlcli.data.inputs import num_rows
 
-    x = pre.transform_x(raw.x)
-    y = x if task == "reconstruction" else pre.encode_y(raw.y, name)
     if isinstance(y, dict):
         raise DataError("task reconstruction needs a single input, not data.inputs")
     if y.ndim == 0 or len(y) != num_rows(x):
@@ -284,17 +326,21 @@ def _file_split(recipe, pre: Preprocessor, raw: sources.Raw, name: str, value_ra
 def load_data(recipe, base_dir: Path | None = None, preprocessor: Preprocessor | None = None) -> DataBundle:
     """Every split through preprocessing fitted on the training split, or through
     ``preprocessor`` (already fitted: a compression stage reuses its source run's).
-    Folder-of-files sources (image_folder) stream: their splits hold paths, decoded in tf.data."""
+    Every file source streams: its splits hold file paths, record or row numbers, decoded in
+    tf.data (or, where ``data.cache`` says memory, featurized once into memory)."""
     spec = recipe.data
     base = Path(base_dir if base_dir is not None else (recipe._base_dir or "."))
     raws, files = read_raw_splits(spec, base, recipe.seed, recipe.task)
     pre = preprocessor or _fit_preprocessor(recipe, raws["train"])
     splits: dict[str, ArraySplit | FileSplit] = {}
     value_range = pre.fit_range
-    if sources.streamed(spec) and value_range is None:  # a reused preprocessor: probe a few examples
+    if sources.streamed(spec) and value_range is None and not isinstance(pre.input_shape, dict):
+        # a reused preprocessor: probe a few examples
         probe = pre.transform_x(raw_inputs(spec, raws["train"].take(np.arange(min(len(raws["train"]), 64)))))
         value_range = (float(probe.min()), float(probe.max()))
     make = {"image_folder": _file_split, "tfrecord": _record_split}.get(spec.source)
+    if spec.source in sources.ROWS:
+        make = _row_split
     for name in SPLITS:
         if name in raws:
             splits[name] = (make(recipe, pre, raws[name], name, value_range) if make is not None

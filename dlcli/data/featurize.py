@@ -19,7 +19,16 @@ class Featurizer:
     kind = "identity"
 
     def fit(self, raw: Any) -> Featurizer:
+        """Fitted state from ``raw`` (all of it at once)."""
+        self.fit_partial(raw)
+        self.fit_done()
         return self
+
+    def fit_partial(self, raw: Any) -> None:
+        """Accumulate from one chunk of a split read in chunks (:meth:`fit_done` finishes)."""
+
+    def fit_done(self) -> None:
+        pass
 
     def transform(self, raw: Any) -> np.ndarray:
         arr = np.asarray(raw)
@@ -53,10 +62,14 @@ class TabularFeaturizer(Featurizer):
         self.vocab: dict[str, list[str]] = {}
         self.file = file
 
-    def fit(self, raw: dict[str, list[str]]) -> TabularFeaturizer:
+    def fit_partial(self, raw: dict[str, list[str]]) -> None:
+        seen = self.__dict__.setdefault("_seen", {})
         for col in self.categorical_columns:
-            self.vocab[col] = sorted(set(raw[col]))
-        return self
+            seen.setdefault(col, set()).update(raw[col])
+
+    def fit_done(self) -> None:
+        seen = self.__dict__.pop("_seen", {})
+        self.vocab = {col: sorted(seen.get(col, ())) for col in self.categorical_columns}
 
     def feature_names(self) -> list[str]:
         names = []
@@ -102,9 +115,14 @@ class CategoryFeaturizer(Featurizer):
         self.columns = list(columns)
         self.vocab: dict[str, list[str]] = {}
 
-    def fit(self, raw: dict[str, list[str]]) -> CategoryFeaturizer:
-        self.vocab = {c: sorted(set(raw[c])) for c in self.columns}
-        return self
+    def fit_partial(self, raw: dict[str, list[str]]) -> None:
+        seen = self.__dict__.setdefault("_seen", {})
+        for c in self.columns:
+            seen.setdefault(c, set()).update(raw[c])
+
+    def fit_done(self) -> None:
+        seen = self.__dict__.pop("_seen", {})
+        self.vocab = {c: sorted(seen.get(c, ())) for c in self.columns}
 
     def transform(self, raw: dict[str, list[str]]) -> np.ndarray:
         out = []
@@ -143,11 +161,15 @@ class TextFeaturizer(Featurizer):
     def tokens(self, text: str) -> list[str]:
         return _TOKEN.findall(text.lower() if self.lowercase else text)
 
-    def fit(self, raw: list[str]) -> TextFeaturizer:
-        counts = Counter(t for text in raw for t in self.tokens(text))
+    def fit_partial(self, raw: list[str]) -> None:
+        counts = self.__dict__.setdefault("_counts", Counter())
+        for text in raw:
+            counts.update(self.tokens(text))
+
+    def fit_done(self) -> None:
+        counts = self.__dict__.pop("_counts", Counter())
         ranked = sorted(counts.items(), key=lambda kv: (-kv[1], kv[0]))
         self.vocabulary = [t for t, _ in ranked[: self.max_tokens - 2]]
-        return self
 
     def transform(self, raw: list[str]) -> np.ndarray:
         index = {t: i + 2 for i, t in enumerate(self.vocabulary)}

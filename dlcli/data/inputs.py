@@ -25,6 +25,13 @@ def num_rows(x) -> int:
     return len(next(iter(x.values()))) if isinstance(x, dict) else len(x)
 
 
+def concat_rows(parts: list):
+    """Arrays (or dicts of arrays, one per input) of consecutive rows joined into one."""
+    if parts and isinstance(parts[0], dict):
+        return {k: np.concatenate([p[k] for p in parts]) for k in parts[0]}
+    return np.concatenate(parts)
+
+
 def take_rows(x, index):
     """``x[index]`` for an array or for every array of a dict."""
     return {k: v[index] for k, v in x.items()} if isinstance(x, dict) else x[index]
@@ -63,14 +70,21 @@ class MultiPreprocessor(Preprocessor):
                             f"(have: {', '.join(list(raw)[:12])})")
         return raw[cols[0]] if self.layout[name]["type"] == "text" else {c: raw[c] for c in cols}
 
-    def fit(self, raw_x, raw_y, class_names, label_names) -> MultiPreprocessor:
+    def fit(self, raw_x, raw_y, class_names, label_names, featurizer_fitted: bool = False) -> MultiPreprocessor:
         for name, part in self.parts.items():
-            part.fit(self._raw(name, raw_x), None, None, None)
+            part.fit(self._raw(name, raw_x), None, None, None, featurizer_fitted)
         self.input_shape = {n: p.input_shape for n, p in self.parts.items()}
         self.input_dtype = {n: p.input_dtype for n, p in self.parts.items()}
         if self.task == "classification":
             self._fit_labels(raw_y, class_names, label_names)
         return self
+
+    def fit_featurizer(self, chunks) -> None:
+        for raw in chunks:
+            for name, part in self.parts.items():
+                part.featurizer.fit_partial(self._raw(name, raw))
+        for part in self.parts.values():
+            part.featurizer.fit_done()
 
     def transform_x(self, raw_x, normalize: bool = True) -> dict[str, np.ndarray]:
         return {name: part.transform_x(self._raw(name, raw_x), normalize) for name, part in self.parts.items()}

@@ -54,27 +54,6 @@ def _check_augmentable(x, augment) -> None:
                         "augmentation needs float inputs")
 
 
-def make_dataset(x: np.ndarray, y: np.ndarray, batch_size: int, *, training: bool, pipeline=None,
-                 augment=None, seed: int = 0):
-    """``from_tensor_slices -> cache -> shuffle -> batch -> map(augment) -> prefetch``."""
-    import tensorflow as tf
-
-    if training:
-        _check_augmentable(x, augment)
-    ds = tf.data.Dataset.from_tensor_slices((x, y))
-    if pipeline is None or pipeline.cache:
-        ds = ds.cache()
-    if training and (pipeline is None or pipeline.shuffle_buffer):
-        buf = min(len(x), pipeline.shuffle_buffer if pipeline else 10000)
-        ds = ds.shuffle(buf, seed=seed, reshuffle_each_iteration=True)
-    ds = ds.batch(batch_size)
-    if training and augment is not None:
-        ds = ds.map(augment, num_parallel_calls=tf.data.AUTOTUNE, deterministic=True)
-    if pipeline is None or pipeline.prefetch:
-        ds = ds.prefetch(tf.data.AUTOTUNE)
-    return ds
-
-
 def epoch_seed(seed: int, epoch: int) -> int:
     """The shuffle / augmentation seed of one epoch: a pure function of (seed, epoch)."""
     return (seed * 1_000_003 + epoch * 7_919) % (2**31 - 1)
@@ -107,8 +86,9 @@ class EpochData:
         self.make_augment, self.one_hot, self.workers = make_augment, one_hot, workers
         self.class_weight = class_weight
         self.n = len(split)
-        if not split.streamed:
-            _check_augmentable(split.x, make_augment(seed) if make_augment else None)
+        if make_augment is not None:
+            kind = split.x if not split.streamed else np.zeros(0, getattr(split, "dtype", np.float32))
+            _check_augmentable(kind, make_augment(seed))
         self.per_worker = workers > 1 and split.streamed
 
     @property

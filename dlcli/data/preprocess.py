@@ -33,8 +33,10 @@ class Preprocessor:
 
     # ------------------------------------------------------------ fit
     def fit(self, raw_x: Any, raw_y: np.ndarray | None, class_names: list[str] | None,
-            label_names: list[str] | None) -> Preprocessor:
-        self.featurizer.fit(raw_x)
+            label_names: list[str] | None, featurizer_fitted: bool = False) -> Preprocessor:
+        """Featurizer (unless ``featurizer_fitted``), then normalization on ``raw_x``; labels."""
+        if not featurizer_fitted:
+            self.featurizer.fit(raw_x)
         x = self._shape(self.featurizer.transform(raw_x))
         # integer features are token ids, unless they are to be normalized (e.g. uint8 pixels); text always ids
         ids = x.dtype.kind in "iu" and (self.normalize["method"] == "none" or self.featurizer.kind == "text")
@@ -47,6 +49,12 @@ class Preprocessor:
         if self.task == "classification":
             self._fit_labels(raw_y, class_names, label_names)
         return self
+
+    def fit_featurizer(self, chunks) -> None:
+        """The featurizer's vocabularies from raw ``chunks`` of the whole split (one pass)."""
+        for raw in chunks:
+            self.featurizer.fit_partial(raw)
+        self.featurizer.fit_done()
 
     def fit_chunks(self, chunks, raw_y: np.ndarray | None, class_names: list[str] | None,
                    label_names: list[str] | None) -> Preprocessor:

@@ -32,12 +32,14 @@ def feature_spec(spec) -> dict:
 
 def shard_files(spec, path: Path) -> list[Path]:
     if any(c in path.name for c in "*?["):
-        files = sorted(path.parent.glob(path.name))
+        files = sorted(f for f in path.parent.glob(path.name) if f.is_file())
         if not files:
             raise DataError(f"{path}: no TFRecord files match")
         return files
     if not path.exists():
         raise DataError(f"{path}: data file not found")
+    if not path.is_file():
+        raise DataError(f"{path}: not a regular file (a folder, a device or a pipe?); give TFRecord files")
     return [path]
 
 
@@ -80,6 +82,12 @@ class RecordIndex:
     @property
     def offsets(self) -> np.ndarray:
         return np.concatenate([[0], np.cumsum(self.counts)[:-1]]).astype(np.int64)
+
+    def keys(self, rows: np.ndarray, root: Path) -> list[str]:
+        """``shard name:record number in it`` of global record numbers (stable split keys)."""
+        offsets = self.offsets
+        shard = np.searchsorted(offsets, rows, side="right") - 1
+        return [f"{self.files[s].name}:{g - offsets[s]}" for s, g in zip(shard, rows)]
 
 
 @dataclass

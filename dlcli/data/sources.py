@@ -7,8 +7,6 @@ raise :class:`DataError` naming the file (and row or column) otherwise.
 
 from __future__ import annotations
 
-import csv
-import gzip
 import io
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -17,7 +15,7 @@ from typing import Any
 
 import numpy as np
 
-from dlcli.data.featurize import Featurizer, ImageFeaturizer, TabularFeaturizer, TextFeaturizer, _is_float
+from dlcli.data.featurize import Featurizer, ImageFeaturizer, TabularFeaturizer, TextFeaturizer
 from dlcli.errors import DataError
 
 
@@ -29,7 +27,7 @@ class Raw:
     y: np.ndarray | None
     files: list[Path]
     class_names: list[str] | None = None  # folder sources know their classes
-    index: Any = None  # tfrecord: the RecordIndex that ``x`` (global record numbers) points into
+    index: Any = None  # streamed: the rows / RecordIndex that ``x`` (row or record numbers) points into
 
     def __len__(self) -> int:
         if isinstance(self.x, dict):
@@ -59,11 +57,12 @@ def register_source(name: str, featurizer: Callable[..., Featurizer] | None = No
     return deco
 
 
-STREAMED = frozenset({"image_folder", "tfrecord"})
+STREAMED = frozenset({"image_folder", "tfrecord", "csv", "numpy", "text"})
+ROWS = frozenset({"csv", "numpy", "text"})  # read row by row (dlcli.data.rows)
 
 
 def streamed(spec) -> bool:
-    """Whether the source's splits stream from files (decoded in tf.data) instead of memory."""
+    """Whether the source's splits stream from files instead of being generated in memory."""
     return spec.source in STREAMED
 
 
@@ -80,6 +79,8 @@ def _require(path: Path, kind: str = "file") -> Path:
         raise DataError(f"{path}: data {kind} not found")
     if kind == "file" and path.is_dir():
         raise DataError(f"{path}: is a folder, expected a file")
+    if kind == "file" and not path.is_file():
+        raise DataError(f"{path}: not a regular file (a device or a pipe?); give a data file")
     if kind == "folder" and not path.is_dir():
         raise DataError(f"{path}: expected a folder with one subfolder per class")
     return path
@@ -87,29 +88,27 @@ def _require(path: Path, kind: str = "file") -> Path:
 
 # ---------------------------------------------------------------- csv
 def _open_text(path: Path) -> io.TextIOBase:
-    if path.suffix == ".gz":
-        return io.TextIOWrapper(gzip.open(path, "rb"), encoding="utf-8-sig", newline="")
-    return open(path, encoding="utf-8-sig", newline="")
+    from dlcli.data.rows import open_text
+
+    return open_text(path)
 
 
-def read_csv_columns(path: Path, header: bool, delimiter: str) -> dict[str, list[str]]:
+def read_csv_columns(path: Path, header: bool, delimiter: str, skip_rows: int = 0) -> dict[str, list[str]]:
+    """Every column of a (small) CSV file in memory: the files ``predict`` is given."""
+    from dlcli.data.rows import CsvRows, csv_header
+
     _require(path)
-    try:
-        with _open_text(path) as fh:
-            rows = [r for r in csv.reader(fh, delimiter=delimiter) if r]
-    except (OSError, UnicodeDecodeError, csv.Error, EOFError) as exc:
-        raise DataError(f"{path}: cannot read CSV: {exc}") from None
-    if not rows:
-        raise DataError(f"{path}: the file is empty")
-    names = [c.strip() for c in rows[0]] if header else [str(i) for i in range(len(rows[0]))]
-    body = rows[1:] if header else rows
-    if not body:
+    names = csv_header(path, header, delimiter, skip_rows)
+    rows = CsvRows(path, names, names, delimiter, header, skip_rows)
+    cols: list[list[str]] = [[] for _ in names]
+    for line, fields in rows.lines():
+        if len(fields) != len(names):
+            raise DataError(f"{path}: line {line}: {len(fields)} fields, expected {len(names)}")
+        for c, v in zip(cols, fields):
+            c.append(v.strip())
+    if not cols or not cols[0]:
         raise DataError(f"{path}: no data rows")
-    for n, row in enumerate(body):
-        if len(row) != len(names):
-            line = n + (2 if header else 1)
-            raise DataError(f"{path}: line {line}: {len(row)} fields, expected {len(names)}")
-    return {name: [row[i].strip() for row in body] for i, name in enumerate(names)}
+    return dict(zip(names, cols))
 
 
 def _col(name: str | int, header: bool) -> str:
@@ -119,67 +118,69 @@ def _col(name: str | int, header: bool) -> str:
 def _csv_featurizer(spec, raw: Raw) -> Featurizer:
     if spec.inputs is not None:
         return Featurizer()  # unused: every input has its own (dlcli.data.inputs)
-    cols = list(raw.x)
     cat = [_col(c, spec.header) for c in spec.categorical_columns]
-    return TabularFeaturizer(cols, cat, str(raw.files[0]))
+    return TabularFeaturizer(list(raw.index.columns), cat, str(raw.files[0]))
+
+
+def _shown(names: list[str]) -> str:
+    return ", ".join(names[:12]) + ("..." if len(names) > 12 else "")
 
 
 @register_source("csv", _csv_featurizer)
 def read_csv(spec, path: Path, seed: int = 0) -> Raw:
-    columns = read_csv_columns(path, spec.header, spec.delimiter)
+    """The CSV's labels and row count (one validating pass); rows are read when used."""
+    from dlcli.data.rows import CsvRows, csv_header, scan_csv
+
+    _require(path)
+    names = csv_header(path, spec.header, spec.delimiter, spec.skip_rows)
     label = _col(spec.label_column, spec.header)
-    if isinstance(spec.label_column, int) and -len(columns) <= spec.label_column < 0:
-        label = list(columns)[spec.label_column]
-    if label not in columns:
-        raise DataError(f"{path}: label column {label!r} not found (columns: {', '.join(list(columns)[:12])}...)")
-    y = np.asarray(columns.pop(label), dtype=object)
+    if isinstance(spec.label_column, int) and -len(names) <= spec.label_column < 0:
+        label = names[spec.label_column]
+    if label not in names:
+        raise DataError(f"{path}: label column {label!r} not found (columns: {_shown(names)})")
+    features = [c for c in names if c != label]
     if spec.inputs is not None:
-        return Raw(_input_columns(spec, path, columns), y, [path])
-    if spec.feature_columns is not None:
-        wanted = [_col(c, spec.header) for c in spec.feature_columns]
-        missing = [c for c in wanted if c not in columns]
-        if missing:
-            raise DataError(f"{path}: feature column(s) not found: {', '.join(missing)}")
-        columns = {c: columns[c] for c in wanted}
-    for c in spec.categorical_columns:
-        if _col(c, spec.header) not in columns:
-            raise DataError(f"{path}: categorical column {c!r} not found among the features")
-    categorical = {_col(c, spec.header) for c in spec.categorical_columns}
-    for c, values in columns.items():
-        if c not in categorical:
-            _check_numeric(path, c, values, spec.header)
-    return Raw(columns, y, [path])
+        columns, numeric = _input_columns(spec, path, features)
+    else:
+        columns = features
+        if spec.feature_columns is not None:
+            columns = [_col(c, spec.header) for c in spec.feature_columns]
+            missing = [c for c in columns if c not in features]
+            if missing:
+                raise DataError(f"{path}: feature column(s) not found: {', '.join(missing)}")
+        categorical = [_col(c, spec.header) for c in spec.categorical_columns]
+        for c in categorical:
+            if c not in columns:
+                raise DataError(f"{path}: categorical column {c!r} not found among the features")
+        numeric = [c for c in columns if c not in categorical]
+    rows = CsvRows(path, names, columns, spec.delimiter, spec.header, spec.skip_rows)
+    n, y = scan_csv(rows, label, numeric)
+    return Raw(np.arange(n, dtype=np.int64), y, [path], None, rows)
 
 
-def _input_columns(spec, path: Path, columns: dict[str, list[str]]) -> dict[str, list[str]]:
-    """The columns named by ``data.inputs`` (each checked: present, numeric where it must be)."""
-    used: dict[str, list[str]] = {}
+def _input_columns(spec, path: Path, features: list[str]) -> tuple[list[str], list[str]]:
+    """The columns named by ``data.inputs`` (each checked to exist), and the numeric ones."""
+    used: list[str] = []
+    numeric: list[str] = []
     for name, inp in spec.inputs.items():
         for c in (_col(c, spec.header) for c in inp.columns):
-            if c not in columns:
-                raise DataError(f"{path}: data.inputs.{name}: column {c!r} not found "
-                                f"(columns: {', '.join(list(columns)[:12])}{'...' if len(columns) > 12 else ''})")
-            if inp.type == "numeric":
-                _check_numeric(path, c, columns[c], spec.header)
-            used[c] = columns[c]
-    return used
-
-
-def _check_numeric(path: Path, col: str, values: list[str], header: bool) -> None:
-    """Before the split, so the error names the row of the file (not of a split)."""
-    try:
-        np.asarray(values, dtype=np.float32)
-    except ValueError:
-        bad = next(i for i, v in enumerate(values) if not _is_float(v))
-        raise DataError(
-            f"{path}: column {col!r}, row {bad + 1} (line {bad + (2 if header else 1)}): {values[bad]!r} "
-            "is not a number (list it in data.categorical_columns to one-hot encode it)"
-        ) from None
+            if c not in features:
+                raise DataError(f"{path}: data.inputs.{name}: column {c!r} not found (columns: {_shown(features)})")
+            if c not in used:
+                used.append(c)
+            if inp.type == "numeric" and c not in numeric:
+                numeric.append(c)
+    return used, numeric
 
 
 # ---------------------------------------------------------------- numpy
 @register_source("numpy")
 def read_numpy(spec, path: Path, seed: int = 0) -> Raw:
+    """Labels in memory; features memory-mapped (.npy, or an uncompressed .npz member)."""
+    import zipfile
+
+    from dlcli.data.rows import ArrayRows, check_finite, map_array
+
     _require(path)
     files = [path]
     try:
@@ -187,20 +188,23 @@ def read_numpy(spec, path: Path, seed: int = 0) -> Raw:
             with np.load(path, allow_pickle=False) as z:
                 if spec.x_key not in z:
                     raise DataError(f"{path}: no array {spec.x_key!r} (has: {', '.join(z.files)})")
-                x = z[spec.x_key]
                 y = z[spec.y_key] if spec.y_key in z else None
+            x = map_array(path, spec.x_key)
         else:
-            x = np.load(path, allow_pickle=False)
+            x = map_array(path)
             y = None
             if spec.labels_path:
                 lp = _require(Path(spec.labels_path) if Path(spec.labels_path).is_absolute() else path.parent / spec.labels_path)
                 y = np.load(lp, allow_pickle=False)
                 files.append(lp)
-    except (ValueError, OSError) as exc:
+    except (ValueError, OSError, KeyError, EOFError, zipfile.BadZipFile) as exc:
         raise DataError(f"{path}: cannot read NumPy data: {exc}") from None
+    if x.ndim == 0:
+        raise DataError(f"{path}: expected an array of examples, found a single value")
+    check_finite(x, path, "example")
     if y is not None and len(y) != len(x):
         raise DataError(f"{path}: {len(x)} examples but {len(y)} labels")
-    return Raw(x, y, files)
+    return Raw(np.arange(len(x), dtype=np.int64), y, files, None, ArrayRows(x, files))
 
 
 # ---------------------------------------------------------------- image folder
@@ -232,20 +236,29 @@ def _text_featurizer(spec, raw: Raw) -> Featurizer:
 
 @register_source("text", _text_featurizer)
 def read_text(spec, path: Path, seed: int = 0) -> Raw:
+    """A folder of class folders of .txt files (listed, read when used), or a CSV with a
+    text and a label column (one validating pass keeps the labels)."""
+    from dlcli.data.rows import CsvRows, TextFiles, csv_header, scan_csv
+
     if path.is_dir():
-        texts, labels, files = [], [], []
+        labels, files = [], []
         folders = _class_folders(path)
         for folder in folders:
             for f in sorted(folder.rglob("*.txt")):
-                texts.append(f.read_text(encoding="utf-8", errors="replace"))
+                if not f.is_file():  # a folder named *.txt, a pipe, a device
+                    continue
                 labels.append(folder.name)
                 files.append(f)
-        return Raw(texts, np.asarray(labels, dtype=object), files, [f.name for f in folders])
-    columns = read_csv_columns(path, True, ",")
+        return Raw(np.arange(len(files), dtype=np.int64), np.asarray(labels, dtype=object), files,
+                   [f.name for f in folders], TextFiles(files))
+    _require(path)
+    names = csv_header(path, True, ",")
     for col in (spec.text_column, spec.label_column):
-        if col not in columns:
-            raise DataError(f"{path}: column {col!r} not found (columns: {', '.join(columns)})")
-    return Raw(columns[spec.text_column], np.asarray(columns[spec.label_column], dtype=object), [path])
+        if col not in names:
+            raise DataError(f"{path}: column {col!r} not found (columns: {', '.join(names)})")
+    rows = CsvRows(path, names, [spec.text_column], single=True)
+    n, y = scan_csv(rows, spec.label_column, [])
+    return Raw(np.arange(n, dtype=np.int64), y, [path], None, rows)
 
 
 # ---------------------------------------------------------------- tfrecord

@@ -32,11 +32,20 @@ def context_from_data(recipe, bundle) -> BuildContext:
                             output_shape=tuple(out_shape), seed=recipe.seed, inputs=inputs)
     vocab = getattr(pre.featurizer, "vocab_size", None)
     if vocab is None and pre.input_dtype == "int32":  # every split's ids must fit the embedding
-        vocab = max(int(s.x.max()) for s in bundle.splits.values() if len(s)) + 1
+        vocab = max(_max_value(s) for s in bundle.splits.values() if len(s)) + 1
     return BuildContext(
         input_shape=tuple(pre.input_shape), input_dtype=pre.input_dtype, task=recipe.task,
         num_outputs=num_outputs, output_shape=tuple(out_shape), vocab_size=vocab, seed=recipe.seed,
     )
+
+
+def _max_value(split) -> int:
+    """The largest value (token id) in a split: in memory, or in one streamed pass."""
+    if not split.streamed:
+        return int(split.x.max())
+    import numpy as np
+
+    return max(int(np.max(x)) for x, _ in split.dataset(4096).as_numpy_iterator())
 
 
 def _regularizer(value: Any):
@@ -51,16 +60,31 @@ def _regularizer(value: Any):
 CODE_LAYERS = frozenset({"Lambda", "TFSMLayer", "JaxLayer", "FlaxLayer", "TorchModuleWrapper"})
 
 
+def named_types(value) -> list[str]:
+    """Every layer type named anywhere inside ``value`` (a layer's arguments: wrappers nest
+    layers in ``layer``, ``backward_layer``, ``cell`` ..., at any depth): the values of
+    ``type`` and ``class_name`` keys of every dict, walked without recursion."""
+    found, stack = [], [value]
+    while stack:
+        v = stack.pop()
+        if isinstance(v, dict):
+            found += [str(t) for k, t in v.items() if k in ("type", "class_name") and isinstance(t, str)]
+            stack += list(v.values())
+        elif isinstance(v, (list, tuple)):
+            stack += list(v)
+    return found
+
+
 def check_code_layers(spec, allow_code: bool) -> None:
-    """Refuse layers that execute code (Lambda, TFSMLayer, ...) unless code is allowed."""
+    """Refuse layers that execute code (Lambda, TFSMLayer, ...) unless code is allowed,
+    however deep inside other layers' arguments they are named."""
     if allow_code:
         return
     layers = getattr(spec, "layers", None) or getattr(getattr(spec, "graph", None), "nodes", None) or []
+    where = "model.layers" if hasattr(spec, "layers") else "model.graph.nodes"
     for i, layer in enumerate(layers):
-        where = "model.layers" if hasattr(spec, "layers") else "model.graph.nodes"
-        types = [layer.type, *(str(v.get("type")) for v in layer.args().values() if isinstance(v, dict))]
-        for t in types:
-            if t in CODE_LAYERS:
+        for t in [layer.type, *named_types(layer.args())]:
+            if t in CODE_LAYERS or t.rsplit(">", 1)[-1].rsplit(".", 1)[-1] in CODE_LAYERS:
                 raise ModelError(f"{where}.{i}.type: {t} runs code or a foreign graph; pass --allow-code to allow it")
 
 

@@ -3,9 +3,10 @@
 from __future__ import annotations
 
 import difflib
-from typing import Any
+import typing
+from typing import Annotated, Any
 
-from pydantic import BaseModel, ConfigDict, model_validator
+from pydantic import BaseModel, ConfigDict, Field, model_validator
 from pydantic_core import PydanticCustomError
 
 
@@ -16,10 +17,16 @@ def closest(word: str, choices: list[str]) -> str | None:
     return lowered[hit[0]] if hit else None
 
 
+# bounded sizes: a value outside these is a typo, and would fail (or exhaust memory) later
+Width = Annotated[int, Field(ge=1, le=65536)]  # units, filters, a dimension of an example
+Pixels = Annotated[int, Field(ge=1, le=16384)]  # image height or width
+
+
 class StrictModel(BaseModel):
     """A recipe section: typed, documented, and closed to unknown keys."""
 
-    model_config = ConfigDict(extra="forbid", validate_default=True, frozen=False)
+    # nan and inf are never meaningful recipe values
+    model_config = ConfigDict(extra="forbid", validate_default=True, frozen=False, allow_inf_nan=False)
 
     @model_validator(mode="before")
     @classmethod
@@ -40,4 +47,28 @@ class StrictModel(BaseModel):
                         "allowed": ", ".join(sorted(allowed)),
                     },
                 )
+        for key, value in data.items():  # `epochs: true` is not 1
+            field = cls.model_fields.get(key)
+            if isinstance(value, bool) and field is not None and not _takes_bool(field.annotation):
+                raise PydanticCustomError("bool_not_allowed", "expected {what}, not {value}", {
+                    "key": key, "what": "a number" if _takes_number(field.annotation) else "another value",
+                    "value": str(value).lower()})
         return data
+
+
+def _args(annotation: Any) -> list[Any]:
+    """The types a (possibly nested Union / Annotated / Optional) annotation admits."""
+    origin = typing.get_origin(annotation)
+    if origin is typing.Annotated:
+        return _args(typing.get_args(annotation)[0])
+    if origin in (typing.Union, getattr(__import__("types"), "UnionType", None)):
+        return [t for a in typing.get_args(annotation) for t in _args(a)]
+    return [annotation]
+
+
+def _takes_bool(annotation: Any) -> bool:
+    return any(t is bool or t is Any or t is object for t in _args(annotation))
+
+
+def _takes_number(annotation: Any) -> bool:
+    return any(t in (int, float) for t in _args(annotation))

@@ -7,7 +7,7 @@ from typing import Annotated, Any, Literal
 
 from pydantic import Field, field_validator, model_validator
 
-from dlcli.recipe.base import StrictModel
+from dlcli.recipe.base import Pixels, StrictModel, Width
 
 
 class SplitSpec(StrictModel):
@@ -88,9 +88,9 @@ class _DataCommon(StrictModel):
     pipeline: PipelineSpec = Field(default_factory=PipelineSpec, description="tf.data settings.")
     label_names: list[str] | None = Field(None, description="Names of the classes, in label order.")
     cache: Literal["auto", "memory", "disk", "none"] = Field(
-        "auto", description="Streamed sources (image_folder): where decoded examples are kept between epochs. "
-        "memory; disk (a cache file in the run directory); none (decode from the files every epoch); auto: "
-        "memory when the split's decoded size fits `cache_budget_mb`, else none."
+        "auto", description="Where decoded examples are kept between epochs: memory; disk (image_folder: a "
+        "cache file in the run directory; other sources read as none); none (read and decode from the files every "
+        "epoch); auto: memory when the split's decoded size fits `cache_budget_mb`, else none."
     )
     cache_budget_mb: float = Field(512.0, gt=0, description="The largest decoded split `cache: auto` keeps in memory (MiB).")
     fit_samples: int = Field(
@@ -138,6 +138,7 @@ class CsvData(_DataCommon):
     categorical_columns: list[str | int] = Field(default_factory=list, description="Columns one-hot encoded with a vocabulary from the training split.")
     header: bool = Field(True, description="The first row holds column names.")
     delimiter: str = Field(",", min_length=1, max_length=1, description="Field separator.")
+    skip_rows: int = Field(0, ge=0, description="Lines to skip at the top of the file, before the header (a preamble).")
     inputs: dict[str, CsvInput] | None = Field(
         None, description="Several named model inputs, each from columns of this CSV (numeric, categorical or "
         "text); a graph model consumes them by name, the mlp architecture embeds and concatenates them."
@@ -186,7 +187,7 @@ class ImageFolderData(_DataCommon):
     Images are listed, not loaded: they are decoded and resized in tf.data while training."""
 
     source: Literal["image_folder"]
-    image_size: list[int] = Field(..., min_length=2, max_length=2, description="Resize to [height, width].")
+    image_size: list[Pixels] = Field(..., min_length=2, max_length=2, description="Resize to [height, width].")
     color_mode: Literal["rgb", "grayscale"] = Field("rgb", description="Channels: 3 or 1.")
     extensions: list[str] = Field([".png", ".jpg", ".jpeg", ".bmp", ".gif"], description="Image file extensions.")
 
@@ -204,7 +205,7 @@ class TextData(_DataCommon):
 
 class TFRecordFeature(StrictModel):
     dtype: Literal["float32", "int64", "string"] = Field(..., description="Feature type in the records.")
-    shape: list[int] = Field(default_factory=list, description="Fixed shape ([] for a scalar).")
+    shape: list[Width] = Field(default_factory=list, description="Fixed shape ([] for a scalar).")
 
 
 class TFRecordData(_DataCommon):
@@ -236,7 +237,7 @@ class SyntheticData(_DataCommon):
         "classification", description="What to generate."
     )
     samples: int = Field(512, ge=4, description="Number of examples.")
-    shape: list[int] = Field([16], min_length=1, description="Shape of one example.")
+    shape: list[Width] = Field([16], min_length=1, description="Shape of one example.")
     num_classes: int = Field(2, ge=2, description="Classes (classification, sequence, image, tokens).")
     vocab_size: int = Field(100, ge=4, description="Token vocabulary (kind=tokens).")
     noise: float = Field(0.5, ge=0.0, description="Noise level; higher is harder.")

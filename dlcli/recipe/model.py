@@ -7,7 +7,7 @@ from typing import Annotated, Any, Literal
 
 from pydantic import Discriminator, Field, Tag, field_validator, model_validator
 
-from dlcli.recipe.base import StrictModel
+from dlcli.recipe.base import Pixels, StrictModel
 from dlcli.recipe.keras_names import KERAS_APPLICATIONS, KERAS_LAYERS
 from dlcli.recipe.base import closest
 
@@ -117,7 +117,7 @@ class ApplicationSpec(StrictModel):
     name: str = Field(..., description="A keras.applications model, e.g. MobileNetV2, ResNet50, EfficientNetB0.")
     weights: str | None = Field(None, description="Local weights file for the backbone (.weights.h5), or null for random init. Nothing is downloaded.")
     input_shape: list[int] | None = Field(None, description="Backbone input shape; default: the data's (resize with `resize`).")
-    resize: list[int] | None = Field(None, min_length=2, max_length=2, description="Resize inputs to [height, width] inside the model.")
+    resize: list[Pixels] | None = Field(None, min_length=2, max_length=2, description="Resize inputs to [height, width] inside the model.")
     trainable: Literal["frozen", "all"] | int = Field(
         "frozen", description="`frozen`: backbone not trained; `all`: fine-tune all; N: fine-tune from layer N on."
     )

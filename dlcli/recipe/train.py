@@ -51,7 +51,7 @@ Schedule = Annotated[
 
 class OptimizerSpec(StrictModel):
     name: Literal[tuple(OPTIMIZERS)] = Field("adam", description="Optimizer: " + ", ".join(OPTIMIZERS) + ".")  # type: ignore[valid-type]
-    learning_rate: float | Schedule = Field(1e-3, description="A number, or a schedule mapping (cosine, exponential, step, constant).")
+    learning_rate: Annotated[float, Field(gt=0)] | Schedule = Field(1e-3, description="A number, or a schedule mapping (cosine, exponential, step, constant).")
     momentum: float | None = Field(None, ge=0, lt=1, description="SGD / RMSprop momentum.")
     nesterov: bool | None = Field(None, description="Nesterov momentum (SGD).")
     weight_decay: float | None = Field(None, ge=0, description="Decoupled weight decay (AdamW, Lion, and others that accept it).")
@@ -149,8 +149,8 @@ class CallbacksSpec(StrictModel):
 
 
 class TrainSpec(StrictModel):
-    epochs: int = Field(10, ge=1, description="Maximum epochs.")
-    batch_size: int = Field(32, ge=1, description="Global batch size.")
+    epochs: int = Field(10, ge=1, le=1_000_000, description="Maximum epochs.")
+    batch_size: int = Field(32, ge=1, le=1 << 20, description="Global batch size.")
     optimizer: OptimizerSpec = Field(default_factory=OptimizerSpec, description="Optimizer (string shorthand: `adam`).")
     loss: LossSpec = Field(default_factory=LossSpec, description="Loss (string shorthand: `mse`).")
     metrics: list[str] = Field(["auto"], description="Keras metric names; auto: accuracy for classification, mae otherwise.")

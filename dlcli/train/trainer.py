@@ -38,7 +38,7 @@ from dlcli.atomic import write_json, write_text
 from dlcli.data import DataBundle, load_data
 from dlcli.errors import DataError, DlcliError, RunDirError, TrainingDivergedError, UsageError, WorkerLostError
 from dlcli.recipe.loader import recipe_hash, recipe_to_yaml
-from dlcli.runs import default_run_dir, environment, prepare_run_dir
+from dlcli.runs import RUN_FORMAT, default_run_dir, environment, prepare_run_dir
 from dlcli.train.policy import COMPLETED, resumable, signals_to
 from dlcli.train.stage import Stage, model_stage
 
@@ -93,8 +93,10 @@ def train(recipe, run_dir: str | Path | None = None, *, overwrite: bool = False,
     ``quiet_native``: a context manager factory around the export stage (the CLI's silences
     what native converters print).
     """
+    from dlcli.models.builder import check_code_layers
     from dlcli.pipeline import run_pipeline, wants_pipeline
 
+    check_code_layers(recipe.model, allow_code)  # before anything is written
     stages = pipeline and wants_pipeline(recipe)
     unfinished = stages and run_dir is not None and not (Path(run_dir) / "pipeline.json").exists()
     result = run_stage(model_stage(recipe, allow_code), run_dir, overwrite=overwrite, resume=resume,
@@ -130,7 +132,7 @@ def run_stage(stage: Stage, run_dir: str | Path | None = None, *, overwrite: boo
         log(f"{run_dir}: already completed, kept as it is")
         return _completed(run_dir, previous, chief)
     if previous is None and chief:  # a worker other than the chief writes nothing in the run directory
-        prepare_run_dir(run_dir, overwrite=overwrite)
+        prepare_run_dir(run_dir, overwrite=overwrite, protect=_protected(recipe))
     env = _start_env(stage, previous, checkpoint, started, run_dir, log)
     if chief:
         if previous is None:
@@ -147,9 +149,16 @@ def run_stage(stage: Stage, run_dir: str | Path | None = None, *, overwrite: boo
         raise
 
 
+def _protected(recipe) -> list[Path]:
+    """The recipe file and the data files: no run directory may hold them."""
+    paths = [getattr(getattr(recipe, "_source", None), "file", None)]
+    paths += [getattr(recipe.data, a, None) for a in ("path", "validation_path", "test_path", "labels_path")]
+    return [Path(p) for p in paths if p and not str(p).startswith("<")]
+
+
 def _start_env(stage: Stage, previous, checkpoint, started: float, run_dir: Path, log) -> dict[str, Any]:
     recipe = stage.recipe
-    env: dict[str, Any] = {"status": "running", "stage": stage.kind, "started": _iso(started), "seed": recipe.seed,
+    env: dict[str, Any] = {"format": RUN_FORMAT, "status": "running", "stage": stage.kind, "started": _iso(started), "seed": recipe.seed,
                            "recipe_hash": recipe_hash(recipe), **stage.env}
     if previous is not None:
         env = {**previous, "status": "running"}
@@ -390,7 +399,8 @@ def data_errors(bundle: DataBundle):
 
     try:
         yield
-    except (tf.errors.InvalidArgumentError, tf.errors.NotFoundError, tf.errors.DataLossError) as exc:
+    except (tf.errors.InvalidArgumentError, tf.errors.NotFoundError, tf.errors.DataLossError,
+            tf.errors.UnknownError) as exc:
         for split in (s for s in bundle.splits.values() if s.streamed):
             bad = split.find_unreadable()
             if bad is not None:

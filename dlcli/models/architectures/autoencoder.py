@@ -10,13 +10,14 @@ from pydantic import Field
 from dlcli.errors import ModelError
 from dlcli.models.common import ArchCommon, activation_layer, norm_layer
 from dlcli.models.registry import register_architecture
+from dlcli.recipe.base import Width
 
 
 class AutoencoderParams(ArchCommon):
     architecture: Literal["autoencoder"]
     kind: Literal["dense", "conv"] = Field("dense", description="Dense or convolutional encoder/decoder.")
-    units: list[int] = Field([64], description="Dense encoder widths (decoder mirrors them).")
-    filters: list[int] = Field([16, 32], description="Conv encoder filters, each block halves the size.")
+    units: list[Width] = Field([64], description="Dense encoder widths (decoder mirrors them).")
+    filters: list[Width] = Field([16, 32], description="Conv encoder filters, each block halves the size.")
     latent_dim: int = Field(16, ge=1, description="Size of the code (dense kind).")
     output_activation: str = Field("linear", description="Reconstruction activation (sigmoid for data in [0,1]).")
 

@@ -9,17 +9,18 @@ from pydantic import Field
 from dlcli.errors import ModelError
 from dlcli.models.common import ArchCommon, activation_layer, dense_head, norm_layer, regularizer
 from dlcli.models.registry import register_architecture
+from dlcli.recipe.base import Width
 
 
 class CNNParams(ArchCommon):
     architecture: Literal["cnn"]
-    filters: list[int] = Field([32, 64], min_length=1, description="Filters of each conv block.")
+    filters: list[Width] = Field([32, 64], min_length=1, description="Filters of each conv block.")
     kernel_size: int = Field(3, ge=1, description="Convolution kernel size.")
     convs_per_block: int = Field(1, ge=1, description="Convolutions per block.")
     pooling: Literal["max", "avg", "none"] = Field("max", description="Pooling after each block.")
     normalization: Literal["none", "batch", "layer"] = Field("batch", description="Normalization after each convolution.")
     global_pooling: Literal["avg", "max", "flatten"] = Field("avg", description="How feature maps become a vector.")
-    dense: list[int] = Field([], description="Dense layers before the head.")
+    dense: list[Width] = Field([], description="Dense layers before the head.")
 
 
 @register_architecture("cnn", CNNParams, "Conv blocks (1D or 2D by input rank) with norm, pooling, dropout.")

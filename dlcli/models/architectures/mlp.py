@@ -8,11 +8,12 @@ from pydantic import Field
 
 from dlcli.models.common import ArchCommon, activation_layer, dense_head, norm_layer, regularizer
 from dlcli.models.registry import register_architecture
+from dlcli.recipe.base import Width
 
 
 class MLPParams(ArchCommon):
     architecture: Literal["mlp"]
-    units: list[int] = Field([64, 32], min_length=1, description="Hidden layer widths.")
+    units: list[Width] = Field([64, 32], min_length=1, description="Hidden layer widths.")
     embedding_dim: int = Field(8, ge=1, description="Several inputs (data.inputs): width of the embedding of "
                                "each categorical column and of a text input's tokens.")
 

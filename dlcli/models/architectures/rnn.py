@@ -9,16 +9,17 @@ from pydantic import Field
 from dlcli.errors import ModelError
 from dlcli.models.common import ArchCommon, activation_layer, dense_head, regularizer
 from dlcli.models.registry import register_architecture
+from dlcli.recipe.base import Width
 
 
 class RNNParams(ArchCommon):
     architecture: Literal["rnn"]
     cell: Literal["lstm", "gru", "simple"] = Field("lstm", description="Recurrent cell.")
-    units: list[int] = Field([32], min_length=1, description="Units of each stacked recurrent layer.")
+    units: list[Width] = Field([32], min_length=1, description="Units of each stacked recurrent layer.")
     bidirectional: bool = Field(False, description="Wrap each recurrent layer in Bidirectional.")
     embedding_dim: int = Field(32, ge=1, description="Embedding size when inputs are token ids.")
     recurrent_dropout: float = Field(0.0, ge=0.0, lt=1.0, description="Dropout on recurrent state.")
-    dense: list[int] = Field([], description="Dense layers before the head.")
+    dense: list[Width] = Field([], description="Dense layers before the head.")
     unroll: bool = Field(False, description="Unroll the loop (short sequences; friendlier to TFLite).")
 
 
