@@ -8,9 +8,7 @@ writes a zip archive (atomically) holding the model, ``labels.txt`` (classifiers
 ``manifest.json`` (sha256 of every other file, the recipe hash, library versions and the
 artifact's export checks). ``--target mcu`` adds the C files of :mod:`dlcli.mcu`.
 
-``verify_package(path) -> VerifyResult`` re-hashes every entry in memory (nothing is
-extracted) and raises :class:`~dlcli.errors.PackageError` (exit code 8) for a changed
-byte, a missing or extra file, an unsafe name (absolute, ``..``) or a link.
+``verify_package(path) -> VerifyResult`` (:mod:`dlcli.package_verify`) checks an archive.
 
 Importing this module does not import TensorFlow.
 """
@@ -20,19 +18,16 @@ from __future__ import annotations
 import hashlib
 import json
 import platform
-import posixpath
 import stat
 import zipfile
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from dlcli.errors import PackageError, ParityError, RunDirError, UsageError
+from dlcli.errors import ParityError, RunDirError, UsageError
+from dlcli.package_verify import MANIFEST, PACKAGE_FORMAT, VerifyResult, unsafe_name, verify_package  # noqa: F401
 
-PACKAGE_FORMAT = "dlcli-package/1"
-MANIFEST = "manifest.json"
 _EPOCH = (1980, 1, 1, 0, 0, 0)  # fixed entry times: the same inputs give the same archive bytes
-_MAX_MANIFEST = 16 * 1024 * 1024
 
 
 @dataclass(frozen=True)
@@ -81,28 +76,6 @@ class PackageResult:
         return d
 
 
-@dataclass
-class VerifyResult:
-    path: Path
-    target: str | None
-    model: str | None
-    files: int
-    problems: list[str] = field(default_factory=list)
-
-    @property
-    def valid(self) -> bool:
-        return not self.problems
-
-    def to_json(self) -> dict[str, Any]:
-        return {"archive": str(self.path), "valid": self.valid, "target": self.target, "model": self.model,
-                "files": self.files, "problems": self.problems}
-
-    def raise_for_problems(self) -> None:
-        if self.problems:
-            more = f" (and {len(self.problems) - 1} more)" if len(self.problems) > 1 else ""
-            raise PackageError(f"{self.path}: {self.problems[0]}{more}")
-
-
 # ------------------------------------------------------------------ the artifact
 def _failure(entry: dict[str, Any]) -> str:
     if entry.get("error"):
@@ -127,6 +100,33 @@ def _read_manifest(path: Path) -> dict[str, Any] | None:
         raise RunDirError(f"{path}: cannot read the export manifest: {exc}") from None
 
 
+def artifact_path(export_dir: Path, entry: dict[str, Any]) -> Path:
+    """The file or folder an export manifest entry names: a plain name inside the export
+    folder (a tampered manifest's ``..``, absolute path or link out of it is refused)."""
+    for key in ("path", "name"):
+        value = entry.get(key)
+        if not isinstance(value, str) or unsafe_name(value) or "/" in value or value in (".", ""):
+            raise RunDirError(f"{export_dir / MANIFEST}: artifact {key} {value!r} is not a name inside "
+                              f"{export_dir}; export again with `dlcli export`")
+    path = export_dir / entry["path"]
+    if export_dir.resolve() not in path.resolve().parents:
+        raise RunDirError(f"{path}: leads outside {export_dir} (a link?); export again with `dlcli export`")
+    return path
+
+
+def _artifact_files(model_path: Path, name: str) -> dict[str, Path]:
+    """Archive name -> file of an artifact (a folder's files, none of them a link)."""
+    if not model_path.is_dir():
+        return {name: model_path}
+    files = {}
+    for f in sorted(model_path.rglob("*")):
+        if f.is_symlink():
+            raise RunDirError(f"{f}: a link inside the exported {name}; export again with `dlcli export`")
+        if f.is_file():
+            files[f"{name}/{f.relative_to(model_path).as_posix()}"] = f
+    return files
+
+
 def resolve_artifact(run, target: Target, log) -> tuple[dict[str, Any], dict[str, Any], bool]:
     """The export manifest entry for ``target`` (exporting it first if it is not listed),
     the whole manifest, and whether it was exported now."""
@@ -135,7 +135,7 @@ def resolve_artifact(run, target: Target, log) -> tuple[dict[str, Any], dict[str
     export_dir = run.path / "export"
     manifest = _read_manifest(export_dir / MANIFEST)
     entry, exported = _find(manifest, target), False
-    if entry is None or not (export_dir / entry["path"]).exists():
+    if entry is None or not artifact_path(export_dir, entry).exists():
         q = "" if target.quantization == "none" else f" {target.quantization}"
         log(f"no {target.format}{q} artifact in {export_dir}/{MANIFEST}: exporting it ...")
         export_run(run.path, [target.format], target.quantization, log=log)
@@ -143,7 +143,7 @@ def resolve_artifact(run, target: Target, log) -> tuple[dict[str, Any], dict[str
         manifest, entry, exported = new, _find(new, target), True
         if entry is None:
             raise ParityError(f"exporting {target.format}{q} wrote no artifact; see {export_dir / MANIFEST}")
-    path = export_dir / entry["path"]
+    path = artifact_path(export_dir, entry)
     if entry.get("status") != "passed":
         raise ParityError(f"{path} failed its parity gate and is not packaged: {_failure(entry)}; "
                           f"see {export_dir / MANIFEST}")
@@ -186,13 +186,8 @@ def preprocessing_doc(run, entry: dict[str, Any]) -> dict[str, Any]:
 def _sources(run, target: Target, entry: dict[str, Any], log) -> tuple[dict[str, Any], dict[str, Any] | None]:
     """Archive name -> bytes or a file Path, and the mcu arena estimate."""
     export_dir = run.path / "export"
-    model_path = export_dir / entry["path"]
-    files: dict[str, Any] = {}
-    if model_path.is_dir():
-        for f in sorted(p for p in model_path.rglob("*") if p.is_file()):
-            files[f"{entry['name']}/{f.relative_to(model_path).as_posix()}"] = f
-    else:
-        files[entry["name"]] = model_path
+    model_path = artifact_path(export_dir, entry)
+    files: dict[str, Any] = dict(_artifact_files(model_path, entry["name"]))
     pre = preprocessing_doc(run, entry)
     files["preprocessing.json"] = (json.dumps(pre, indent=2) + "\n").encode()
     if (run.path / "labels.txt").exists():
@@ -225,6 +220,9 @@ def _digest(src) -> tuple[str, int]:
 
 
 def _entry(name: str) -> zipfile.ZipInfo:
+    why = unsafe_name(name)
+    if why:  # every name comes from dlcli or a checked manifest: a bug if it happens
+        raise RuntimeError(f"archive entry {name!r} has {why}")
     info = zipfile.ZipInfo(name, date_time=_EPOCH)
     info.compress_type = zipfile.ZIP_DEFLATED
     info.create_system = 3  # unix: the mode below is meaningful
@@ -436,126 +434,3 @@ def readme(target: str, entry: dict[str, Any], pre: dict[str, Any], has_labels: 
               "Without dlcli: `unzip PACKAGE.zip -d pkg && cd pkg && sha256sum FILE` and compare with "
               "`manifest.json`."), ""]
     return "\n".join(lines)
-
-
-# ------------------------------------------------------------------ verify
-def unsafe_name(name: str) -> str | None:
-    """Why an archive entry name is unsafe to extract, or None."""
-    if not name or "\0" in name:
-        return "an empty name or a NUL byte"
-    if "\\" in name:
-        return "a backslash (a Windows path separator)"
-    if name.startswith("/") or (len(name) > 1 and name[1] == ":"):
-        return "an absolute path"
-    if ".." in name.split("/"):
-        return "a '..' component"
-    return None
-
-
-def _is_link(info: zipfile.ZipInfo) -> bool:
-    return info.create_system == 3 and stat.S_ISLNK(info.external_attr >> 16)
-
-
-def _link_problem(zf: zipfile.ZipFile, info: zipfile.ZipInfo) -> str:
-    try:
-        target = zf.read(info)[:4096].decode("utf-8", "replace") if info.file_size <= 4096 else "?"
-    except Exception:  # noqa: BLE001 - the target is only for the message
-        target = "?"
-    resolved = posixpath.normpath(posixpath.join(posixpath.dirname(info.filename), target))
-    where = "outside the archive" if target.startswith("/") or resolved.split("/")[0] == ".." else "links are not allowed"
-    return f"entry {info.filename!r} is a symbolic link to {target!r} ({where})"
-
-
-def _hash_member(zf: zipfile.ZipFile, info: zipfile.ZipInfo) -> str:
-    h = hashlib.sha256()
-    with zf.open(info) as fh:
-        for chunk in iter(lambda: fh.read(1 << 20), b""):
-            h.update(chunk)
-    return h.hexdigest()
-
-
-def verify_package(path: str | Path) -> VerifyResult:
-    """Check every entry of the archive against its manifest.json without extracting it.
-
-    Returns the result with every problem found; raises PackageError only when the file is
-    not a readable zip archive or has no usable manifest."""
-    path = Path(path)
-    if not path.is_file():
-        raise PackageError(f"{path}: no such archive file")
-    try:
-        zf = zipfile.ZipFile(path)
-    except (zipfile.BadZipFile, OSError) as exc:
-        raise PackageError(f"{path}: not a readable zip archive ({exc}); dlcli packages are .zip files") from None
-    with zf:
-        infos = zf.infolist()
-        problems: list[str] = []
-        seen: dict[str, int] = {}
-        for info in infos:
-            seen[info.filename] = seen.get(info.filename, 0) + 1
-            why = unsafe_name(info.filename)
-            if why:
-                problems.append(f"entry {info.filename!r} has {why}")
-            if _is_link(info):
-                problems.append(_link_problem(zf, info))
-            if info.flag_bits & 0x1:
-                problems.append(f"entry {info.filename!r} is encrypted")
-        problems += [f"entry {n!r} appears {k} times" for n, k in seen.items() if k > 1]
-        manifest = _load_manifest(zf, path, seen)
-        listed = manifest.get("files")
-        if not isinstance(listed, dict) or not all(isinstance(v, dict) for v in listed.values()):
-            raise PackageError(f"{path}: {MANIFEST} has no 'files' table; not a {PACKAGE_FORMAT} archive")
-        members = {i.filename: i for i in infos}
-        for name, want in sorted(listed.items()):
-            why = unsafe_name(name)
-            if why:
-                problems.append(f"{MANIFEST} lists {name!r}, which has {why}")
-                continue
-            info = members.get(name)
-            if info is None:
-                problems.append(f"{name} is missing")
-            elif info.is_dir() or _is_link(info):
-                problems.append(f"{name} is not a regular file")
-            elif info.file_size != want.get("size"):
-                problems.append(f"{name} changed: {info.file_size} bytes, manifest says {want.get('size')}")
-            else:
-                try:
-                    got = _hash_member(zf, info)
-                except Exception as exc:  # noqa: BLE001 - corrupt data (CRC, zlib) is a changed byte
-                    problems.append(f"{name} cannot be read ({type(exc).__name__}: {exc}): the archive is damaged")
-                    continue
-                if got != want.get("sha256"):
-                    problems.append(f"{name} changed: sha256 {got[:12]}... differs from the manifest's "
-                                    f"{str(want.get('sha256'))[:12]}...")
-        parents = {posixpath.dirname(n.rstrip("/")) for n in listed}
-        for name in members:
-            if name == MANIFEST or name in listed:
-                continue
-            if name.endswith("/") and name.rstrip("/") in {p for d in parents for p in _ancestors(d)}:
-                continue  # a directory entry holding listed files
-            problems.append(f"extra file {name!r} is not listed in {MANIFEST}")
-        # de-duplicate, keeping order (an unsafe extra entry is reported once per reason)
-        problems = list(dict.fromkeys(problems))
-        return VerifyResult(path, manifest.get("target"), manifest.get("model"), len(listed), problems)
-
-
-def _ancestors(d: str) -> list[str]:
-    out = []
-    while d:
-        out.append(d)
-        d = posixpath.dirname(d)
-    return out
-
-
-def _load_manifest(zf: zipfile.ZipFile, path: Path, seen: dict[str, int]) -> dict[str, Any]:
-    if MANIFEST not in seen:
-        raise PackageError(f"{path}: {MANIFEST} is missing; not a {PACKAGE_FORMAT} archive")
-    info = zf.getinfo(MANIFEST)
-    if info.file_size > _MAX_MANIFEST or _is_link(info):
-        raise PackageError(f"{path}: {MANIFEST} is not a plain JSON file")
-    try:
-        manifest = json.loads(zf.read(info))
-    except Exception as exc:  # noqa: BLE001 - unreadable (CRC) or not JSON
-        raise PackageError(f"{path}: {MANIFEST} cannot be read: {type(exc).__name__}: {exc}") from None
-    if not isinstance(manifest, dict) or manifest.get("format") != PACKAGE_FORMAT:
-        raise PackageError(f"{path}: {MANIFEST} is not a {PACKAGE_FORMAT} manifest")
-    return manifest

@@ -293,11 +293,22 @@ def _rewrite(src, dst, change=None, add=()):
             zout.writestr(*item)
 
 
-def _symlink(name, target):
+def _symlink(name, target, system=3):
     info = zipfile.ZipInfo(name)
-    info.create_system = 3
+    info.create_system = system
     info.external_attr = (stat.S_IFLNK | 0o777) << 16
     return info, target
+
+
+def _unicode_path(info, data):
+    """labels.txt renamed to the model file for extractors honouring Info-ZIP's 0x7075 field."""
+    if info.filename == "labels.txt":
+        import struct
+        import zlib
+
+        new = b"model_int8.tflite"
+        info.extra = struct.pack("<HHBI", 0x7075, 5 + len(new), 1, zlib.crc32(b"labels.txt")) + new
+    return info, data
 
 
 def _flip(info, data):
@@ -319,6 +330,11 @@ TAMPERING = {  # case -> (_rewrite arguments, expected in the error line)
     "symlink replacing a file": ({"change": _replace_labels_with_link},
                                  "'labels.txt' is a symbolic link to '/etc/passwd' (outside the archive)"),
     "symlink inside": ({"add": [_symlink("alias.txt", "labels.txt")]}, "links are not allowed"),
+    **{f"symlink made on system {n}": ({"add": [_symlink("docs/link", "/etc/passwd", n)]},
+                                       "symbolic link to '/etc/passwd'") for n in (0, 5, 16, 30)},
+    "unicode path field": ({"change": _unicode_path}, "Unicode path field (0x7075)"),
+    "fifo entry": ({"add": [(lambda i: (setattr(i, "external_attr", (stat.S_IFIFO | 0o644) << 16), i)[1])(
+        zipfile.ZipInfo("pipe")), "")]}, "'pipe' is a special file"),
     "missing file": ({"change": lambda i, d: None if i.filename == "labels.txt" else (i, d)}, "labels.txt is missing"),
     "extra file": ({"add": [(zipfile.ZipInfo("notes.txt"), "hello")]}, "extra file 'notes.txt'"),
 }
@@ -339,6 +355,43 @@ def test_verify_rejects_tampered_archives(packages, pkg_cli, tmp_path, monkeypat
     assert r.exit_code == 8 and json.loads(r.stdout)["valid"] is False
     assert not list(work.iterdir()) and not (tmp_path / "evil-dlcli.txt").exists()  # nothing extracted
     assert not Path("/tmp/evil-dlcli-abs.txt").exists()
+
+
+@pytest.mark.parametrize("tamper", ["dotdot path", "dotdot name", "absolute path", "link out"])
+def test_package_refuses_a_manifest_or_artifact_that_leads_outside_the_run(runs, packages, pkg_cli, tmp_path,
+                                                                            tamper):
+    import shutil
+
+    packages("tflite")  # the float32 TFLite is exported
+    run = tmp_path / "run"
+    shutil.copytree(runs["cnn"], run)
+    secret = tmp_path / "secret.bin"
+    secret.write_bytes(b"not yours")
+    manifest_path = run / "export" / "manifest.json"
+    manifest = json.loads(manifest_path.read_text())
+    entry = next(a for a in manifest["artifacts"] if a["name"] == "model_float32.tflite")
+    if tamper == "link out":
+        (run / "export" / entry["path"]).unlink()
+        (run / "export" / entry["path"]).symlink_to(secret)
+    else:
+        key, value = {"dotdot path": ("path", "../../secret.bin"), "dotdot name": ("name", "../evil.tflite"),
+                      "absolute path": ("path", str(secret))}[tamper]
+        entry[key] = value
+    manifest_path.write_text(json.dumps(manifest))
+    out = tmp_path / "p.zip"
+    line = _one_error(pkg_cli("package", run, "--target", "tflite", "--out", out), 5)
+    assert "export again" in line, line
+    assert not out.exists()
+
+
+def test_verify_rejects_a_local_header_that_names_another_file(packages, pkg_cli, tmp_path):
+    archive, _ = packages("tflite-int8")
+    data = archive.read_bytes()
+    at = data.index(b"labels.txt")  # the first occurrence is the local header's name
+    bad = tmp_path / "bad.zip"
+    bad.write_bytes(data[:at] + b"labels.sh_" + data[at + 10:])
+    line = _one_error(pkg_cli("package", "verify", bad), 8)
+    assert "'labels.txt' is named 'labels.sh_' in its local header" in line, line
 
 
 def test_verify_rejects_damaged_and_foreign_files(packages, pkg_cli, tmp_path):
