@@ -13,7 +13,8 @@ $(BIN)/python:
 	$(BIN)/python -m pip install --quiet --upgrade pip
 
 $(VENV)/.installed: pyproject.toml | $(BIN)/python
-	$(BIN)/python -m pip install --quiet -e ".[dev]"
+	@echo "installing dlcli and its dependencies into $(VENV) (a few minutes the first time) ..."
+	$(BIN)/python -m pip install --progress-bar on -e ".[dev]"
 	touch $@
 
 install: $(VENV)/.installed

@@ -73,7 +73,14 @@ def _numeric(path: Path, pre, normalize: bool = True) -> np.ndarray:
 
 def read_input(path: Path, run, normalize: bool = True) -> tuple[np.ndarray, list[str]]:
     """Preprocessed model input for ``path`` and a name per example (``normalize=False``:
-    featurized only, for an artifact exported with its preprocessing)."""
+    featurized only, for an artifact exported with its preprocessing); errors name ``path``."""
+    from dlcli.data.featurize import reading
+
+    with reading(path):
+        return _read_input(path, run, normalize)
+
+
+def _read_input(path: Path, run, normalize: bool = True) -> tuple[np.ndarray, list[str]]:
     from dlcli.data.inputs import num_rows
     from dlcli.data.sources import read_csv_columns
 
@@ -105,7 +112,7 @@ def read_input(path: Path, run, normalize: bool = True) -> tuple[np.ndarray, lis
             texts = cols[spec.text_column]
         else:
             texts = [line for line in path.read_text(encoding="utf-8").splitlines() if line.strip()]
-        return pre.transform_x(texts, normalize), [t[:40] for t in texts]
+        return pre.transform_x(texts, normalize), list(texts)
     if kind == "tabular" and path.suffix in (".csv", ".gz"):
         cols = read_csv_columns(path, spec.header, spec.delimiter, spec.skip_rows)
         label = str(spec.label_column)

@@ -114,3 +114,22 @@ def test_bad_predict_inputs_are_data_errors(cli, tiny_recipe, tmp_path):
                            ("huge.npy", "cannot read NumPy input")):
         line = _error_line(cli("predict", run, tmp_path / name), 3)
         assert expected in line and name in line, line
+
+
+def test_a_killed_exports_temporary_files_are_swept_and_nothing_else(tmp_path):
+    import subprocess
+    import sys
+
+    from dlcli.export import sweep_stale_temps
+
+    dead = subprocess.run([sys.executable, "-c", "import os; print(os.getpid())"], capture_output=True, text=True)
+    pid = int(dead.stdout)
+    (tmp_path / f".model.onnx.tmp-{pid}.onnx").write_bytes(b"half")
+    (tmp_path / f".saved_model.tmp-{pid}").mkdir()
+    (tmp_path / f".model_int8.tflite.tmp-{os.getpid()}.tflite").write_bytes(b"mine, in progress")
+    (tmp_path / ".notes.tmp-draft").write_text("not dlcli's")
+    (tmp_path / "model.onnx").write_bytes(b"done")
+    removed = sweep_stale_temps(tmp_path)
+    assert sorted(p.name for p in removed) == sorted([f".model.onnx.tmp-{pid}.onnx", f".saved_model.tmp-{pid}"])
+    assert sorted(p.name for p in tmp_path.iterdir()) == sorted(
+        [f".model_int8.tflite.tmp-{os.getpid()}.tflite", ".notes.tmp-draft", "model.onnx"])

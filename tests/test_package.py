@@ -300,6 +300,13 @@ def _symlink(name, target, system=3):
     return info, target
 
 
+def _fifo(name):
+    info = zipfile.ZipInfo(name)
+    info.create_system = 3
+    info.external_attr = (stat.S_IFIFO | 0o644) << 16
+    return info, ""
+
+
 def _unicode_path(info, data):
     """labels.txt renamed to the model file for extractors honouring Info-ZIP's 0x7075 field."""
     if info.filename == "labels.txt":
@@ -333,8 +340,7 @@ TAMPERING = {  # case -> (_rewrite arguments, expected in the error line)
     **{f"symlink made on system {n}": ({"add": [_symlink("docs/link", "/etc/passwd", n)]},
                                        "symbolic link to '/etc/passwd'") for n in (0, 5, 16, 30)},
     "unicode path field": ({"change": _unicode_path}, "Unicode path field (0x7075)"),
-    "fifo entry": ({"add": [(lambda i: (setattr(i, "external_attr", (stat.S_IFIFO | 0o644) << 16), i)[1])(
-        zipfile.ZipInfo("pipe")), "")]}, "'pipe' is a special file"),
+    "fifo entry": ({"add": [_fifo("pipe")]}, "'pipe' is a special file"),
     "missing file": ({"change": lambda i, d: None if i.filename == "labels.txt" else (i, d)}, "labels.txt is missing"),
     "extra file": ({"add": [(zipfile.ZipInfo("notes.txt"), "hello")]}, "extra file 'notes.txt'"),
 }

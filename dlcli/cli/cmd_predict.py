@@ -34,10 +34,11 @@ def predict(
     rows = pred.rows()
     table = Table("input", "prediction", "top classes" if pred.labels else "output")
     for row in rows:
+        shown = row["input"] if len(row["input"]) <= 40 else row["input"][:39] + "…"  # --json has it whole
         if pred.labels:
-            table.add_row(row["input"], row["label"],
+            table.add_row(shown, row["label"],
                           ", ".join(f"{t['label']} {t['probability']:.3f}" for t in row["top"]))
         else:
             out = row["output"]
-            table.add_row(row["input"], "", str(out if not isinstance(out, list) or len(out) < 8 else f"{len(out)} values"))
+            table.add_row(shown, "", str(out if not isinstance(out, list) or len(out) < 8 else f"{len(out)} values"))
     stdout_console().print(table)

@@ -52,7 +52,10 @@ def train(
     test = result.metrics.get("test") or result.metrics.get("validation") or result.metrics["train"]
     summary = "  ".join(f"{k} {v:.4f}" for k, v in test.items())
     split = "test" if "test" in result.metrics else ("validation" if "validation" in result.metrics else "train")
-    console.print(f"[bold]trained[/] {r.name} in {result.duration_s:.1f}s ({result.epochs_run} epochs) -> {result.run_dir}")
+    kept = (f"; early stopping kept the weights of epoch {result.kept_epoch}"
+            if result.kept_epoch is not None and result.kept_epoch != result.epochs_run else "")
+    console.print(f"[bold]trained[/] {r.name} in {result.duration_s:.1f}s ({result.epochs_run} epochs{kept}) "
+                  f"-> {result.run_dir}")
     typer.echo(f"{split}: {summary}")
     if pipeline:
         _pipeline_table(pipeline)

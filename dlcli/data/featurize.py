@@ -8,11 +8,26 @@ from __future__ import annotations
 
 import re
 from collections import Counter
+from contextlib import contextmanager
+from contextvars import ContextVar
 from typing import Any
 
 import numpy as np
 
 from dlcli.errors import DataError
+
+
+_READING: ContextVar[str | None] = ContextVar("dlcli_reading", default=None)
+
+
+@contextmanager
+def reading(path):
+    """Featurizer errors inside name ``path`` (e.g. ``predict``'s input), not the training file."""
+    token = _READING.set(str(path))
+    try:
+        yield
+    finally:
+        _READING.reset(token)
 
 
 class Featurizer:
@@ -84,7 +99,7 @@ class TabularFeaturizer(Featurizer):
         parts = []
         for col in self.columns:
             if col not in raw:
-                raise DataError(f"{self.file}: column {col!r} is missing (have: {', '.join(raw)})")
+                raise DataError(f"{_READING.get() or self.file}: column {col!r} is missing (have: {', '.join(raw)})")
             values = raw[col]
             if col in self.vocab:
                 index = {v: i for i, v in enumerate(self.vocab[col])}
@@ -99,7 +114,7 @@ class TabularFeaturizer(Featurizer):
                 except ValueError:
                     bad = next(i for i, v in enumerate(values) if not _is_float(v))
                     raise DataError(
-                        f"{self.file}: column {col!r}, row {bad + 1}: {values[bad]!r} is not a number "
+                        f"{_READING.get() or self.file}: column {col!r}, row {bad + 1}: {values[bad]!r} is not a number "
                         "(list it in data.categorical_columns to one-hot encode it)"
                     ) from None
         return np.concatenate(parts, axis=1) if parts else np.zeros((0, 0), np.float32)

@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import hashlib
 import os
+import re
 import shutil
 import time
 from dataclasses import dataclass, field
@@ -114,6 +115,32 @@ def sha256_path(path: Path) -> tuple[str, int]:
     return h.hexdigest(), size
 
 
+_TEMP = re.compile(r"^\.(?P<name>.+)\.tmp-(?P<pid>\d+)(\.[A-Za-z0-9]+)?$")
+
+
+def sweep_stale_temps(out: Path) -> list[Path]:
+    """Remove the temporary artifacts (``.NAME.tmp-PID``) that an export killed mid-way left
+    in ``out``: only names of that form, and only when process PID is gone."""
+    removed = []
+    for p in out.iterdir() if out.is_dir() else []:
+        m = _TEMP.match(p.name)
+        if m is None or int(m["pid"]) == os.getpid() or _alive(int(m["pid"])):
+            continue
+        shutil.rmtree(p, ignore_errors=True) if p.is_dir() and not p.is_symlink() else p.unlink(missing_ok=True)
+        removed.append(p)
+    return removed
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except OSError:  # exists, owned by someone else
+        return True
+    return True
+
+
 def _place(tmp: Path, target: Path) -> None:
     """Move a finished artifact into place (a file or a directory), replacing an old one."""
     if target.is_dir() and not target.is_symlink():
@@ -197,6 +224,7 @@ def export_run(run_dir: str | Path, formats: list[str] | None = None, quantize: 
         rep, _ = run_split(run, "train", normalize=not raw,
                            pick=lambda n: np.sort(np.random.default_rng(run.recipe.seed).permutation(n)[:n_rep]))
 
+    sweep_stale_temps(out)
     artifacts = []
     for fmt_name, q in jobs:
         fmt = get_format(fmt_name)

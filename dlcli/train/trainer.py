@@ -54,6 +54,7 @@ class TrainResult:
     chief: bool = True  # False on a multi-worker run's other workers, which write nothing
     weights_digest: str = ""  # sha256 of the final weights (the same on every worker)
     pipeline: Any = None  # the compress / export stages that followed (dlcli.pipeline.PipelineResult)
+    kept_epoch: int | None = None  # early stopping restored the weights of this epoch (1-based)
 
     def to_json(self) -> dict[str, Any]:
         out = {
@@ -65,6 +66,8 @@ class TrainResult:
             "epochs": self.epochs_run,
             "samples_per_second": round(self.samples_per_second, 1),
         }
+        if self.kept_epoch is not None:
+            out["kept_epoch"] = self.kept_epoch
         if self.pipeline is not None:
             out["pipeline"] = self.pipeline.to_json()
         return out
@@ -180,7 +183,7 @@ def _completed(run_dir: Path, env: dict, chief: bool) -> TrainResult:
         raise RunDirError(f"{run_dir}: completed, but its metrics.json cannot be read: {exc}") from exc
     return TrainResult(run_dir, metrics, 0.0, int(env.get("epochs_run", 0)), [],
                        float(env.get("samples_per_second", 0.0)), chief=chief,
-                       weights_digest=env.get("weights_sha256", ""))
+                       weights_digest=env.get("weights_sha256", ""), kept_epoch=env.get("kept_epoch"))
 
 
 def _iso(t: float) -> str:
@@ -287,6 +290,7 @@ def _fit(stage: Stage, run_dir: Path, env: dict, progress: str, console, checkpo
         _raise_if_stopped(result, loop, flag, cbs, run_dir, env, chief)
 
         metrics = _final_metrics(loop, trainable, bundle, tr.batch_size, one_hot)
+        kept = _kept_epoch(cbs)
         sps = result.samples / result.fit_seconds if result.fit_seconds > 0 else 0.0
         digest = _digest(trainable.output)
         if chief:
@@ -295,16 +299,27 @@ def _fit(stage: Stage, run_dir: Path, env: dict, progress: str, console, checkpo
             env.update(status="completed", ended=_iso(time.time()), epochs_run=result.epochs_run,
                        fit_seconds=round(fit_seconds, 3), samples_per_second=round(sps, 1),
                        parameters=int(trainable.output.count_params()), mixed_precision=policy,
-                       jit_compile=bool(getattr(trainable.model, "jit_compile", False)), weights_sha256=digest)
+                       jit_compile=bool(getattr(trainable.model, "jit_compile", False)), weights_sha256=digest,
+                       kept_epoch=kept)
             write_json(run_dir / "env.json", env)
         if role is not None:
             loop.barrier()  # the other workers go on only once the chief's files are complete
         hist = [{"epoch": e + 1, **{k: float(v[i]) for k, v in loop.history.history.items()}}
                 for i, e in enumerate(loop.history.epoch)]
         return TrainResult(run_dir, metrics, time.time() - t0, result.epochs_run, hist, sps,
-                           chief=chief, weights_digest=digest)
+                           chief=chief, weights_digest=digest, kept_epoch=kept)
     finally:
         keras.mixed_precision.set_dtype_policy("float32")
+
+
+def _kept_epoch(callbacks) -> int | None:
+    """The epoch (1-based) whose weights early stopping restored at the end, if it did."""
+    import keras
+
+    es = next((c for c in callbacks if isinstance(c, keras.callbacks.EarlyStopping)), None)
+    if es is None or not es.restore_best_weights or es.best_weights is None:
+        return None
+    return int(es.best_epoch) + 1
 
 
 def _final_metrics(loop, trainable, bundle: DataBundle, batch_size: int, one_hot: bool) -> dict:
