@@ -115,6 +115,13 @@ class RunDirError(DlcliError):
     kind = "run directory error"
 
 
+class OutputError(RunDirError):
+    """A file dlcli writes cannot be written there: a folder in the way, a missing or
+    read-only place, a full disk."""
+
+    kind = "output error"
+
+
 EXIT_CODE_DOCS: dict[ExitCode, str] = {
     ExitCode.OK: "success",
     ExitCode.INTERNAL: "internal error (a bug: rerun with --debug and report the traceback)",
@@ -122,7 +129,8 @@ EXIT_CODE_DOCS: dict[ExitCode, str] = {
     ExitCode.DATA: "data error: missing or malformed file, empty split, labels out of range, "
     "data / model shape mismatch",
     ExitCode.DIVERGED: "training diverged (NaN or inf loss); the last good checkpoint is kept",
-    ExitCode.RUN_DIR: "run directory error: exists (use --overwrite), not writable, "
+    ExitCode.RUN_DIR: "run directory or output error: exists (use --overwrite), not writable (a folder in the "
+    "way, a read-only place, a full disk), "
     "not a dlcli run, or holds a run that cannot be resumed (another recipe, changed data, still running)",
     ExitCode.PARITY: "an exported artifact failed its parity gate or its conversion; "
     "the artifact is kept and marked failed in manifest.json",

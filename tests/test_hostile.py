@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 import time
+from pathlib import Path
 
 import pytest
 
@@ -133,3 +134,43 @@ def test_a_killed_exports_temporary_files_are_swept_and_nothing_else(tmp_path):
     assert sorted(p.name for p in removed) == sorted([f".model.onnx.tmp-{pid}.onnx", f".saved_model.tmp-{pid}"])
     assert sorted(p.name for p in tmp_path.iterdir()) == sorted(
         [f".model_int8.tflite.tmp-{os.getpid()}.tflite", ".notes.tmp-draft", "model.onnx"])
+
+
+def test_epoch_lines_fit_the_terminal_without_cutting_a_number():
+    from dlcli.train.callbacks import _fmt
+
+    logs = {"accuracy": 0.98765, "loss": 0.0312345, "val_accuracy": 0.97, "val_loss": 0.0456}
+    whole = _fmt(logs)
+    assert whole == "accuracy 0.9877  loss 0.0312  val_accuracy 0.9700  val_loss 0.0456"
+    assert _fmt(logs, len(whole)) == whole
+    assert _fmt(logs, 40) == "loss 0.0312  val_loss 0.0456"  # other metrics go first
+    assert _fmt(logs, 27) == "loss 0.0312"
+    assert _fmt(logs, 5) == ""  # too narrow for any: nothing, not a cut number
+
+
+@pytest.mark.parametrize("command", [("schema", "--out"), ("init", "cnn")])
+def test_outputs_that_cannot_be_written_are_exit_5(cli, tmp_path, command):
+    folder = tmp_path / "a-folder"
+    folder.mkdir()
+    for out, expected in ((folder, "is a folder"), (tmp_path / "file" / "x.yaml", "cannot write here")):
+        (tmp_path / "file").write_text("a file where a folder should be")
+        args = [*command, out] + (["--force"] if command[0] == "init" else [])
+        line = _error_line(cli(*args), 5)
+        assert expected in line and str(out) in line, line
+    assert list(folder.iterdir()) == []
+
+
+def test_a_full_disk_while_writing_is_exit_5_and_leaves_nothing(tmp_path, monkeypatch):
+    import errno
+
+    from dlcli.atomic import write_bytes
+    from dlcli.errors import OutputError
+
+    def full(self, data):
+        raise OSError(errno.ENOSPC, "No space left on device")
+
+    monkeypatch.setattr(Path, "write_bytes", full)
+    with pytest.raises(OutputError, match="No space left on device"):
+        write_bytes(tmp_path / "model.bin", b"x" * 10)
+    monkeypatch.undo()
+    assert list(tmp_path.iterdir()) == []

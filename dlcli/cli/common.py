@@ -24,7 +24,8 @@ STATE = {"debug": False}
 def stderr_console():
     from rich.console import Console
 
-    return Console(stderr=True, highlight=False)
+    # not a terminal (a CI log, a file): no width to wrap at, so a long path stays on one line
+    return Console(stderr=True, highlight=False, soft_wrap=not sys.stderr.isatty())
 
 
 def stdout_console():

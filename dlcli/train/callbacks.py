@@ -144,8 +144,28 @@ class DivergenceGuard(keras.callbacks.Callback):
             self._check(logs, None)
 
 
-def _fmt(logs: dict) -> str:
-    return "  ".join(f"{k} {float(v):.4f}" for k, v in logs.items())
+def _fmt(logs: dict, width: int | None = None) -> str:
+    """``name value`` pairs in the logs' order; with ``width``, as many as fit, dropping the
+    least important first (other metrics, then validation metrics, then val_loss; loss
+    last). A number is never cut."""
+    parts = [(f"{k} {float(v):.4f}", _rank(k), i) for i, (k, v) in enumerate(logs.items())]
+    while width is not None and parts and len("  ".join(p for p, _, _ in parts)) > width:
+        parts.remove(max(parts, key=lambda p: (p[1], p[2])))
+    return "  ".join(p for p, _, _ in parts)
+
+
+def _rank(name: str) -> int:
+    return {"loss": 0, "val_loss": 1}.get(name, 2 if name.startswith("val_") else 3)
+
+
+def _columns(stream) -> int | None:
+    """The terminal's width when ``stream`` is one (None: not a terminal, never cut)."""
+    import shutil
+
+    try:
+        return shutil.get_terminal_size().columns if stream.isatty() else None
+    except (AttributeError, ValueError, OSError):
+        return None
 
 
 class PlainProgress(keras.callbacks.Callback):
@@ -162,7 +182,10 @@ class PlainProgress(keras.callbacks.Callback):
 
     def on_epoch_end(self, epoch, logs=None):
         dt = time.perf_counter() - self.t0
-        print(f"epoch {epoch + 1}/{self.epochs}  {_fmt(logs or {})}  ({dt:.1f}s)", file=self.stream, flush=True)
+        head, tail = f"epoch {epoch + 1}/{self.epochs}  ", f"  ({dt:.1f}s)"
+        cols = _columns(self.stream)
+        room = None if cols is None else max(0, cols - 1 - len(head) - len(tail))
+        print(f"{head}{_fmt(logs or {}, room)}{tail}", file=self.stream, flush=True)
 
 
 class RichProgress(keras.callbacks.Callback):
@@ -176,9 +199,12 @@ class RichProgress(keras.callbacks.Callback):
         self._shown = 0.0
         self.console = console
         self.progress = Progress(
-            TextColumn("epoch {task.fields[epoch]}"), BarColumn(), MofNCompleteColumn(),
+            TextColumn("epoch {task.fields[epoch]}"), BarColumn(bar_width=12), MofNCompleteColumn(),
             TextColumn("{task.fields[metrics]}"), TimeElapsedColumn(), console=console, transient=False,
         )
+        # what the other columns take: epoch N/N, the bar, step M/N, the elapsed time, spaces
+        fixed = len(f"epoch {epochs}/{epochs}") + 12 + 2 * len(str(steps)) + 1 + 7 + 5
+        self.room = max(0, (getattr(console, "width", None) or 100) - fixed)
         self.task = None
 
     def on_train_begin(self, logs=None):
@@ -191,10 +217,10 @@ class RichProgress(keras.callbacks.Callback):
         now = time.monotonic()  # reading the logs waits for the device: at a bounded rate only
         if now - self._shown >= self.every or batch + 1 == self.steps:
             self._shown = now
-            self.progress.update(self.task, completed=batch + 1, metrics=_fmt(logs or {}))
+            self.progress.update(self.task, completed=batch + 1, metrics=_fmt(logs or {}, self.room))
 
     def on_epoch_end(self, epoch, logs=None):
-        self.progress.update(self.task, completed=self.steps, metrics=_fmt(logs or {}))
+        self.progress.update(self.task, completed=self.steps, metrics=_fmt(logs or {}, self.room))
 
     def on_train_end(self, logs=None):
         self.progress.stop()
