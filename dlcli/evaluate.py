@@ -27,10 +27,17 @@ def evaluate_artifact(run_dir: str | Path, artifact: str | Path, split: str = "t
     import numpy as np
 
     from dlcli.export.parity import task_metric
-    from dlcli.inspect import load_artifact, open_run, run_split, takes_raw
+    from dlcli.errors import RunDirError, UsageError
+    from dlcli.inspect import find_artifact_run, load_artifact, open_run, run_split, takes_raw
 
-    runner = load_artifact(artifact, allow_code)
     run = open_run(run_dir)
+    try:
+        owner = find_artifact_run(Path(artifact))
+    except RunDirError:  # no manifest beside it: nothing says where it came from
+        owner = run
+    if owner.path.resolve() != run.path.resolve():
+        raise UsageError(f"{artifact}: exported from {owner.path}, not from {run_dir}; evaluate it with its own run")
+    runner = load_artifact(artifact, allow_code)
     x, y = run_split(run, split, normalize=not takes_raw(Path(artifact)))
     out = runner.predict(x)
     name, value = task_metric(out, y, run.recipe.task)

@@ -39,6 +39,13 @@ class Prediction:
     def to_json(self) -> dict[str, Any]:
         return {"predictions": self.rows()}
 
+    def save(self, path: Path) -> None:
+        """Every output whole, with the input names, as one .npz (written atomically)."""
+        from dlcli.atomic import atomic_path
+
+        with atomic_path(path, suffix=".npz") as tmp:
+            np.savez(tmp, outputs=np.asarray(self.outputs), inputs=np.asarray(self.inputs, dtype=str))
+
 
 def _numeric(path: Path, pre, normalize: bool = True) -> np.ndarray:
     import zipfile

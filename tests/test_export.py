@@ -204,6 +204,14 @@ def test_a_savedmodel_dlcli_did_not_export_runs_only_with_allow_code(runs, cli, 
         cli("export", run, "--saved-model")  # restore for the module's other tests
 
 
+def test_evaluating_a_run_with_another_runs_artifact_is_refused(runs, cli):
+    cnn, mlp = runs("cnn"), runs("mlp")
+    if not (cnn / "export" / "model.onnx").exists():
+        assert cli("export", cnn, "--onnx").exit_code == 0
+    r = cli("evaluate", mlp, "--artifact", cnn / "export" / "model.onnx")
+    assert r.exit_code == 2 and f"exported from {cnn}" in r.stderr and "Traceback" not in r.stderr, r.stderr
+
+
 def test_export_without_run_dir_takes_the_latest_run(runs, cli, tmp_path, monkeypatch):
     import shutil
 

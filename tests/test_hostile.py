@@ -115,6 +115,11 @@ def test_bad_predict_inputs_are_data_errors(cli, tiny_recipe, tmp_path):
                            ("huge.npy", "cannot read NumPy input")):
         line = _error_line(cli("predict", run, tmp_path / name), 3)
         assert expected in line and name in line, line
+    np.save(tmp_path / "good.npy", good)  # --out keeps every output whole
+    assert cli("predict", run, tmp_path / "good.npy", "--out", tmp_path / "p.npz").exit_code == 0
+    with np.load(tmp_path / "p.npz") as saved:
+        assert saved["outputs"].shape == (2, 3) and list(saved["inputs"]) == ["good.npy[0]", "good.npy[1]"]
+    _error_line(cli("predict", run, tmp_path / "good.npy", "--out", tmp_path / "p.txt"), 2)
 
 
 def test_a_killed_exports_temporary_files_are_swept_and_nothing_else(tmp_path):

@@ -16,16 +16,23 @@ def predict(
     json_out: bool = typer.Option(False, "--json", help="Print one JSON object."),
     allow_code: bool = typer.Option(False, "--allow-code", help="Allow a SavedModel that dlcli did not export "
                                     "(it runs its own graph)."),
+    out: Path = typer.Option(None, "--out", help="Also save every output whole (e.g. an autoencoder's "
+                             "reconstructions) to FILE.npz: arrays `outputs` and `inputs` (the input names)."),
 ) -> None:
     """Predict with a run's model or an exported artifact.
 
     Applies the training preprocessing, and int8 quantization of inputs and
     dequantization of outputs for int8 models."""
     quiet_frameworks()
+    from dlcli.errors import UsageError
     from dlcli.predict import predict as predict_fn
 
+    if out is not None and out.suffix != ".npz":
+        raise UsageError(f"--out {out}: give a .npz file name")
     with native_quiet():
         pred = predict_fn(run_dir, input_path, top_k, allow_code)
+    if out is not None:
+        pred.save(out)
     if json_out:
         emit_json(pred.to_json())
         return
