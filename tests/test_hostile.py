@@ -179,3 +179,14 @@ def test_a_full_disk_while_writing_is_exit_5_and_leaves_nothing(tmp_path, monkey
         write_bytes(tmp_path / "model.bin", b"x" * 10)
     monkeypatch.undo()
     assert list(tmp_path.iterdir()) == []
+
+
+def test_export_out_that_is_a_file_or_unmakeable_is_exit_5(cli, tiny_recipe, tmp_path):
+    run = tmp_path / "run"
+    assert cli("train", tiny_recipe, "--run-dir", run, "--quiet").exit_code == 0
+    (tmp_path / "a-file").write_text("mine")
+    for out, expected in ((tmp_path / "a-file", "exists and is not a folder"),
+                          (tmp_path / "a-file" / "sub", "cannot make the export folder")):
+        line = _error_line(cli("export", run, "--onnx", "--out", out), 5)
+        assert expected in line, line
+    assert (tmp_path / "a-file").read_text() == "mine"

@@ -118,6 +118,18 @@ def sha256_path(path: Path) -> tuple[str, int]:
 _TEMP = re.compile(r"^\.(?P<name>.+)\.tmp-(?P<pid>\d+)(\.[A-Za-z0-9]+)?$")
 
 
+def _make_folder(out: Path) -> None:
+    """The export folder (``--out``): an existing folder, or one that can be made."""
+    from dlcli.errors import OutputError
+
+    if out.exists() and not out.is_dir():
+        raise OutputError(f"{out}: exists and is not a folder; --out names the export folder")
+    try:
+        out.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        raise OutputError(f"{out}: cannot make the export folder: {exc.strerror or exc}") from exc
+
+
 def sweep_stale_temps(out: Path) -> list[Path]:
     """Remove the temporary artifacts (``.NAME.tmp-PID``) that an export killed mid-way left
     in ``out``: only names of that form, and only when process PID is gone."""
@@ -187,7 +199,7 @@ def export_run(run_dir: str | Path, formats: list[str] | None = None, quantize: 
     n_parity = parity_samples or spec.parity_samples
     gate_overrides = gate if gate is not None else spec.gate
     out = Path(out_dir) if out_dir else run.path / "export"
-    out.mkdir(parents=True, exist_ok=True)
+    _make_folder(out)
 
     model = run.load_model()
     task = run.recipe.task
