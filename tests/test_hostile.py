@@ -190,3 +190,22 @@ def test_export_out_that_is_a_file_or_unmakeable_is_exit_5(cli, tiny_recipe, tmp
         line = _error_line(cli("export", run, "--onnx", "--out", out), 5)
         assert expected in line, line
     assert (tmp_path / "a-file").read_text() == "mine"
+
+
+@pytest.mark.parametrize("tamper", [
+    {"input_shape": "six"}, {"input_dtype": "float64"}, {"labels": 5},
+    {"normalize": {"method": "standard", "axis": "feature", "mean": ["a"] * 6, "std": [1.0] * 6}},
+    {"normalize": {"method": "standard", "axis": "feature", "mean": [0.0] * 6, "std": [0.0] * 6}},
+])
+def test_a_tampered_preprocessing_json_is_exit_3(cli, tiny_recipe, tmp_path, tamper):
+    import json
+
+    import numpy as np
+
+    run = tmp_path / "run"
+    assert cli("train", tiny_recipe, "--run-dir", run, "--quiet").exit_code == 0
+    doc = json.loads((run / "preprocessing.json").read_text())
+    (run / "preprocessing.json").write_text(json.dumps({**doc, **tamper}))
+    np.save(tmp_path / "x.npy", np.zeros((2, 6), np.float32))
+    line = _error_line(cli("predict", run, tmp_path / "x.npy"), 3)
+    assert "preprocessing.json: cannot read preprocessing" in line, line

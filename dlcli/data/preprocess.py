@@ -230,10 +230,32 @@ class Preprocessor:
 
     @classmethod
     def load(cls, path: Path) -> Preprocessor:
+        """Read and check ``preprocessing.json`` (a hand-edited or damaged one is a DataError)."""
         try:
-            return cls.from_dict(json.loads(Path(path).read_text()))
-        except (OSError, KeyError, ValueError) as exc:
-            raise DataError(f"{path}: cannot read preprocessing: {exc}") from None
+            pre = cls.from_dict(json.loads(Path(path).read_text()))
+            pre.check()
+            return pre
+        except (OSError, KeyError, ValueError, TypeError, AttributeError) as exc:
+            raise DataError(f"{path}: cannot read preprocessing: {type(exc).__name__}: {exc}") from None
+
+    def check(self) -> None:
+        """Types and sizes that transform and export rely on (raises ValueError)."""
+        parts = getattr(self, "parts", None)
+        for part in (parts.values() if parts else [self]):
+            shape, n = part.input_shape, part.normalize
+            if not isinstance(shape, list) or not all(isinstance(d, int) and d > 0 for d in shape):
+                raise ValueError(f"input_shape {shape!r} is not a list of positive sizes")
+            if part.input_dtype not in ("float32", "int32"):
+                raise ValueError(f"input_dtype {part.input_dtype!r} is not float32 or int32")
+            if n.get("method") not in ("none", "standard", "minmax", "rescale"):
+                raise ValueError(f"normalize.method {n.get('method')!r} is unknown")
+            for key in ("mean", "std", "min", "range", "scale", "offset"):
+                if key in n:
+                    values = np.asarray(n[key], dtype=np.float64)  # ValueError for text
+                    if not np.isfinite(values).all() or (key in ("std", "range") and (values <= 0).any()):
+                        raise ValueError(f"normalize.{key} holds values that cannot normalize")
+        if self.labels is not None and not (isinstance(self.labels, list) and all(isinstance(v, str) for v in self.labels)):
+            raise ValueError("labels is not a list of class names")
 
 
 class _Moments:
