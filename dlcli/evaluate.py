@@ -26,8 +26,8 @@ def evaluate_artifact(run_dir: str | Path, artifact: str | Path, split: str = "t
     dlcli did not export only with ``allow_code``)."""
     import numpy as np
 
-    from dlcli.export.parity import task_metric
     from dlcli.errors import RunDirError, UsageError
+    from dlcli.export.parity import task_metric
     from dlcli.inspect import find_artifact_run, load_artifact, open_run, run_split, takes_raw
 
     run = open_run(run_dir)

@@ -16,7 +16,6 @@ import numpy as np
 
 from dlcli.errors import DataError
 
-
 _READING: ContextVar[str | None] = ContextVar("dlcli_reading", default=None)
 
 

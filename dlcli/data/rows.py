@@ -27,6 +27,7 @@ from pathlib import Path
 
 import numpy as np
 
+from dlcli.data.featurize import _is_float
 from dlcli.errors import DataError
 
 CHUNK = 1024  # rows featurized at once while streaming
@@ -158,14 +159,6 @@ def _check_numbers(path: Path, pending, checks, first_row: int) -> None:
                 f"{path}: column {col!r}, row {first_row + bad + 1} (line {pending[bad][0]}): {values[bad]!r} "
                 "is not a finite number (fill or drop missing values before training)"
             )
-
-
-def _is_float(v: str) -> bool:
-    try:
-        float(v)
-        return True
-    except ValueError:
-        return False
 
 
 @dataclass
