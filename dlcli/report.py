@@ -71,13 +71,13 @@ class _Ctx:
 def build_report(run_dir: str | Path, out: str | Path | None = None) -> Report:
     """Write the report of ``run_dir`` to ``out`` (default ``RUN_DIR/report.html``)."""
     from dlcli.atomic import write_bytes, write_text
-    from dlcli.runs import is_run_dir
+    from dlcli.runs import RUN_MARKERS
 
     run_dir = Path(run_dir)
     if not run_dir.is_dir():
         raise RunDirError(f"{run_dir}: run directory not found")
-    if not is_run_dir(run_dir):
-        raise RunDirError(f"{run_dir}: not a dlcli run (no env.json written by dlcli)")
+    if not any((run_dir / m).exists() for m in RUN_MARKERS):  # reading only: a partial run will do
+        raise RunDirError(f"{run_dir}: not a dlcli run (no recipe.yaml or env.json)")
     out_given = out is not None
     out = Path(out) if out else run_dir / "report.html"
     if out.is_dir():
