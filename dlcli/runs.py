@@ -19,7 +19,8 @@ RUN_FORMAT = "dlcli-run/1"  # env.json's "format": the marker that dlcli made a 
 RUN_ENTRIES = frozenset({
     "env.json", "recipe.yaml", "model.keras", "preprocessing.json", "labels.txt", "metrics.json",
     "history.csv", "checkpoints", "tensorboard", "export", "data-cache", "sparsity.json", "distill.json",
-    "pipeline.json", "pruned", "distilled", "student-alone", "report.html", "benchmark.json", ".write-test",
+    "pipeline.json", "pruned", "distilled", "student-alone", "report.html", "report_files", "benchmark.json",
+    ".write-test",
 })
 
 

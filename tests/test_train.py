@@ -132,8 +132,10 @@ def test_overwrite_never_deletes_what_dlcli_did_not_write(tiny_recipe, tmp_path,
     train(recipe, run, progress="none")
     assert json.loads((run / "env.json").read_text())["format"] == "dlcli-run/1"
     (run / "my-notes.md").write_text("kept")
+    (run / "report_files").mkdir()  # what `dlcli report` writes beside report.html
     train(recipe, run, overwrite=True, progress="none")
     assert (run / "my-notes.md").read_text() == "kept" and (run / "model.keras").exists()
+    assert not (run / "report_files").exists()
 
 
 def test_unwritable_run_dir(tiny_recipe, tmp_path):
