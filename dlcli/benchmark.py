@@ -59,9 +59,16 @@ class Measure:
     throughput_samples_per_s: float
     peak_memory_bytes: int
     metric: dict[str, Any]
+    native: dict[str, Any] | None = None  # the runtime's own timing and delegation (dlcli.latency)
+    python_overhead_ms: float | None = None  # harness p50 - native p50
 
     def to_json(self) -> dict[str, Any]:
         return dict(self.__dict__)
+
+    def add_native(self, native) -> None:
+        if native is not None:
+            self.native = native.to_json()
+            self.python_overhead_ms = round(self.latency_ms["p50"] - native.latency_ms["p50"], 4)
 
 
 @dataclass
@@ -70,6 +77,8 @@ class BenchmarkResult:
     batch_size: int
     runs: int
     results: list[Measure]
+    threads: int = 1
+    warmup: int = 10
     thresholds: dict[str, Any] = field(default_factory=dict)
     failures: list[str] = field(default_factory=list)
     memory_method: str = "VmHWM reset per model"
@@ -77,6 +86,7 @@ class BenchmarkResult:
     def to_json(self) -> dict[str, Any]:
         return {"format": "dlcli-benchmark/1", "run_dir": str(self.run_dir.resolve()),
                 "created": time.strftime("%Y-%m-%dT%H:%M:%S%z"), "batch_size": self.batch_size, "runs": self.runs,
+                "threads": self.threads, "warmup": self.warmup,
                 "memory_method": self.memory_method, "results": [r.to_json() for r in self.results],
                 "thresholds": self.thresholds, "passed": not self.failures, "failures": self.failures}
 
@@ -155,17 +165,20 @@ def _parse_fail_under(items: list[str]) -> dict[str, float]:
 
 def benchmark(paths: list[str | Path], batch_size: int = 32, runs: int = 100, warmup: int = 10,
               fail_under: list[str] | None = None, max_latency_ms: float | None = None,
-              log=None, allow_code: bool = False) -> BenchmarkResult:
+              log=None, allow_code: bool = False, threads: int = 1, native: bool = True) -> BenchmarkResult:
     """``paths``: one run directory (the Keras model and every exported artifact in its
-    manifest), or artifacts (.tflite, .onnx, SavedModel folders) of one run."""
+    manifest), or artifacts (.tflite, .onnx, SavedModel folders) of one run. ``threads``:
+    the runtimes' CPU threads. ``native``: also time TFLite and ONNX artifacts in their
+    runtimes' own loops (:mod:`dlcli.latency`), with the same warm-up and runs."""
+    from dlcli import latency
     import json
 
     from dlcli.export.registry import format_of
     from dlcli.inspect import find_artifact_run, is_run_dir, load_artifact, open_run, run_split, takes_raw
 
     log = log or (lambda m: None)
-    if batch_size < 1 or runs < 1:
-        raise UsageError("--batch-size and --runs must be at least 1")
+    if batch_size < 1 or runs < 1 or threads < 1 or warmup < 0:
+        raise UsageError("--batch-size, --runs and --threads must be at least 1, --warmup at least 0")
     thresholds = _parse_fail_under(fail_under or [])
     paths = [Path(p) for p in paths]
     jobs = []  # (name, format, quantization, runtime, path, loader, takes raw values)
@@ -180,7 +193,8 @@ def benchmark(paths: list[str | Path], batch_size: int = 32, runs: int = 100, wa
                 if a["status"] == "passed" and p.exists():
                     fmt = format_of(p)
                     jobs.append((a["name"], a["format"], a["quantization"], fmt.runtime, p,
-                                 (lambda p=p: load_artifact(p, allow_code)), a.get("preprocessing") == "included"))
+                                 (lambda p=p: load_artifact(p, allow_code, threads)),
+                                 a.get("preprocessing") == "included"))
     else:
         run = None
         for p in paths:
@@ -192,7 +206,7 @@ def benchmark(paths: list[str | Path], batch_size: int = 32, runs: int = 100, wa
                 raise UsageError(f"{p}: belongs to another run than {paths[0]}; benchmark one run at a time")
             run = r
             quant = next((q for q in ("int8", "float16", "dynamic") if q in p.name), "none")
-            jobs.append((p.name, fmt.name, quant, fmt.runtime, p, (lambda p=p: load_artifact(p, allow_code)),
+            jobs.append((p.name, fmt.name, quant, fmt.runtime, p, (lambda p=p: load_artifact(p, allow_code, threads)),
                          takes_raw(p)))
     split = run.split_names()[-1]  # test, else validation, else train
     inputs = {False: run_split(run, split)}
@@ -205,8 +219,10 @@ def benchmark(paths: list[str | Path], batch_size: int = 32, runs: int = 100, wa
         x, y = inputs[raw]
         m, reset = _measure(name, fmt, quant, runtime, path, load, x, y, run.recipe.task, batch_size, runs, warmup)
         method_ok &= reset
+        if native:
+            m.add_native(latency.native(path, fmt, threads, warmup, runs))
         results.append(m)
-    res = BenchmarkResult(run.path, batch_size, runs, results,
+    res = BenchmarkResult(run.path, batch_size, runs, results, threads, warmup,
                           {"fail_under": thresholds, "max_latency_ms": max_latency_ms},
                           memory_method="VmHWM reset per model" if method_ok else "ru_maxrss growth (cumulative)")
     for m in results:

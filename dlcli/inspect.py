@@ -67,7 +67,7 @@ def find_artifact_run(artifact: Path) -> Run:
     return open_run(named if is_run_dir(named) or not is_run_dir(folder.parent) else folder.parent)
 
 
-def load_artifact(artifact: str | Path, allow_code: bool = False):
+def load_artifact(artifact: str | Path, allow_code: bool = False, threads: int | None = None):
     """The runtime of an exported artifact. A SavedModel runs a TensorFlow graph of its own:
     one that dlcli did not export (listed, with this sha256, in the manifest beside it) is
     loaded only with ``allow_code``, like a TFSMLayer in a recipe."""
@@ -79,7 +79,7 @@ def load_artifact(artifact: str | Path, allow_code: bool = False):
     if fmt.name == "saved_model" and not allow_code and not _exported_by_dlcli(artifact):
         raise UsageError(f"{artifact}: a SavedModel that dlcli did not export (no manifest.json beside it lists it "
                          "with this sha256) runs its own graph; pass --allow-code to run it")
-    return fmt.load(artifact)
+    return fmt.load(artifact, threads=threads)
 
 
 def _exported_by_dlcli(artifact: Path) -> bool:

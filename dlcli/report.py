@@ -29,6 +29,7 @@ from pathlib import Path
 from typing import Any
 
 from dlcli.errors import DlcliError, RunDirError, UsageError
+from dlcli.latency import delegation_text
 
 MAX_SCATTER_POINTS = 5000
 BLUE, ORANGE, RED, GREY = "#1f77b4", "#ff7f0e", "#c0392b", "#7f8c8d"
@@ -395,11 +396,11 @@ def _export(ctx: _Ctx, metrics: dict) -> str:
                       + (f' <span class="muted">{_e(a.get("error", ""))}</span>' if a.get("error") else ""))
         rows.append([a.get("name"), a.get("format"), a.get("quantization"), a.get("runtime"), status,
                      _Num(_size(size)), _Num(ratio), c.get("artifact_metric"), c.get("max_abs_error"),
-                     c.get("top1_agreement")])
+                     c.get("top1_agreement"), delegation_text(a.get("delegation"))])
     fig = _artifact_figure(names, sizes, values, failed, mname, keras.get("value"))
     img = ctx.add_plot("export_artifacts.png", f"exported artifacts: size and test {mname}", fig)
     table = _table(["artifact", "format", "quantization", "runtime", "status", "size", "vs float32 TFLite",
-                    f"test {mname}", "max abs error vs Keras", "top-1 agreement"], rows)
+                    f"test {mname}", "max abs error vs Keras", "top-1 agreement", "delegation"], rows)
     info = (f"<p>{_e(path)}: created {_e(man.get('created', '?'))}, parity gate "
             f"{'passed' if man.get('passed') else 'failed'}; {mname} on {keras.get('samples', '?')} test examples.</p>")
     return info + img + table
@@ -426,16 +427,22 @@ def _benchmark(ctx: _Ctx) -> str:
         sizes.append(r.get("size_bytes"))
         p50.append(lat.get("p50"))
         values.append(metric.get("value"))
+        native = r.get("native") if isinstance(r.get("native"), dict) else None
         rows.append([r.get("name"), r.get("format"), r.get("quantization"), r.get("runtime"), _Num(_size(r.get("size_bytes"))),
                      r.get("load_seconds"), lat.get("p50"), lat.get("p95"), lat.get("mean"),
-                     r.get("throughput_samples_per_s"), _Num(_size(r.get("peak_memory_bytes"))), metric.get("value")])
+                     (native.get("latency_ms") or {}).get("p50") if native else None, r.get("python_overhead_ms"),
+                     r.get("throughput_samples_per_s"), _Num(_size(r.get("peak_memory_bytes"))), metric.get("value"),
+                     delegation_text(native)])
     fig = _benchmark_figure(names, sizes, p50, values, mname)
     img = ctx.add_plot("benchmark.png", f"benchmark: size, p50 latency (batch 1) and test {mname}", fig)
     table = _table(["model", "format", "quantization", "runtime", "size", "load s", "p50 ms", "p95 ms", "mean ms",
-                    f"samples/s (batch {bench.get('batch_size', '?')})", "peak memory", f"test {mname}"], rows)
+                    "native p50 ms", "Python overhead ms", f"samples/s (batch {bench.get('batch_size', '?')})",
+                    "peak memory", f"test {mname}", "delegation"], rows)
     verdict = "passed" if bench.get("passed") else "failed"
     fails = "".join(f"<li>{_e(f)}</li>" for f in bench.get("failures") or [])
-    info = (f"<p>{_e(path)}: created {_e(bench.get('created', '?'))}, {bench.get('runs', '?')} timed runs; "
+    info = (f"<p>{_e(path)}: created {_e(bench.get('created', '?'))}, {bench.get('runs', '?')} timed runs after "
+            f"{bench.get('warmup', '?')} warm-up, {bench.get('threads', '?')} thread(s); p50/p95 through Python, "
+            "native p50 timed by the runtime (LiteRT CompiledModel, onnxruntime profiler); "
             f"thresholds {_e(json.dumps(bench.get('thresholds') or {}))}: "
             f'<span class="{"ok" if bench.get("passed") else "bad"}">{verdict}</span></p>'
             + (f"<ul>{fails}</ul>" if fails else ""))

@@ -32,3 +32,25 @@ def redirect_fd2(target: IO) -> Iterator[None]:
 def silenced_fd2() -> Iterator[None]:
     with open(os.devnull, "w") as devnull, redirect_fd2(devnull):
         yield
+
+
+_EXIT_SILENCED = False
+
+
+def silence_fd2_at_exit() -> None:
+    """Point fd 2 at /dev/null once Python has finished (an ``atexit`` hook): LiteRT's
+    process-wide accelerator registry logs its teardown from C++ destructors that run after
+    every dlcli line was written. Python errors are printed before ``atexit`` hooks run."""
+    global _EXIT_SILENCED
+    if _EXIT_SILENCED:
+        return
+    _EXIT_SILENCED = True
+    import atexit
+
+    def _silence() -> None:
+        sys.stderr.flush()
+        devnull = os.open(os.devnull, os.O_WRONLY)
+        os.dup2(devnull, 2)
+        os.close(devnull)
+
+    atexit.register(_silence)

@@ -128,8 +128,9 @@ def test_code_models_need_allow_code(cli, write_recipe, tmp_path):
         data: {source: synthetic, samples: 60, shape: [4]}
         model: {code: "os:getcwd"}
     """)
-    line = one_line_error(cli("train", path, "--run-dir", tmp_path / "r"), 2)
-    assert "--allow-code" in line
+    for command in (["train", path, "--run-dir", tmp_path / "r"], ["validate", path]):
+        line = one_line_error(cli(*command), 2)
+        assert f"{path}:3:" in line and "model.code" in line and "--allow-code" in line
 
 
 def test_diverged_training_exits_4(cli, tiny_recipe, tmp_path):
@@ -170,9 +171,11 @@ def test_code_running_layers_are_found_at_any_depth(cli, write_recipe, tmp_path,
         data: {{source: synthetic, samples: 60, shape: [4]}}
         model: {{layers: [{{type: Dense, units: 2}}, {layer}]}}
     """)
-    line = one_line_error(cli("train", path, "--run-dir", tmp_path / "r"), 2)
-    assert line.startswith("error: model.layers.1.type:") and "--allow-code" in line
+    for command in (["train", path, "--run-dir", tmp_path / "r"], ["validate", path]):
+        line = one_line_error(cli(*command), 2)
+        assert line.startswith(f"error: {path}:3:") and "model.layers.1.type:" in line and "--allow-code" in line
     assert not (tmp_path / "r").exists()
+    assert cli("validate", path, "--allow-code").exit_code == 0
 
 
 def test_validate_catches_schedule_and_smoothing_mistakes(cli, tiny_recipe):

@@ -85,7 +85,11 @@ def _check_all_passed(result):
         assert path.exists()
 
 
-@pytest.mark.parametrize("name", list(MODELS))
+# the quick tier exports one of each input kind (vector, image, text); the rest run with -m slow
+QUICK_EXPORTS = ("mlp", "cnn", "text")
+
+
+@pytest.mark.parametrize("name", [n if n in QUICK_EXPORTS else pytest.param(n, marks=pytest.mark.slow) for n in MODELS])
 def test_every_model_exports_to_every_format_and_passes(runs, name):
     run = runs(name)
     result = export_run(run, ["saved_model", "tflite", "onnx"], "int8")

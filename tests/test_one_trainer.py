@@ -124,6 +124,7 @@ def _prune_with(dense: Path, out: Path, **data_update):
     return run_stage(prune_stage(run, spec), out, progress="none")
 
 
+@pytest.mark.slow
 def test_prune_honours_augmentation_and_class_weights(dense, tmp_path):
     from dlcli.recipe.data import AugmentSpec
 
@@ -148,6 +149,7 @@ def _teacher_copy(dense: Path, where: Path, **data_update) -> Path:
     return where
 
 
+@pytest.mark.slow
 def test_distill_honours_class_weights_and_augmentation(dense, tmp_path):
     from dlcli.compress.distill import distill
     from dlcli.recipe.data import AugmentSpec

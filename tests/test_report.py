@@ -107,7 +107,11 @@ def test_classification_report_with_export_and_benchmark(runs, tmp_path):
             {"name": "model_dynamic.tflite", "format": "tflite", "quantization": "dynamic", "runtime": "ai_edge_litert",
              "path": "export/model_dynamic.tflite", "size_bytes": sizes["model_dynamic.tflite"], "load_seconds": 0.01,
              "latency_ms": {"p50": 0.0427, "p95": 0.06, "mean": 0.05}, "throughput_samples_per_s": 40000.0,
-             "peak_memory_bytes": 1048576, "metric": {"name": "accuracy", "value": 0.9811}},
+             "peak_memory_bytes": 1048576, "metric": {"name": "accuracy", "value": 0.9811},
+             "native": {"tool": "litert CompiledModel", "threads": 1, "warmup": 10, "runs": 100,
+                        "latency_ms": {"p50": 0.0173, "p95": 0.02, "mean": 0.018}, "accelerator": "XNNPACK (CPU)",
+                        "fully_accelerated": False, "fallback_ops": ["SOFTMAX"]},
+             "python_overhead_ms": 0.0254},
         ],
         "thresholds": {"fail_under": {"accuracy": 0.95}, "max_latency_ms": 5.0}, "passed": True, "failures": [],
     }
@@ -128,8 +132,11 @@ def test_classification_report_with_export_and_benchmark(runs, tmp_path):
     for data in pngs:
         check_png(data)
     assert 'alt="confusion matrix' in html and 'alt="loss per epoch' in html
-    for text in ("cat", "dog", "bird", "precision", "recall", "model_dynamic.tflite", "0.0427", "15,234.0", "passed"):
+    for text in ("cat", "dog", "bird", "precision", "recall", "model_dynamic.tflite", "0.0427", "15,234.0", "passed",
+                 "native p50 ms", "0.0173", "0.0254", "partial: SOFTMAX on plain kernels"):
         assert text in html, text
+    exported = manifest["artifacts"][-1]["delegation"]  # what export recorded for the dynamic-range file
+    assert isinstance(exported["fully_accelerated"], bool)
     assert "data_fingerprint" in html and "tensorflow" in html  # environment header
 
 

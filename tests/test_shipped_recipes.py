@@ -24,7 +24,17 @@ def test_validates(cli, path):
     assert r.exit_code == 0, r.stderr
 
 
-@pytest.mark.parametrize("path", RECIPES + TEMPLATES, ids=lambda p: f"{p.parent.name}/{p.stem}")
+# the heaviest (a whole pipeline, a transfer backbone, transformers) run with -m slow
+SLOW_BRIEF = {"recipes/digits_compress", "recipes/digits_transfer", "recipes/digits_transformer",
+              "templates/transformer"}
+
+
+def _brief(p: Path):
+    pid = f"{p.parent.name}/{p.stem}"
+    return pytest.param(p, id=pid, marks=[pytest.mark.slow] if pid in SLOW_BRIEF else [])
+
+
+@pytest.mark.parametrize("path", [_brief(p) for p in RECIPES + TEMPLATES])
 def test_trains_briefly(cli, path, tmp_path):
     r = cli("train", path, "--run-dir", tmp_path / "run", "--quiet", "--json",
             "--set", "train.epochs=1", "--set", "train.steps_per_epoch=3",

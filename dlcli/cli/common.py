@@ -66,9 +66,10 @@ def native_quiet():
     if STATE["debug"]:
         yield sys.stderr
         return
-    from dlcli.stdio import silenced_fd2
+    from dlcli.stdio import silence_fd2_at_exit, silenced_fd2
 
     sys.stderr.flush()
+    silence_fd2_at_exit()  # and what native code prints while the process is torn down
     with os.fdopen(os.dup(2), "w", buffering=1) as log, silenced_fd2():  # log: the real stderr
         yield log
 

@@ -51,9 +51,10 @@ class Artifact:
     checks: dict[str, Any] = field(default_factory=dict)
     error: str | None = None
     preprocessing: str = "separate"  # included: the artifact takes raw values (export.include_preprocessing)
+    delegation: dict[str, Any] | None = None  # TFLite: what LiteRT's CPU accelerator runs (dlcli.latency)
 
     def to_json(self) -> dict[str, Any]:
-        return {k: v for k, v in self.__dict__.items() if not (k == "error" and v is None)}
+        return {k: v for k, v in self.__dict__.items() if not (k in ("error", "delegation") and v is None)}
 
     def failure(self) -> str:
         if self.error:
@@ -271,6 +272,10 @@ def export_run(run_dir: str | Path, formats: list[str] | None = None, quantize: 
             art.error = f"{fmt.runtime} could not run it: {type(exc).__name__}: {_first_line(exc)}"
             artifacts.append(art)
             continue
+        if fmt_name == "tflite":
+            from dlcli.latency import delegation
+
+            art.delegation = delegation(target)
         checks = compare(ref, got, y_test, task, resolve_gate(q, task, gate_overrides), art.outputs[0]["name"])
         art.checks = checks.to_json()
         art.status = "passed" if checks.passed else "failed"

@@ -12,7 +12,8 @@ from dlcli.export.registry import register_exporter
 from dlcli.export.runner import Runner, TensorInfo
 
 _ORT_TYPES = {"tensor(float)": "float32", "tensor(int32)": "int32", "tensor(int64)": "int64",
-              "tensor(double)": "float64", "tensor(float16)": "float16"}
+              "tensor(double)": "float64", "tensor(float16)": "float16", "tensor(int8)": "int8",
+              "tensor(uint8)": "uint8", "tensor(bool)": "bool"}
 
 
 _FIXES_REGISTERED = False
@@ -53,11 +54,13 @@ def export(model, target: Path, plan) -> None:
 
 
 class OnnxRunner(Runner):
-    def __init__(self, path: Path):
+    def __init__(self, path: Path, threads: int | None = None):
         import onnxruntime as ort
 
         opts = ort.SessionOptions()
         opts.log_severity_level = 3
+        if threads:
+            opts.intra_op_num_threads, opts.inter_op_num_threads = threads, 1
         self.session = ort.InferenceSession(str(path), opts, providers=["CPUExecutionProvider"])
         self.inputs = [TensorInfo(i.name, _ORT_TYPES.get(i.type, i.type), [d if isinstance(d, int) else None for d in i.shape])
                        for i in self.session.get_inputs()]
@@ -72,8 +75,8 @@ class OnnxRunner(Runner):
         return np.asarray(self.session.run([self.outputs[0].name], feed)[0])
 
 
-def load(path: Path) -> Runner:
-    return OnnxRunner(Path(path))
+def load(path: Path, threads: int | None = None) -> Runner:
+    return OnnxRunner(Path(path), threads)
 
 
 register_exporter("onnx", ".onnx", "onnxruntime")(sys.modules[__name__])

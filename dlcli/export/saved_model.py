@@ -43,7 +43,8 @@ class SavedModelRunner(Runner):
         return np.asarray(out)
 
 
-def load(path: Path) -> Runner:
+def load(path: Path, threads: int | None = None) -> Runner:
+    """``threads`` is ignored: TensorFlow's thread pools belong to the process."""
     return SavedModelRunner(Path(path))
 
 

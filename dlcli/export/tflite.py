@@ -80,11 +80,11 @@ def _info(d) -> TensorInfo:
 
 
 class TFLiteRunner(Runner):
-    def __init__(self, path: Path):
+    def __init__(self, path: Path, threads: int | None = None):
         from ai_edge_litert.interpreter import Interpreter
 
         self.path = str(path)
-        self.interpreter = Interpreter(model_path=self.path)
+        self.interpreter = Interpreter(model_path=self.path, num_threads=threads)
         self.interpreter.allocate_tensors()
         self.inputs = [_info(d) for d in self.interpreter.get_input_details()]
         self.outputs = [_info(d) for d in self.interpreter.get_output_details()]
@@ -127,8 +127,8 @@ class TFLiteRunner(Runner):
         return np.concatenate(parts)
 
 
-def load(path: Path) -> Runner:
-    return TFLiteRunner(Path(path))
+def load(path: Path, threads: int | None = None) -> Runner:
+    return TFLiteRunner(Path(path), threads)
 
 
 register_exporter("tflite", ".tflite", "ai_edge_litert")(sys.modules[__name__])

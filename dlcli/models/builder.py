@@ -75,17 +75,25 @@ def named_types(value) -> list[str]:
     return found
 
 
-def check_code_layers(spec, allow_code: bool) -> None:
-    """Refuse layers that execute code (Lambda, TFSMLayer, ...) unless code is allowed,
-    however deep inside other layers' arguments they are named."""
+def check_code_layers(spec, allow_code: bool, source=None) -> None:
+    """Refuse a model that executes code (``model.code``; Lambda, TFSMLayer, ... however deep
+    inside other layers' arguments they are named) unless code is allowed. ``source``: the
+    recipe's :class:`~dlcli.recipe.loader.Source`, so the error names the file and line."""
     if allow_code:
         return
+
+    def refuse(path: tuple, what: str):
+        at = f"{source.where(path)}: " if source is not None else ""
+        raise ModelError(f"{at}{'.'.join(map(str, path))}: {what}; pass --allow-code to allow it")
+
+    if hasattr(spec, "code"):
+        refuse(("model", "code"), f"{spec.code!r} runs user code")
     layers = getattr(spec, "layers", None) or getattr(getattr(spec, "graph", None), "nodes", None) or []
-    where = "model.layers" if hasattr(spec, "layers") else "model.graph.nodes"
+    where = ("model", "layers") if hasattr(spec, "layers") else ("model", "graph", "nodes")
     for i, layer in enumerate(layers):
         for t in [layer.type, *named_types(layer.args())]:
             if t in CODE_LAYERS or t.rsplit(">", 1)[-1].rsplit(".", 1)[-1] in CODE_LAYERS:
-                raise ModelError(f"{where}.{i}.type: {t} runs code or a foreign graph; pass --allow-code to allow it")
+                refuse((*where, i, "type"), f"{t} runs code or a foreign graph")
 
 
 def make_layer(spec, where: str, name: str | None = None):
@@ -252,10 +260,7 @@ def build_application(spec, ctx: BuildContext):
 def build_code(spec, ctx: BuildContext, allow_code: bool):
     import keras
 
-    if not allow_code:
-        raise ModelError(
-            f"model.code: {spec.code!r} runs user code; pass --allow-code to allow it"
-        )
+    check_code_layers(spec, allow_code)
     mod_name, _, fn_name = spec.code.partition(":")
     try:
         module = importlib.import_module(mod_name)

@@ -99,7 +99,7 @@ def train(recipe, run_dir: str | Path | None = None, *, overwrite: bool = False,
     from dlcli.models.builder import check_code_layers
     from dlcli.pipeline import run_pipeline, wants_pipeline
 
-    check_code_layers(recipe.model, allow_code)  # before anything is written
+    check_code_layers(recipe.model, allow_code, getattr(recipe, "_source", None))  # before anything is written
     stages = pipeline and wants_pipeline(recipe)
     unfinished = stages and run_dir is not None and not (Path(run_dir) / "pipeline.json").exists()
     result = run_stage(model_stage(recipe, allow_code), run_dir, overwrite=overwrite, resume=resume,

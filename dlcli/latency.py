@@ -1,0 +1,212 @@
+"""Latency as the runtime itself measures it, and what the runtime's accelerator runs.
+
+``dlcli benchmark`` times each artifact twice:
+
+- through dlcli's Python harness (NumPy in, NumPy out: what an application written in
+  Python pays), the figure it always gave;
+- *natively*: TFLite through LiteRT's ``CompiledModel`` with its input and output buffers
+  created once (what ``litert-benchmark`` does), ONNX through onnxruntime's own session
+  profiler (the ``model_run`` events it times in C++).
+
+The difference is the Python overhead. Delegation: LiteRT says whether the model is
+fully accelerated (XNNPACK on CPU); the ops that fall back to the plain kernels are read
+from the XNNPACK partition of the classic interpreter. onnxruntime's profile names the
+execution provider of every node.
+"""
+
+from __future__ import annotations
+
+import json
+import statistics
+import tempfile
+import time
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from dlcli.errors import TargetError
+
+
+@dataclass
+class Native:
+    tool: str
+    threads: int
+    warmup: int
+    runs: int
+    latency_ms: dict[str, float]
+    accelerator: str
+    fully_accelerated: bool | None
+    fallback_ops: list[str] = field(default_factory=list)
+
+    def to_json(self) -> dict[str, Any]:
+        return dict(self.__dict__)
+
+
+def _stats(times_ms: list[float]) -> dict[str, float]:
+    s = sorted(times_ms)
+    return {"p50": round(statistics.median(s), 4), "p95": round(s[min(len(s) - 1, int(0.95 * len(s)))], 4),
+            "mean": round(statistics.fmean(s), 4)}
+
+
+def _random_input(dtype: str, shape: list[int], rng: np.random.Generator) -> np.ndarray:
+    """Random values of the tensor's type, as litert-benchmark feeds (latency does not
+    depend on them for these models)."""
+    shape = [max(1, int(d)) for d in shape]
+    if dtype.startswith("float"):
+        return rng.uniform(-1.0, 1.0, shape).astype(dtype)
+    if dtype.startswith(("int", "uint")):
+        info = np.iinfo(dtype)
+        return rng.integers(max(info.min, -128), min(info.max, 127) + 1, shape).astype(dtype)
+    return np.zeros(shape, dtype=dtype)
+
+
+@contextmanager
+def _compiled(path: Path, threads: int):
+    """A LiteRT ``CompiledModel`` on the CPU accelerator, closed (with its environment) on
+    exit, so LiteRT's teardown happens while the caller still silences native output."""
+    from ai_edge_litert.compiled_model import CompiledModel
+    from ai_edge_litert.environment import Environment, EnvironmentOptions
+    from ai_edge_litert.hardware_accelerator import HardwareAccelerator
+    from ai_edge_litert.options import CpuOptions, Options
+
+    env = Environment.create(options=EnvironmentOptions())
+    model = None
+    try:
+        opts = Options(hardware_accelerators=HardwareAccelerator(HardwareAccelerator.CPU),
+                       cpu_options=CpuOptions(num_threads=threads))
+        model = CompiledModel.from_file(str(path), environment=env, options=opts)
+        yield model
+    finally:
+        if model is not None:
+            model.close()
+        env.close()
+
+
+XNNPACK = "XNNPACK (CPU)"
+
+
+def delegation(path: Path) -> dict[str, Any]:
+    """Whether LiteRT's CPU accelerator (XNNPACK) runs the whole TFLite model, and the ops
+    it leaves to the plain kernels. Recorded in the export manifest; never raises."""
+    try:
+        with _compiled(path, 1) as model:
+            full = bool(model.is_fully_accelerated())
+        return {"accelerator": XNNPACK, "fully_accelerated": full,
+                "fallback_ops": [] if full else xnnpack_fallback_ops(path)}
+    except (RuntimeError, ValueError, OSError) as exc:
+        return {"accelerator": XNNPACK, "fully_accelerated": None, "fallback_ops": [],
+                "error": f"LiteRT could not compile it: {' '.join(str(exc).split())}"}
+
+
+def tflite(path: Path, threads: int = 1, warmup: int = 50, runs: int = 500) -> Native:
+    """LiteRT ``CompiledModel`` on the CPU accelerator (XNNPACK), buffers reused across runs."""
+    try:
+        with _compiled(path, threads) as model:
+            times, full = _time_compiled(model, warmup, runs)
+    except (RuntimeError, ValueError, OSError) as exc:
+        raise TargetError(f"{path}: LiteRT could not run it natively: {exc}") from exc
+    return Native("litert CompiledModel", threads, warmup, runs, _stats(times), XNNPACK, full,
+                  [] if full else xnnpack_fallback_ops(path))
+
+
+def _time_compiled(model, warmup: int, runs: int) -> tuple[list[float], bool]:
+    sig = next(iter(model.get_signature_list()), "serving_default")
+    details = model.get_input_tensor_details(sig)
+    ins = {n: model.create_input_buffer_by_name(sig, n) for n in details}
+    outs = {n: model.create_output_buffer_by_name(sig, n) for n in model.get_output_tensor_details(sig)}
+    rng = np.random.default_rng(0)
+    for n, buf in ins.items():
+        buf.write(_random_input(details[n].get("dtype", "float32"), details[n].get("shape", [1]), rng))
+    times = []
+    for i in range(warmup + runs):
+        t = time.perf_counter()
+        model.run_by_name(sig, ins, outs)
+        if i >= warmup:
+            times.append((time.perf_counter() - t) * 1000)
+    return times, bool(model.is_fully_accelerated())
+
+
+def xnnpack_fallback_ops(path: Path) -> list[str]:
+    """The ops the XNNPACK delegate leaves to the plain TFLite kernels, in graph order.
+
+    The classic interpreter replaces each delegated partition with one DELEGATE node whose
+    inputs and outputs are the partition's boundary: an op belongs to a partition when one
+    of its outputs is reached walking back from the partition's outputs without crossing
+    its inputs."""
+    from ai_edge_litert.interpreter import Interpreter
+
+    it = Interpreter(model_path=str(path))
+    it.allocate_tensors()
+    ops = it._get_ops_details()
+    producer = {int(t): op["index"] for op in ops if op["op_name"] != "DELEGATE" for t in op["outputs"]}
+    by_index = {op["index"]: op for op in ops}
+    delegated: set[int] = set()
+    for node in (op for op in ops if op["op_name"] == "DELEGATE"):
+        stop = {int(t) for t in node["inputs"]}
+        stack = [int(t) for t in node["outputs"]]
+        while stack:
+            t = stack.pop()
+            i = producer.get(t)
+            if t in stop or i is None or i in delegated:
+                continue
+            delegated.add(i)
+            stack += [int(u) for u in by_index[i]["inputs"] if int(u) >= 0]
+    return [op["op_name"] for op in ops if op["op_name"] != "DELEGATE" and op["index"] not in delegated]
+
+
+def onnx(path: Path, threads: int = 1, warmup: int = 50, runs: int = 500) -> Native:
+    """onnxruntime's session profiler: the ``model_run`` time of each call, measured in C++."""
+    import onnxruntime as ort
+
+    from dlcli.export.onnx import _ORT_TYPES
+
+    with tempfile.TemporaryDirectory(prefix="dlcli-ort-profile-") as tmp:
+        opts = ort.SessionOptions()
+        opts.log_severity_level = 3
+        opts.intra_op_num_threads = threads
+        opts.inter_op_num_threads = 1
+        opts.enable_profiling = True
+        opts.profile_file_prefix = str(Path(tmp) / "profile")
+        try:
+            sess = ort.InferenceSession(str(path), opts, providers=["CPUExecutionProvider"])
+            rng = np.random.default_rng(0)
+            feeds = {i.name: _random_input(_ORT_TYPES.get(i.type, "float32"),
+                                           [d if isinstance(d, int) else 1 for d in i.shape], rng)
+                     for i in sess.get_inputs()}
+            for _ in range(warmup + runs):
+                sess.run(None, feeds)
+            events = json.loads(Path(sess.end_profiling()).read_text(encoding="utf-8"))
+        except (RuntimeError, ValueError, OSError, ort.capi.onnxruntime_pybind11_state.Fail) as exc:
+            raise TargetError(f"{path}: onnxruntime could not profile it: {exc}") from exc
+    runs_us = [e["dur"] for e in events if e.get("cat") == "Session" and e.get("name") == "model_run"]
+    providers = {e["args"].get("op_name", e["name"]): e["args"].get("provider") for e in events
+                 if e.get("cat") == "Node" and isinstance(e.get("args"), dict) and e["args"].get("provider")}
+    fallback = sorted({op for op, p in providers.items() if p != "CPUExecutionProvider"})
+    return Native("onnxruntime profiler", threads, warmup, runs, _stats([u / 1000 for u in runs_us[warmup:]]),
+                  "CPUExecutionProvider", None, fallback)
+
+
+def native(path: Path, fmt: str, threads: int = 1, warmup: int = 50, runs: int = 500) -> Native | None:
+    """The runtime's own latency of an artifact, or None for a format without one (Keras, SavedModel)."""
+    if fmt == "tflite":
+        return tflite(path, threads, warmup, runs)
+    if fmt == "onnx":
+        return onnx(path, threads, warmup, runs)
+    return None
+
+
+def delegation_text(native: dict[str, Any] | None) -> str:
+    """'full (XNNPACK (CPU))', 'partial: SOFTMAX on plain kernels', or '-' (``native``: a
+    :meth:`Native.to_json` or a manifest's ``delegation``; read from files, so any shape)."""
+    if not isinstance(native, dict):
+        return "-"
+    accelerator = str(native.get("accelerator", "?"))
+    if native.get("fully_accelerated") is None:
+        return str(native.get("error") or accelerator)
+    if native.get("fully_accelerated"):
+        return f"full ({accelerator})"
+    ops = native.get("fallback_ops")
+    return f"partial: {', '.join(map(str, ops)) if isinstance(ops, list) and ops else 'some ops'} on plain kernels"
