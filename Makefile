@@ -1,12 +1,13 @@
 # Two commands set up everything on a fresh machine (Python >= 3.10 with venv):
 #   make demo   create .venv, install dlcli, train the digits quick start, print its metrics
-#   make test   create .venv, install dlcli with test extras, run the test suite
+#   make test   create .venv, install dlcli with test extras, run the quick test tier (under 10 min)
+#   make test-slow   the rest (tests marked slow or distributed); make test-all: both
 PYTHON ?= python3
 VENV   ?= .venv
 BIN     = $(VENV)/bin
 RUN    ?= runs/digits_cnn
 
-.PHONY: demo test test-fast install clean docs
+.PHONY: demo test test-slow test-all install clean docs
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -25,10 +26,13 @@ demo: $(VENV)/.installed
 	@cat $(RUN)/metrics.json
 
 test: $(VENV)/.installed
-	$(BIN)/python -m pytest
+	$(BIN)/python -m pytest -m "not slow and not distributed"
 
-test-fast: $(VENV)/.installed
-	$(BIN)/python -m pytest -m "not slow"
+test-slow: $(VENV)/.installed
+	$(BIN)/python -m pytest -m "slow or distributed"
+
+test-all: $(VENV)/.installed
+	$(BIN)/python -m pytest
 
 docs: $(VENV)/.installed
 	$(BIN)/dlcli schema --markdown --out docs/recipes.md
