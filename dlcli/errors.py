@@ -22,7 +22,7 @@ class ExitCode(IntEnum):
     THRESHOLD = 7  # a benchmark threshold was missed (reserved for benchmark)
     PACKAGE = 8  # a deployment package failed verification (changed, missing, extra or unsafe entries)
     WORKER_LOST = 9  # a multi-worker run lost a worker; every worker stopped (restart all with --resume)
-    TARGET = 10  # the target runtime cannot run the model (native benchmark, pre-flight)
+    TARGET = 10  # the target runtime cannot run the model (pre-flight, native benchmark)
     INTERRUPTED = 130  # stopped by SIGINT / SIGTERM after writing a checkpoint
 
 
@@ -147,8 +147,8 @@ EXIT_CODE_DOCS: dict[ExitCode, str] = {
     "or an entry is unsafe (absolute path, '..', a link)",
     ExitCode.WORKER_LOST: "a multi-worker run lost a worker (it died or stopped answering within "
     "train.worker_timeout_seconds); every worker stopped: restart them all with --resume",
-    ExitCode.TARGET: "the target runtime cannot run the model: LiteRT or onnxruntime failed to run or time "
-    "an artifact natively (benchmark)",
+    ExitCode.TARGET: "the target runtime cannot run the model: the pre-flight found ops or sizes the target "
+    "cannot take (validate --target), or LiteRT / onnxruntime failed to run or time an artifact natively (benchmark)",
     ExitCode.INTERRUPTED: "interrupted by SIGINT or SIGTERM: the current step finished and a checkpoint "
     "was written; continue with --resume",
 }

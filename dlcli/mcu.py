@@ -69,6 +69,7 @@ class ModelInfo:
     ops: list[str]  # builtin names, first-use order
     activation_bytes: int  # sum of the sizes of all non-constant tensors (no buffer reuse, no overhead)
     offending: dict[str, set[str]] = field(default_factory=dict)  # op -> reasons
+    tensors: dict[str, set[str]] = field(default_factory=dict)  # offending op -> names of its output tensors
 
 
 def _enum_names(cls) -> dict[int, str]:
@@ -117,7 +118,13 @@ def inspect_model(model: bytes) -> ModelInfo:
                 info.ops.append(name)
             if reasons:
                 info.offending.setdefault(name, set()).update(reasons)
+                info.tensors.setdefault(name, set()).update(
+                    _name(tensors[i].name) for i in (op.outputs if op.outputs is not None else []) if i >= 0)
     return info
+
+
+def _name(raw) -> str:
+    return raw.decode("utf-8", "replace") if isinstance(raw, bytes) else str(raw)
 
 
 def check_full_integer(model: bytes, label: str) -> ModelInfo:

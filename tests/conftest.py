@@ -90,3 +90,14 @@ def sigkill_after_mid_epoch_checkpoint(cmd: list[str], run_dir: Path, poll: floa
     killed_at = ckpt.latest(run_dir / "checkpoints")
     assert killed_at is not None and killed_at.step > 0, "killed before a mid-epoch checkpoint"
     return killed_at
+
+
+def one_line_error(result, code: int) -> str:
+    """The one `error: ...` line of a failed command (progress lines may precede it)."""
+    assert result.exit_code == code, (result.exit_code, result.stdout, result.stderr)
+    lines = [line for line in result.stderr.splitlines() if line.strip()]
+    errors = [line for line in lines if "error" in line.split(":")[0]]
+    assert len(errors) == 1 and lines[-1] == errors[0], result.stderr  # progress lines may precede it
+    assert "Traceback" not in result.stderr
+    assert errors[0].startswith("error: ")
+    return errors[0]

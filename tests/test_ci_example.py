@@ -30,7 +30,8 @@ def workflow_commands() -> list[str]:
 def test_the_workflow_is_valid_and_complete():
     commands = workflow_commands()
     verbs = [c.split()[1] for c in commands]
-    assert verbs == ["doctor", "validate", "train", "export", "benchmark", "package", "package", "report"]
+    assert verbs == ["doctor", "validate", "validate", "train", "export", "benchmark", "package", "package", "report"]
+    assert "--target tflite-int8" in commands[2]  # the pre-flight runs before training
 
 
 @pytest.mark.slow
@@ -43,6 +44,6 @@ def test_the_example_pipeline_runs_command_by_command(tmp_path):
         proc = subprocess.run(command, shell=True, cwd=work, env=env, capture_output=True, text=True,
                               stdin=subprocess.DEVNULL, timeout=600)
         assert proc.returncode == 0, f"{command}\n{proc.stderr[-2000:]}"
-    for path in ("train.json", "export.json", "benchmark.json", "dist/digits-int8.zip", "dist/report.html",
+    for path in ("preflight.json", "train.json", "export.json", "benchmark.json", "dist/digits-int8.zip", "dist/report.html",
                  "runs/ci/metrics.json", "runs/ci/export/manifest.json"):
         assert (work / path).exists(), path

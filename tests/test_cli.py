@@ -6,18 +6,9 @@ import json
 
 import numpy as np
 import pytest
+from conftest import one_line_error
 
 from dlcli.errors import EXIT_CODE_DOCS, ExitCode
-
-
-def one_line_error(result, code: int) -> str:
-    assert result.exit_code == code, (result.exit_code, result.stdout, result.stderr)
-    lines = [line for line in result.stderr.splitlines() if line.strip()]
-    errors = [line for line in lines if "error" in line.split(":")[0]]
-    assert len(errors) == 1 and lines[-1] == errors[0], result.stderr  # progress lines may precede it
-    assert "Traceback" not in result.stderr
-    assert errors[0].startswith("error: ")
-    return errors[0]
 
 
 def test_version_and_help(cli):

@@ -4,7 +4,7 @@ from pathlib import Path
 
 import typer
 
-from dlcli.cli.common import emit_json, handle_errors
+from dlcli.cli.common import emit_json, handle_errors, native_quiet, quiet_frameworks, stdout_console
 
 
 @handle_errors
@@ -13,16 +13,25 @@ def validate(
     set_: list[str] = typer.Option([], "--set", help="Override KEY.PATH=VALUE (YAML scalar); repeatable."),
     allow_code: bool = typer.Option(False, "--allow-code", help="Accept a model that runs code (model.code, "
                                     "Lambda, TFSMLayer ...), as train --allow-code would."),
+    target: str = typer.Option(None, "--target", help="Pre-flight: build the model untrained, convert it for "
+                               "tflite-int8 or mcu, and list every op the target cannot run (imports TensorFlow)."),
+    flash_kb: int = typer.Option(None, "--flash-kb", min=1, help="mcu: flash for the model file, KiB "
+                                 "(default: export.target.flash_kb)."),
+    ram_kb: int = typer.Option(None, "--ram-kb", min=1, help="mcu: RAM for the tensor arena, KiB "
+                               "(default: export.target.ram_kb)."),
     json_out: bool = typer.Option(False, "--json", help="Print one JSON object."),
 ) -> None:
     """Check a recipe against the schema (no TensorFlow import). Exit 0 or 2.
 
-    A model that runs code fails here as it would in train, unless --allow-code."""
+    A model that runs code fails here as it would in train, unless --allow-code.
+    With --target, also a pre-flight for the device: exit 10 when the target cannot run it."""
     from dlcli.models.builder import check_code_layers
     from dlcli.recipe.loader import load_recipe
 
     r = load_recipe(recipe, set_)
     check_code_layers(r.model, allow_code, r._source)
+    if target is not None:
+        return _preflight(r, target, allow_code, flash_kb, ram_kb, json_out)
     kind = next(k for k in ("architecture", "layers", "graph", "application", "code") if hasattr(r.model, k))
     detail = getattr(r.model, "architecture", kind)
     if json_out:
@@ -30,3 +39,38 @@ def validate(
                    "data_source": r.data.source, "model": detail})
     else:
         typer.echo(f"ok: {recipe} is a valid recipe ({r.name}: {r.task}, {r.data.source} data, {detail} model)")
+
+
+def _preflight(r, target: str, allow_code: bool, flash_kb, ram_kb, json_out: bool) -> None:
+    quiet_frameworks()
+    from dlcli.preflight import preflight
+
+    limits = r.export.target
+    with native_quiet() as err:
+        log = (lambda m: None) if json_out else (lambda m: print(m, file=err, flush=True))
+        res = preflight(r, target, allow_code=allow_code, log=log,
+                        flash_kb=flash_kb if flash_kb is not None else limits.flash_kb,
+                        ram_kb=ram_kb if ram_kb is not None else limits.ram_kb)
+    if json_out:
+        emit_json(res.to_json())
+    else:
+        _print(res)
+    res.raise_for_failures()
+
+
+def _print(res) -> None:
+    from rich.table import Table
+
+    console = stdout_console()
+    if res.findings:
+        t = Table(title=f"{res.recipe}: ops {res.target} cannot run as int8 builtins", title_justify="left")
+        for col in ("op", "why", "recipe key", "layer", "what to change"):
+            t.add_column(col)
+        for f in res.findings:
+            t.add_row(f.op, ", ".join(f.reasons), ", ".join(f.keys) or "model", ", ".join(f.layers) or "-", f.advice)
+        console.print(t)
+    line = f"{res.target}: model {res.model_bytes / 1024:.1f} KiB"
+    if res.arena:
+        line += f", tensor arena {res.arena['recommended_bytes'] / 1024:.0f} KiB (TFLite Micro, measured)"
+    console.print(f"{line}; {len(res.ops)} op types; pre-flight {res.seconds:.1f} s"
+                  + ("; ok" if res.passed else ""))

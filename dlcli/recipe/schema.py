@@ -27,8 +27,18 @@ class GateSpec(StrictModel):
     max_metric_drop: float | None = Field(None, ge=0, description="Largest allowed drop of the test metric against the Keras model.")
 
 
+class DeviceLimits(StrictModel):
+    """The device a model must fit (``dlcli validate --target mcu`` checks it before training)."""
+
+    flash_kb: int | None = Field(None, ge=1, le=1 << 30, description="Flash for the model file, in KiB.")
+    ram_kb: int | None = Field(None, ge=1, le=1 << 30, description="RAM for TFLite Micro's tensor arena, in KiB.")
+
+
 class ExportSpec(StrictModel):
     """Defaults for ``dlcli export``; command-line flags override them."""
+
+    target: DeviceLimits = Field(default_factory=DeviceLimits, description="Device limits checked by "
+                                 "dlcli validate --target mcu (flash_kb, ram_kb).")
 
     formats: list[Literal["saved_model", "tflite", "onnx"]] = Field(
         default_factory=list, description="Formats written when the command names none (empty: all three)."

@@ -1,0 +1,261 @@
+"""``preflight(recipe, target) -> PreflightResult``: will the recipe's model run on a target?
+
+Answered before training, in seconds: the model is built from the recipe with its initial
+weights (shapes from the data), converted for the target in a child process (a converter
+crash is one line, not a dead dlcli), and every op the target cannot run, or would run in
+float, is listed with the layer and the recipe key that produced it and what to change.
+
+Targets:
+- ``tflite-int8``: full-integer TFLite. Converted allowing float fallback, so that every
+  float op shows up at once instead of the converter stopping at the first.
+- ``mcu``: the same file in TFLite Micro: every op must be an int8 builtin that TFLite
+  Micro registers; the file is the flash, and TFLite Micro's recording allocator measures
+  the tensor arena (RAM), both against ``--flash-kb`` / ``--ram-kb``
+  (or ``export.target``).
+"""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+import tempfile
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from dlcli.errors import TargetError, UsageError
+
+TARGETS = ("tflite-int8", "mcu")
+
+# op -> what to change in the recipe; anything else: the generic advice below
+ADVICE = {
+    "GELU": "use activation: relu (TFLite Micro has no GELU kernel)",
+    "ELU": "use activation: relu or leaky_relu (ELU has no int8 kernel: it runs in float)",
+    "SELECT": "selu's select has no TFLite Micro kernel: use activation: relu or elu",
+    "HARD_SWISH": "use activation: relu",
+    "NEG": "NEG has no int8 kernel (LayerNormalization's variance uses it): use a model without it, or allow "
+           "float fallback (export.int8_float_fallback: true; not on mcu)",
+    "REDUCE_PROD": "a dynamic shape product runs in float: fix the sequence length, or allow float fallback",
+    "FlexOps": "a TensorFlow op has no TFLite builtin: replace the layer",
+}
+BOUNDARY = ("QUANTIZE", "DEQUANTIZE")
+GENERIC = "replace the layer, or allow float fallback (export.int8_float_fallback: true; not on mcu)"
+# op -> activation names in a recipe that produce it (to name the key)
+ACTIVATION_OPS = {"GELU": ("gelu",), "HARD_SWISH": ("hard_swish", "hard_silu"), "TANH": ("tanh",),
+                  "LOGISTIC": ("sigmoid",), "ELU": ("elu",), "LEAKY_RELU": ("leaky_relu",), "EXP": ("exponential",)}
+
+
+@dataclass
+class Finding:
+    op: str
+    reasons: list[str]
+    layers: list[str]
+    keys: list[str]
+    advice: str
+
+    def to_json(self) -> dict[str, Any]:
+        return dict(self.__dict__)
+
+
+@dataclass
+class PreflightResult:
+    recipe: str
+    target: str
+    ops: list[str]
+    findings: list[Finding]
+    model_bytes: int
+    seconds: float
+    arena: dict[str, Any] | None = None
+    limits: dict[str, int | None] = field(default_factory=dict)
+    failures: list[str] = field(default_factory=list)
+
+    @property
+    def passed(self) -> bool:
+        return not self.findings and not self.failures
+
+    def to_json(self) -> dict[str, Any]:
+        return {"recipe": self.recipe, "target": self.target, "passed": self.passed, "ops": self.ops,
+                "findings": [f.to_json() for f in self.findings], "model_bytes": self.model_bytes,
+                "arena": self.arena, "limits": self.limits, "failures": self.failures,
+                "seconds": round(self.seconds, 2)}
+
+    def raise_for_failures(self) -> None:
+        if not self.passed:
+            what = [f"{f.op} ({', '.join(f.reasons)}; {', '.join(f.keys) or 'model'})" for f in self.findings]
+            raise TargetError(f"{self.recipe}: the model cannot run on {self.target}: "
+                              + "; ".join(what + self.failures))
+
+
+def preflight(recipe, target: str, *, allow_code: bool = False, flash_kb: int | None = None,
+              ram_kb: int | None = None, log=None) -> PreflightResult:
+    """Build, convert and inspect ``recipe``'s model for ``target`` (see the module doc)."""
+    if target not in TARGETS:
+        raise UsageError(f"--target {target!r}: expected one of {', '.join(TARGETS)}")
+    log = log or (lambda m: None)
+    t0 = time.perf_counter()
+    model, keys, rep = _build(recipe, allow_code, log)
+    log(f"converting for {target} in a child process ...")
+    tflite = _convert_isolated(model, rep)
+    from dlcli import mcu
+
+    info = mcu.inspect_model(tflite)
+    findings = [_finding(op, reasons, target, info, keys, recipe) for op, reasons in sorted(info.offending.items())]
+    findings = [f for f in findings if f.reasons]
+    if any(f.op not in BOUNDARY for f in findings):  # (DE)QUANTIZE only bound the float islands found
+        findings = [f for f in findings if f.op not in BOUNDARY]
+    limits = {"flash_kb": flash_kb, "ram_kb": ram_kb}
+    res = PreflightResult(_source_name(recipe), target, info.ops, findings, len(tflite), 0.0, limits=limits)
+    if target == "mcu":
+        _check_mcu(res, tflite, info, flash_kb, ram_kb)
+    res.seconds = time.perf_counter() - t0
+    return res
+
+
+def _source_name(recipe) -> str:
+    return str(getattr(getattr(recipe, "_source", None), "file", recipe.name))
+
+
+def _build(recipe, allow_code: bool, log):
+    """The recipe's model with its initial weights, {layer name: recipe key}, and a few
+    preprocessed training rows to calibrate int8 ranges."""
+    import numpy as np
+
+    from dlcli.data import load_data
+    from dlcli.data.inputs import num_rows, take_rows
+    from dlcli.models import build_model, context_from_data
+
+    log("reading the data for its shapes ...")
+    bundle = load_data(recipe)
+    ctx = context_from_data(recipe, bundle)
+    model = build_model(recipe, ctx, allow_code=allow_code)
+    train = bundle.train
+    if train.streamed:
+        x = next(iter(train.dataset(64).as_numpy_iterator()))[0]
+    else:
+        x = train.x
+    rep = take_rows(x, np.arange(min(64, num_rows(x))))
+    return model, layer_keys(recipe, model), rep
+
+
+def layer_keys(recipe, model) -> dict[str, str]:
+    """Keras layer name -> the recipe key that made it (``model.layers.3``,
+    ``model.graph.nodes.2``); architectures name their whole ``model`` section."""
+    spec = recipe.model
+    layers = [layer for layer in model.layers if type(layer).__name__ != "InputLayer"]
+    if hasattr(spec, "layers"):
+        return {layer.name: f"model.layers.{i}" for i, layer in enumerate(layers[:len(spec.layers)])}
+    if hasattr(spec, "graph"):
+        index = {node.name: i for i, node in enumerate(spec.graph.nodes)}
+        return {n: f"model.graph.nodes.{i}" for n, i in index.items()}
+    kind = getattr(spec, "architecture", None) or getattr(spec, "application", None) or "code"
+    return {layer.name: f"model (architecture {kind})" for layer in layers}
+
+
+def _finding(op: str, reasons: set[str], target: str, info, keys: dict[str, str], recipe) -> Finding:
+    if target != "mcu":  # LiteRT runs every builtin, resource variables too: only float and non-builtin ops count
+        reasons = {r for r in reasons if "float" in r or r.endswith(" op")}
+    layers = sorted({_layer_of(name, keys) for name in info.tensors.get(op, ())} - {None})
+    found = sorted({keys[layer] for layer in layers if layer in keys})
+    found = _activation_keys(op, recipe) or found
+    return Finding(op, sorted(reasons), layers, found, ADVICE.get(op, GENERIC))
+
+
+def _layer_of(tensor_name: str, keys: dict[str, str]) -> str | None:
+    """The Keras layer a converted tensor came from: its name holds the layer's name as one
+    path segment (``serving_default/sequential_1/dense_1/Relu``)."""
+    for part in tensor_name.replace(";", "/").split("/"):
+        for name in (part, part.rsplit("_", 1)[0] if part.rsplit("_", 1)[-1].isdigit() else None):
+            if name in keys:  # Keras's name scopes add "_1" to a layer's name
+                return name
+    return None
+
+
+def _activation_keys(op: str, recipe) -> list[str]:
+    """The recipe keys whose value names the activation that became ``op``."""
+    names = ACTIVATION_OPS.get(op)
+    if not names:
+        return []
+    found: list[str] = []
+
+    def walk(value, path: str) -> None:
+        if isinstance(value, dict):
+            for k, v in value.items():
+                walk(v, f"{path}.{k}")
+        elif isinstance(value, list):
+            for i, v in enumerate(value):
+                walk(v, f"{path}.{i}")
+        elif isinstance(value, str) and value.lower() in names:
+            found.append(path)
+
+    walk(recipe.model.model_dump(mode="json", exclude_none=True), "model")
+    return found
+
+
+def _check_mcu(res: PreflightResult, tflite: bytes, info, flash_kb: int | None, ram_kb: int | None) -> None:
+    from dlcli import mcu
+
+    if flash_kb is not None and len(tflite) > flash_kb * 1024:
+        res.failures.append(f"flash: the model is {len(tflite) / 1024:.1f} KiB, over the {flash_kb} KiB limit "
+                            "(fewer or narrower layers, or prune)")
+    if res.findings:
+        return  # TFLite Micro cannot run it: no arena to measure
+    try:
+        res.arena = mcu.measure_arena(tflite, info, "the model")
+    except UsageError as exc:
+        res.failures.append(str(exc))
+        return
+    if ram_kb is not None and res.arena["recommended_bytes"] > ram_kb * 1024:
+        res.failures.append(f"ram: the tensor arena needs {res.arena['recommended_bytes'] / 1024:.0f} KiB, over "
+                            f"the {ram_kb} KiB limit (smaller inputs or fewer filters)")
+
+
+def _convert_isolated(model, rep) -> bytes:
+    """int8 TFLite bytes, converted in a child process (``python -m dlcli.preflight``)."""
+    import numpy as np
+
+    with tempfile.TemporaryDirectory(prefix="dlcli-preflight-") as tmp:
+        folder = Path(tmp)
+        model.save(folder / "model.keras")
+        arrays = rep if isinstance(rep, dict) else {"__x__": rep}
+        np.savez(folder / "rep.npz", **arrays)
+        env = {**os.environ, "TF_CPP_MIN_LOG_LEVEL": "3"}
+        proc = subprocess.run([sys.executable, "-m", "dlcli.preflight", str(folder)], capture_output=True,
+                              text=True, env=env, stdin=subprocess.DEVNULL)
+        out = folder / "model.tflite"
+        if proc.returncode < 0:
+            raise TargetError(f"the TFLite converter crashed (signal {-proc.returncode}) on this model")
+        if proc.returncode != 0 or not out.exists():
+            error = folder / "error.txt"
+            why = error.read_text(encoding="utf-8") if error.exists() else (proc.stderr.strip().splitlines() or
+                                                                            ["no output"])[-1]
+            raise TargetError(f"the TFLite converter cannot convert this model to int8: {why}")
+        return out.read_bytes()
+
+
+def _child(folder: Path) -> int:
+    """In the child: load the model (safe mode), convert to int8 allowing float fallback."""
+    import keras
+    import numpy as np
+
+    import dlcli.models.custom_layers  # noqa: F401 - registers dlcli's layers for loading
+    from dlcli.export import Plan
+    from dlcli.export.tflite import convert
+
+    try:
+        model = keras.saving.load_model(folder / "model.keras", safe_mode=True, compile=False)
+        with np.load(folder / "rep.npz", allow_pickle=False) as z:
+            rep = {k: z[k] for k in z.files}
+        rep = rep["__x__"] if set(rep) == {"__x__"} else rep
+        (folder / "model.tflite").write_bytes(convert(model, Plan("int8", rep, 1, True)))
+    except Exception as exc:  # noqa: BLE001 - the converter's message is the answer
+        lines = [ln.strip() for ln in str(exc).splitlines() if ln.strip()]
+        (folder / "error.txt").write_text(f"{type(exc).__name__}: {lines[0][:300] if lines else ''}",
+                                          encoding="utf-8")
+        return 3
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(_child(Path(sys.argv[1])))
