@@ -442,7 +442,7 @@ def _benchmark(ctx: _Ctx) -> str:
     fails = "".join(f"<li>{_e(f)}</li>" for f in bench.get("failures") or [])
     info = (f"<p>{_e(path)}: created {_e(bench.get('created', '?'))}, {bench.get('runs', '?')} timed runs after "
             f"{bench.get('warmup', '?')} warm-up, {bench.get('threads', '?')} thread(s); p50/p95 through Python, "
-            "native p50 timed by the runtime (LiteRT CompiledModel, onnxruntime profiler); "
+            "native p50 timed by the runtime (LiteRT CompiledModel, onnxruntime io_binding); "
             f"thresholds {_e(json.dumps(bench.get('thresholds') or {}))}: "
             f'<span class="{"ok" if bench.get("passed") else "bad"}">{verdict}</span></p>'
             + (f"<ul>{fails}</ul>" if fails else ""))

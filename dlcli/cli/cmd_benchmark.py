@@ -18,7 +18,7 @@ def benchmark(
     threads: int = typer.Option(1, "--threads", help="CPU threads of the TFLite and ONNX runtimes (1, as on "
                                 "small devices)."),
     native: bool = typer.Option(True, "--native/--no-native", help="Also time TFLite and ONNX artifacts in the "
-                                "runtime's own loop (LiteRT CompiledModel, onnxruntime profiler) and show delegation."),
+                                "runtime's own loop (LiteRT CompiledModel, onnxruntime io_binding) and show delegation."),
     fail_under: list[str] = typer.Option([], "--fail-under", help="METRIC=VALUE: fail when a model's test metric "
                                          "is below it (e.g. accuracy=0.95); repeatable."),
     max_latency_ms: float = typer.Option(None, "--max-latency-ms", help="Fail when a model's p50 batch-1 latency "
