@@ -158,8 +158,8 @@ def _parse_fail_under(items: list[str]) -> dict[str, float]:
         k, v = item.split("=", 1)
         try:
             out[k.strip()] = float(v)
-        except ValueError:
-            raise UsageError(f"--fail-under {item!r}: {v!r} is not a number") from None
+        except ValueError as exc:
+            raise UsageError(f"--fail-under {item!r}: {v!r} is not a number") from exc
     return out
 
 

@@ -36,8 +36,8 @@ def tf_config_workers(env: Mapping[str, str]) -> int:
         return 0
     try:
         cluster = json.loads(raw).get("cluster", {})
-    except (ValueError, AttributeError):
-        raise UsageError("TF_CONFIG: not valid JSON (expected {\"cluster\": {...}, \"task\": {...}})") from None
+    except (ValueError, AttributeError) as exc:
+        raise UsageError("TF_CONFIG: not valid JSON (expected {\"cluster\": {...}, \"task\": {...}})") from exc
     return len(cluster.get("worker", [])) + len(cluster.get("chief", []))
 
 
@@ -114,9 +114,9 @@ def split_cpu(n: int) -> None:
         return  # a later stage of the same process: already split this way
     try:
         tf.config.set_logical_device_configuration(cpus[0], [tf.config.LogicalDeviceConfiguration()] * n)
-    except RuntimeError:
+    except RuntimeError as exc:
         raise UsageError("train.cpu_devices: TensorFlow is already initialised in this process; "
-                         "split the CPU in a fresh process") from None
+                         "split the CPU in a fresh process") from exc
 
 
 _JOINED: dict = {}  # multi-worker and TPU configure the runtime once per process: later stages reuse them
@@ -150,7 +150,7 @@ def _new_strategy(name: str, tpu: str | None, worker_timeout: float | None):
             tf.tpu.experimental.initialize_tpu_system(resolver)
         except (ValueError, RuntimeError, tf.errors.OpError) as exc:
             where = f" at {tpu!r}" if tpu else " (set train.tpu or TPU_NAME)"
-            raise UsageError(f"train.strategy tpu: no TPU reachable{where}: {str(exc).splitlines()[0][:160]}") from None
+            raise UsageError(f"train.strategy tpu: no TPU reachable{where}: {str(exc).splitlines()[0][:160]}") from exc
         return tf.distribute.TPUStrategy(resolver)
     if name == "multi_worker":
         # TF_CONFIG when set (TFConfigClusterResolver, the default), else SLURM's allocation
@@ -162,5 +162,5 @@ def _new_strategy(name: str, tpu: str | None, worker_timeout: float | None):
             return tf.distribute.MultiWorkerMirroredStrategy(cluster_resolver=resolver, communication_options=options)
         except (ValueError, RuntimeError, tf.errors.OpError) as exc:
             raise UsageError(f"train.strategy multi_worker: cannot join the cluster: {str(exc).splitlines()[0][:200]}") \
-                from None
+                from exc
     raise UsageError(f"unknown strategy {name!r}")  # pragma: no cover

@@ -42,7 +42,7 @@ def load_keras_model(path: Path):
     try:
         return keras.saving.load_model(path, safe_mode=True)
     except Exception as exc:  # noqa: BLE001
-        raise RunDirError(f"{path}: cannot load the model: {str(exc).splitlines()[0]}") from None
+        raise RunDirError(f"{path}: cannot load the model: {str(exc).splitlines()[0]}") from exc
 
 
 def _manifest_of(artifact: Path) -> tuple[Path, dict] | None:
@@ -52,7 +52,7 @@ def _manifest_of(artifact: Path) -> tuple[Path, dict] | None:
             try:
                 return folder, json.loads(manifest.read_text())
             except ValueError as exc:
-                raise RunDirError(f"{manifest}: cannot read the export manifest: {exc}") from None
+                raise RunDirError(f"{manifest}: cannot read the export manifest: {exc}") from exc
     return None
 
 

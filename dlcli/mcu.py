@@ -83,7 +83,7 @@ def inspect_model(model: bytes) -> ModelInfo:
     try:
         m = schema.ModelT.InitFromPackedBuf(bytearray(model), 0)
     except Exception as exc:  # noqa: BLE001 - a corrupt flatbuffer is the user's file
-        raise UsageError(f"not a readable TFLite model: {type(exc).__name__}: {exc}") from None
+        raise UsageError(f"not a readable TFLite model: {type(exc).__name__}: {exc}") from exc
     op_names, type_names = _enum_names(schema.BuiltinOperator), _enum_names(schema.TensorType)
     sizes = {"INT8": 1, "UINT8": 1, "BOOL": 1, "INT16": 2, "FLOAT16": 2, "INT32": 4, "FLOAT32": 4, "INT64": 8,
              "FLOAT64": 8}
@@ -158,9 +158,9 @@ def _tflm_run(model: bytes, arena_size: int, record: bool, label: str) -> tuple[
     import numpy as np
     try:
         from tflite_micro.python.tflite_micro import runtime
-    except ImportError:
+    except ImportError as exc:
         raise UsageError("--target mcu needs TFLite Micro's Python interpreter: "
-                         "pip install --pre tflite-micro (or pip install 'dlcli[mcu]')") from None
+                         "pip install --pre tflite-micro (or pip install 'dlcli[mcu]')") from exc
 
     with _capture_fd2() as log:
         try:

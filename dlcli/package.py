@@ -97,7 +97,7 @@ def _read_manifest(path: Path) -> dict[str, Any] | None:
     try:
         return json.loads(path.read_text())
     except (OSError, ValueError) as exc:
-        raise RunDirError(f"{path}: cannot read the export manifest: {exc}") from None
+        raise RunDirError(f"{path}: cannot read the export manifest: {exc}") from exc
 
 
 def artifact_path(export_dir: Path, entry: dict[str, Any]) -> Path:

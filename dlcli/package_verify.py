@@ -144,7 +144,7 @@ def verify_package(path: str | Path) -> VerifyResult:
     try:
         zf = zipfile.ZipFile(path)
     except (zipfile.BadZipFile, OSError) as exc:
-        raise PackageError(f"{path}: not a readable zip archive ({exc}); dlcli packages are .zip files") from None
+        raise PackageError(f"{path}: not a readable zip archive ({exc}); dlcli packages are .zip files") from exc
     with zf, open(path, "rb") as raw:
         infos = zf.infolist()
         problems: list[str] = []
@@ -215,7 +215,7 @@ def _load_manifest(zf: zipfile.ZipFile, path: Path, seen: dict[str, int]) -> dic
     try:
         manifest = json.loads(zf.read(info))
     except Exception as exc:  # noqa: BLE001 - unreadable (CRC) or not JSON
-        raise PackageError(f"{path}: {MANIFEST} cannot be read: {type(exc).__name__}: {exc}") from None
+        raise PackageError(f"{path}: {MANIFEST} cannot be read: {type(exc).__name__}: {exc}") from exc
     if not isinstance(manifest, dict) or manifest.get("format") != PACKAGE_FORMAT:
         raise PackageError(f"{path}: {MANIFEST} is not a {PACKAGE_FORMAT} manifest")
     return manifest

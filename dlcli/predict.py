@@ -59,7 +59,7 @@ def _numeric(path: Path, pre, normalize: bool = True) -> np.ndarray:
         else:  # mapped: a header that claims more data than the file holds fails here, unallocated
             arr = np.load(path, allow_pickle=False, mmap_mode="r")
     except (OSError, ValueError, EOFError, MemoryError, zipfile.BadZipFile) as exc:
-        raise DataError(f"{path}: cannot read NumPy input: {' '.join(str(exc).split())[:200]}") from None
+        raise DataError(f"{path}: cannot read NumPy input: {' '.join(str(exc).split())[:200]}") from exc
     if arr.dtype.kind not in "biuf":
         raise DataError(f"{path}: holds {arr.dtype} values; the model takes numbers")
     if arr.size == 0:

@@ -85,9 +85,9 @@ def build_report(run_dir: str | Path, out: str | Path | None = None) -> Report:
         out = out / "report.html"
     try:
         import matplotlib  # noqa: F401
-    except ImportError:
+    except ImportError as exc:
         raise UsageError("dlcli report draws its plots with matplotlib, which is not installed "
-                         "(pip install 'matplotlib>=3.8')") from None
+                         "(pip install 'matplotlib>=3.8')") from exc
 
     ctx = _Ctx(run_dir)
     recipe = _load_recipe(ctx)
@@ -112,7 +112,7 @@ def build_report(run_dir: str | Path, out: str | Path | None = None) -> Report:
         write_text(out, page)
     except OSError as exc:
         error = UsageError if out_given else RunDirError
-        raise error(f"{out}: cannot write the report: {exc.strerror or exc}") from None
+        raise error(f"{out}: cannot write the report: {exc.strerror or exc}") from exc
     return Report(run_dir, out, images, [s[0] for s in sections], ctx.notes)
 
 

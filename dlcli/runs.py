@@ -86,7 +86,7 @@ def prepare_run_dir(path: str | Path, overwrite: bool = False, protect: list[Pat
         probe.write_bytes(b"")
         probe.unlink()
     except OSError as exc:
-        raise RunDirError(f"{path}: cannot write the run directory: {exc.strerror or exc}") from None
+        raise RunDirError(f"{path}: cannot write the run directory: {exc.strerror or exc}") from exc
     return path
 
 

@@ -50,8 +50,8 @@ class Featurizer:
             return arr
         try:
             return arr.astype(np.float32)
-        except (TypeError, ValueError):
-            raise DataError(f"features must be numeric, got dtype {arr.dtype}") from None
+        except (TypeError, ValueError) as exc:
+            raise DataError(f"features must be numeric, got dtype {arr.dtype}") from exc
 
     def to_dict(self) -> dict[str, Any]:
         return {"kind": self.kind}
@@ -110,12 +110,12 @@ class TabularFeaturizer(Featurizer):
             else:
                 try:
                     parts.append(np.asarray(values, dtype=np.float32)[:, None])
-                except ValueError:
+                except ValueError as exc:
                     bad = next(i for i, v in enumerate(values) if not _is_float(v))
                     raise DataError(
                         f"{_READING.get() or self.file}: column {col!r}, row {bad + 1}: {values[bad]!r} is not a number "
                         "(list it in data.categorical_columns to one-hot encode it)"
-                    ) from None
+                    ) from exc
         return np.concatenate(parts, axis=1) if parts else np.zeros((0, 0), np.float32)
 
 
@@ -225,5 +225,5 @@ class ImageFeaturizer(Featurizer):
             try:
                 out[i] = self.tf_decode(path).numpy()
             except Exception as exc:  # noqa: BLE001 - TF raises several types
-                raise DataError(f"{path}: cannot decode image: {str(exc).splitlines()[0]}") from None
+                raise DataError(f"{path}: cannot decode image: {str(exc).splitlines()[0]}") from exc
         return out

@@ -126,11 +126,11 @@ class Preprocessor:
             return x
         try:
             return x.reshape((x.shape[0], *self.reshape))
-        except ValueError:
+        except ValueError as exc:
             raise ShapeMismatchError(
                 f"data.reshape: cannot reshape examples of shape {tuple(x.shape[1:])} "
                 f"({int(np.prod(x.shape[1:]))} values) to {tuple(self.reshape)}"
-            ) from None
+            ) from exc
 
     def transform_x(self, raw_x: Any, normalize: bool = True) -> np.ndarray:
         """Raw records -> model input. ``normalize=False``: the featurizer's output only (no
@@ -179,8 +179,8 @@ class Preprocessor:
                 raise DataError(f"data: the {split} split has no targets")
             try:
                 return np.asarray(y, dtype=np.float32)
-            except ValueError:
-                raise DataError(f"data: {self.task} targets of the {split} split must be numbers") from None
+            except ValueError as exc:
+                raise DataError(f"data: {self.task} targets of the {split} split must be numbers") from exc
         assert self.labels is not None
         if self.label_kind == "int":
             ids = _as_int_labels(y)
@@ -236,7 +236,7 @@ class Preprocessor:
             pre.check()
             return pre
         except (OSError, KeyError, ValueError, TypeError, AttributeError) as exc:
-            raise DataError(f"{path}: cannot read preprocessing: {type(exc).__name__}: {exc}") from None
+            raise DataError(f"{path}: cannot read preprocessing: {type(exc).__name__}: {exc}") from exc
 
     def check(self) -> None:
         """Types and sizes that transform and export rely on (raises ValueError)."""

@@ -56,7 +56,7 @@ def scan(spec, files: list[Path]) -> tuple[list[int], np.ndarray]:
         try:
             parts = [np.asarray(b) for b in ds.as_numpy_iterator()]
         except tf.errors.OpError as exc:
-            raise DataError(f"{f}: cannot read TFRecord: {exc.message.strip().splitlines()[0][:200]}") from None
+            raise DataError(f"{f}: cannot read TFRecord: {exc.message.strip().splitlines()[0][:200]}") from exc
         ys = np.concatenate(parts) if parts else np.zeros((0,))
         counts.append(len(ys))
         labels.append(ys)

@@ -74,7 +74,7 @@ class CsvRows:
                         continue
                     yield reader.line_num + self.skip_rows, row
         except (OSError, UnicodeDecodeError, csv.Error, EOFError) as exc:
-            raise DataError(f"{self.path}: cannot read CSV: {exc}") from None
+            raise DataError(f"{self.path}: cannot read CSV: {exc}") from exc
 
     def keys(self, rows: np.ndarray, root: Path) -> list[str]:
         return [str(int(r)) for r in rows]
@@ -151,12 +151,12 @@ def _check_numbers(path: Path, pending, checks, first_row: int) -> None:
         values = [f[i].strip() for _, f in pending]
         try:
             numbers = np.asarray(values, dtype=np.float32)
-        except ValueError:
+        except ValueError as exc:
             bad = next(k for k, v in enumerate(values) if not _is_float(v))
             raise DataError(
                 f"{path}: column {col!r}, row {first_row + bad + 1} (line {pending[bad][0]}): {values[bad]!r} "
                 "is not a number (list it in data.categorical_columns to one-hot encode it)"
-            ) from None
+            ) from exc
         finite = np.isfinite(numbers)
         if not finite.all():
             bad = int(np.flatnonzero(~finite)[0])
@@ -190,7 +190,7 @@ class TextFiles:
             try:
                 out.append(Path(self.paths[int(r)]).read_text(encoding="utf-8", errors="replace"))
             except OSError as exc:
-                raise DataError(f"{self.paths[int(r)]}: cannot read: {exc.strerror or exc}") from None
+                raise DataError(f"{self.paths[int(r)]}: cannot read: {exc.strerror or exc}") from exc
         return out
 
     def chunks(self, rows: np.ndarray, size: int = CHUNK) -> Iterator[list[str]]:

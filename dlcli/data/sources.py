@@ -198,7 +198,7 @@ def read_numpy(spec, path: Path, seed: int = 0) -> Raw:
                 y = np.load(lp, allow_pickle=False)
                 files.append(lp)
     except (ValueError, OSError, KeyError, EOFError, zipfile.BadZipFile) as exc:
-        raise DataError(f"{path}: cannot read NumPy data: {exc}") from None
+        raise DataError(f"{path}: cannot read NumPy data: {exc}") from exc
     if x.ndim == 0:
         raise DataError(f"{path}: expected an array of examples, found a single value")
     check_finite(x, path, "example")

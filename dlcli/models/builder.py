@@ -117,12 +117,12 @@ def make_layer(spec, where: str, name: str | None = None):
             err = exc.errors(include_url=False)[0]
             key = ".".join(str(p) for p in err["loc"])
             msg = err["msg"].removeprefix("Value error, ")
-            raise ModelError(f"{where}.layer{'.' + key if key else ''}: {msg}") from None
+            raise ModelError(f"{where}.layer{'.' + key if key else ''}: {msg}") from exc
         args["layer"] = make_layer(inner, f"{where}.layer")
     try:
         return cls(**args)
     except Exception as exc:  # noqa: BLE001 - layer constructors raise many types
-        raise ModelError(f"{where} ({spec.type}): {_first_line(exc)}") from None
+        raise ModelError(f"{where} ({spec.type}): {_first_line(exc)}") from exc
 
 
 def _first_line(exc: Exception) -> str:
@@ -152,7 +152,7 @@ def _call(layer, x, where: str):
         return layer(x)
     except Exception as exc:  # noqa: BLE001
         shape = [t.shape for t in x] if isinstance(x, list) else x.shape
-        raise ModelError(f"{where}: cannot apply {type(layer).__name__} to input of shape {shape}: {_first_line(exc)}") from None
+        raise ModelError(f"{where}: cannot apply {type(layer).__name__} to input of shape {shape}: {_first_line(exc)}") from exc
 
 
 def build_layers(spec, ctx: BuildContext):
@@ -227,7 +227,7 @@ def build_application(spec, ctx: BuildContext):
     try:
         backbone = ctor(include_top=False, weights=None, input_shape=shape, pooling=app.pooling, **app.kwargs)
     except Exception as exc:  # noqa: BLE001
-        raise ModelError(f"model.application ({app.name}): {_first_line(exc)}") from None
+        raise ModelError(f"model.application ({app.name}): {_first_line(exc)}") from exc
     if app.weights:
         from pathlib import Path
 
@@ -239,7 +239,7 @@ def build_application(spec, ctx: BuildContext):
         try:
             backbone.load_weights(str(path))
         except Exception as exc:  # noqa: BLE001
-            raise ModelError(f"model.application.weights: {path}: {_first_line(exc)}") from None
+            raise ModelError(f"model.application.weights: {path}: {_first_line(exc)}") from exc
     if app.batchnorm_momentum is not None:
         for layer in backbone.layers:
             if isinstance(layer, keras.layers.BatchNormalization):
@@ -265,7 +265,7 @@ def build_code(spec, ctx: BuildContext, allow_code: bool):
     try:
         module = importlib.import_module(mod_name)
     except ImportError as exc:
-        raise ModelError(f"model.code: cannot import {mod_name!r}: {exc}") from None
+        raise ModelError(f"model.code: cannot import {mod_name!r}: {exc}") from exc
     fn = getattr(module, fn_name, None)
     if not callable(fn):
         raise ModelError(f"model.code: {mod_name!r} has no function {fn_name!r}")

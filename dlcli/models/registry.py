@@ -42,12 +42,12 @@ def get_architecture(name: str) -> Architecture:
     _load_builtins()
     try:
         return _ARCHITECTURES[name]
-    except KeyError:
+    except KeyError as exc:
         hint = closest(name, list(_ARCHITECTURES))
         extra = f", did you mean {hint!r}?" if hint else ""
         raise ModelError(
             f"unknown architecture {name!r}{extra} (known: {', '.join(sorted(_ARCHITECTURES))})"
-        ) from None
+        ) from exc
 
 
 def architectures() -> dict[str, Architecture]:

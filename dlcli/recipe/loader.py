@@ -130,11 +130,11 @@ def compose_bounded(text: str, where: str, error=RecipeError):
         mark = exc.problem_mark or exc.context_mark
         at = f"{where}:{mark.line + 1}:{mark.column + 1}" if mark else where
         problem = exc.problem or exc.context or "invalid YAML"
-        raise error(f"{at}: YAML syntax error: {problem}") from None
+        raise error(f"{at}: YAML syntax error: {problem}") from exc
     except yaml.YAMLError as exc:
-        raise error(f"{where}: YAML error: {' '.join(str(exc).split())}") from None
-    except RecursionError:
-        raise error(f"{where}: the YAML nests deeper than {MAX_DEPTH} levels") from None
+        raise error(f"{where}: YAML error: {' '.join(str(exc).split())}") from exc
+    except RecursionError as exc:
+        raise error(f"{where}: the YAML nests deeper than {MAX_DEPTH} levels") from exc
     finally:
         loader.dispose()
 
@@ -272,7 +272,7 @@ def load_recipe(path: str | Path, overrides: list[str] | None = None):
             raise RecipeError(f"{file}: larger than {MAX_RECIPE_BYTES // 1024} KiB; a recipe is a short YAML file")
         text = raw.decode("utf-8")
     except (OSError, UnicodeDecodeError) as exc:
-        raise RecipeError(f"{file}: cannot read: {exc}") from None
+        raise RecipeError(f"{file}: cannot read: {exc}") from exc
     return recipe_from_text(text, file, overrides, base_dir=path.parent)
 
 
@@ -297,7 +297,7 @@ def recipe_from_text(text: str, file: str, overrides: list[str] | None = None, b
     try:
         recipe = Recipe.model_validate(data, context={"base_dir": str(base_dir or ".")})
     except ValidationError as exc:
-        raise RecipeError(format_validation_error(exc, data, source)) from None
+        raise RecipeError(format_validation_error(exc, data, source)) from exc
     recipe._source = source
     recipe._base_dir = Path(base_dir or ".")
     _absolutize(recipe, Path(base_dir or "."))

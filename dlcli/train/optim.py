@@ -55,7 +55,7 @@ def make_optimizer(spec, steps_per_epoch: int, epochs: int):
     try:
         return cls(**kwargs)
     except (TypeError, ValueError) as exc:
-        raise RecipeError(f"train.optimizer: {spec.name}: {exc}") from None
+        raise RecipeError(f"train.optimizer: {spec.name}: {exc}") from exc
 
 
 def make_loss(spec, task: str, num_outputs: int, one_hot: bool = False):
@@ -121,9 +121,9 @@ def make_metrics(names: list[str], task: str) -> list:
         if name not in ("accuracy", "acc", "crossentropy", "auc"):
             try:
                 keras.metrics.get(name)
-            except (ValueError, TypeError):
+            except (ValueError, TypeError) as exc:
                 hint = closest(name, known)
                 extra = f", did you mean {hint!r}?" if hint else ""
-                raise RecipeError(f"train.metrics.{i}: unknown Keras metric {name!r}{extra}") from None
+                raise RecipeError(f"train.metrics.{i}: unknown Keras metric {name!r}{extra}") from exc
         out.append(keras.metrics.AUC(name="auc") if name == "auc" else name)
     return out
