@@ -170,9 +170,9 @@ def benchmark(paths: list[str | Path], batch_size: int = 32, runs: int = 100, wa
     manifest), or artifacts (.tflite, .onnx, SavedModel folders) of one run. ``threads``:
     the runtimes' CPU threads. ``native``: also time TFLite and ONNX artifacts in their
     runtimes' own loops (:mod:`dlcli.latency`), with the same warm-up and runs."""
-    from dlcli import latency
     import json
 
+    from dlcli import latency
     from dlcli.export.registry import format_of
     from dlcli.inspect import find_artifact_run, is_run_dir, load_artifact, open_run, run_split, takes_raw
 

@@ -41,7 +41,7 @@ def load_keras_model(path: Path):
         raise RunDirError(f"{path}: model file not found")
     try:
         return keras.saving.load_model(path, safe_mode=True)
-    except Exception as exc:  # noqa: BLE001
+    except Exception as exc:
         raise RunDirError(f"{path}: cannot load the model: {str(exc).splitlines()[0]}") from exc
 
 

@@ -82,7 +82,7 @@ def inspect_model(model: bytes) -> ModelInfo:
 
     try:
         m = schema.ModelT.InitFromPackedBuf(bytearray(model), 0)
-    except Exception as exc:  # noqa: BLE001 - a corrupt flatbuffer is the user's file
+    except Exception as exc:  # a corrupt flatbuffer is the user's file
         raise UsageError(f"not a readable TFLite model: {type(exc).__name__}: {exc}") from exc
     op_names, type_names = _enum_names(schema.BuiltinOperator), _enum_names(schema.TensorType)
     sizes = {"INT8": 1, "UINT8": 1, "BOOL": 1, "INT16": 2, "FLOAT16": 2, "INT32": 4, "FLOAT32": 4, "INT64": 8,

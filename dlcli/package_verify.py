@@ -214,7 +214,7 @@ def _load_manifest(zf: zipfile.ZipFile, path: Path, seen: dict[str, int]) -> dic
         raise PackageError(f"{path}: {MANIFEST} is not a plain JSON file")
     try:
         manifest = json.loads(zf.read(info))
-    except Exception as exc:  # noqa: BLE001 - unreadable (CRC) or not JSON
+    except Exception as exc:  # unreadable (CRC) or not JSON
         raise PackageError(f"{path}: {MANIFEST} cannot be read: {type(exc).__name__}: {exc}") from exc
     if not isinstance(manifest, dict) or manifest.get("format") != PACKAGE_FORMAT:
         raise PackageError(f"{path}: {MANIFEST} is not a {PACKAGE_FORMAT} manifest")

@@ -221,7 +221,7 @@ def _convert_isolated(model, rep) -> bytes:
         arrays = rep if isinstance(rep, dict) else {"__x__": rep}
         np.savez(folder / "rep.npz", **arrays)
         env = {**os.environ, "TF_CPP_MIN_LOG_LEVEL": "3"}
-        proc = subprocess.run([sys.executable, "-m", "dlcli.preflight", str(folder)], capture_output=True,
+        proc = subprocess.run([sys.executable, "-m", "dlcli.preflight", str(folder)], capture_output=True, check=False,
                               text=True, env=env, stdin=subprocess.DEVNULL)
         out = folder / "model.tflite"
         if proc.returncode < 0:

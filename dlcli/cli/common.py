@@ -103,7 +103,7 @@ def handle_errors(fn):
         except KeyboardInterrupt:
             print("error: interrupted", file=sys.stderr)
             raise typer.Exit(int(ExitCode.INTERRUPTED)) from None
-        except Exception as exc:  # noqa: BLE001 - last line of defence
+        except Exception as exc:  # last line of defence
             if STATE["debug"]:
                 raise
             first = (str(exc).strip().splitlines() or [""])[0]

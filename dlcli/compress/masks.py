@@ -18,7 +18,7 @@ def polynomial_sparsity(step: int, begin: int, end: int, initial: float, final: 
 def magnitude_mask(w: np.ndarray, sparsity: float) -> np.ndarray:
     """Keep the ``round((1 - sparsity) * n)`` largest |w|; exactly that many ones."""
     n = w.size
-    keep = int(round((1.0 - sparsity) * n))
+    keep = round((1.0 - sparsity) * n)
     mask = np.zeros(n, dtype=w.dtype)
     if keep > 0:
         idx = np.argpartition(np.abs(w).reshape(-1), n - keep)[n - keep:]
@@ -58,7 +58,7 @@ def global_magnitude_masks(weights: list[np.ndarray], sparsity: float) -> list[n
     overall, fewer in small or sensitive layers, more in large redundant ones."""
     flat = np.concatenate([np.abs(w).reshape(-1) for w in weights])
     n = flat.size
-    keep = int(round((1.0 - sparsity) * n))
+    keep = round((1.0 - sparsity) * n)
     mask = np.zeros(n, dtype=np.float32)
     if keep > 0:
         mask[np.argpartition(flat, n - keep)[n - keep:]] = 1

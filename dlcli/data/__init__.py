@@ -94,7 +94,7 @@ def _split_indices(n: int, y: np.ndarray | None, fractions: dict[str, float], se
         g = rng.permutation(g)
         start = 0
         for name, frac in fractions.items():
-            take = int(round(len(g) * frac))
+            take = round(len(g) * frac)
             out[name] += g[start : start + take].tolist()
             start += take
         out["train"] += g[start:].tolist()

@@ -224,6 +224,6 @@ class ImageFeaturizer(Featurizer):
         for i, path in enumerate(raw):
             try:
                 out[i] = self.tf_decode(path).numpy()
-            except Exception as exc:  # noqa: BLE001 - TF raises several types
+            except Exception as exc:  # TF raises several types
                 raise DataError(f"{path}: cannot decode image: {str(exc).splitlines()[0]}") from exc
         return out

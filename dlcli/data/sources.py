@@ -188,7 +188,7 @@ def read_numpy(spec, path: Path, seed: int = 0) -> Raw:
             with np.load(path, allow_pickle=False) as z:
                 if spec.x_key not in z:
                     raise DataError(f"{path}: no array {spec.x_key!r} (has: {', '.join(z.files)})")
-                y = z[spec.y_key] if spec.y_key in z else None
+                y = z.get(spec.y_key)
             x = map_array(path, spec.x_key)
         else:
             x = map_array(path)

@@ -33,7 +33,7 @@ def register_tf2onnx_fixes() -> None:
     from tf2onnx.handler import tf_op
 
     @tf_op("Erfc")
-    class Erfc:  # noqa: F841 - registered by the decorator
+    class Erfc:  # registered by the decorator
         @classmethod
         def version_9(cls, ctx, node, **kwargs):
             np_dtype = utils.map_onnx_to_numpy_type(ctx.get_dtype(node.input[0]))

@@ -121,7 +121,7 @@ def make_layer(spec, where: str, name: str | None = None):
         args["layer"] = make_layer(inner, f"{where}.layer")
     try:
         return cls(**args)
-    except Exception as exc:  # noqa: BLE001 - layer constructors raise many types
+    except Exception as exc:  # layer constructors raise many types
         raise ModelError(f"{where} ({spec.type}): {_first_line(exc)}") from exc
 
 
@@ -150,7 +150,7 @@ def _checked_input_shape(model_spec, ctx: BuildContext) -> tuple:
 def _call(layer, x, where: str):
     try:
         return layer(x)
-    except Exception as exc:  # noqa: BLE001
+    except Exception as exc:
         shape = [t.shape for t in x] if isinstance(x, list) else x.shape
         raise ModelError(f"{where}: cannot apply {type(layer).__name__} to input of shape {shape}: {_first_line(exc)}") from exc
 
@@ -226,7 +226,7 @@ def build_application(spec, ctx: BuildContext):
         x = keras.layers.Resizing(*app.resize, name="resize")(x)
     try:
         backbone = ctor(include_top=False, weights=None, input_shape=shape, pooling=app.pooling, **app.kwargs)
-    except Exception as exc:  # noqa: BLE001
+    except Exception as exc:
         raise ModelError(f"model.application ({app.name}): {_first_line(exc)}") from exc
     if app.weights:
         from pathlib import Path
@@ -238,7 +238,7 @@ def build_application(spec, ctx: BuildContext):
             raise DataError(f"{path}: model.application.weights file not found (nothing is downloaded)")
         try:
             backbone.load_weights(str(path))
-        except Exception as exc:  # noqa: BLE001
+        except Exception as exc:
             raise ModelError(f"model.application.weights: {path}: {_first_line(exc)}") from exc
     if app.batchnorm_momentum is not None:
         for layer in backbone.layers:

@@ -180,9 +180,7 @@ def apply_overrides(data: dict[str, Any], overrides: list[str], source: Source) 
             else:
                 raise UsageError(f"--set {text}: {_dotted(tuple(parts[: i + 1]))} is not a mapping")
         last = parts[-1]
-        if isinstance(node, list) and isinstance(last, int) and last < len(node):
-            node[last] = value
-        elif isinstance(node, dict):
+        if (isinstance(node, list) and isinstance(last, int) and last < len(node)) or isinstance(node, dict):
             node[last] = value
         else:
             raise UsageError(f"--set {text}: cannot set {_dotted(tuple(parts))}")
@@ -196,10 +194,8 @@ def _clean_loc(loc: tuple[Any, ...], data: Any, error_type: str) -> Path_:
     node = data
     for i, part in enumerate(loc):
         last = i == len(loc) - 1
-        if isinstance(node, dict) and part in node:
-            out.append(part)
-            node = node[part]
-        elif isinstance(node, list) and isinstance(part, int) and part < len(node):
+        if (isinstance(node, dict) and part in node) or (
+                isinstance(node, list) and isinstance(part, int) and part < len(node)):
             out.append(part)
             node = node[part]
         elif last and error_type == "missing" and isinstance(node, dict):

@@ -5,11 +5,10 @@ from __future__ import annotations
 import re
 from typing import Annotated, Any, Literal
 
-from pydantic import Discriminator, Field, Tag, field_validator, model_validator
+from pydantic import ConfigDict, Discriminator, Field, Tag, field_validator, model_validator
 
-from dlcli.recipe.base import Pixels, StrictModel
+from dlcli.recipe.base import Pixels, StrictModel, closest
 from dlcli.recipe.keras_names import KERAS_APPLICATIONS, KERAS_LAYERS
-from dlcli.recipe.base import closest
 
 _NAME = re.compile(r"^[A-Za-z_][A-Za-z0-9_.\-]*$")
 
@@ -29,7 +28,7 @@ class LayerSpec(StrictModel):
     ``kernel_regularizer: {l2: 1.0e-4}``; activations by name (``relu``, ``gelu``, ...).
     """
 
-    model_config = {"extra": "allow"}
+    model_config = ConfigDict(extra="allow")
     type: str = Field(..., description="Keras layer class name, e.g. Dense, Conv2D, LSTM.")
 
     @model_validator(mode="before")

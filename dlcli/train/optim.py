@@ -15,7 +15,7 @@ def make_schedule(lr, steps_per_epoch: int, epochs: int):
 
     if isinstance(lr, float):
         return lr
-    warm = int(round(lr.warmup_epochs * steps_per_epoch))
+    warm = round(lr.warmup_epochs * steps_per_epoch)
     total = max(1, epochs * steps_per_epoch - warm)
     if lr.warmup_epochs and lr.schedule not in ("cosine", "constant"):
         raise RecipeError(
