@@ -1,160 +1,43 @@
-"""``build_report(run_dir, out=None) -> Report``: one self-contained HTML page about a run.
-
-The page shows the training curves (``history.csv``), the model on the test split
-(confusion matrix and per-class precision / recall for classifiers, predicted vs true
-for regression, the reconstruction-error histogram for reconstruction), the exported
-artifacts (``export/manifest.json``) and the benchmark results (``benchmark.json``),
-under a header with the recipe, the final metrics and the environment, with the
-numbers behind every plot in tables.
-
-Plots are PNGs drawn on matplotlib's Agg canvas (pyplot is never used), embedded as
-base64 data URIs and also written beside the HTML in ``<stem>_files/``
-(``report_files/`` for the default ``RUN_DIR/report.html``). Every file is written
-atomically. An optional input that is missing or unreadable becomes a note on the
-page, never an error. Importing this module imports neither TensorFlow nor matplotlib.
+"""One function per section of the report: each returns its HTML (tables, figures) or "".
 """
 
 from __future__ import annotations
 
-import base64
 import csv
-import html
-import io
 import json
 import math
-import re
-import time
-from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
 
-from dlcli.errors import DlcliError, RunDirError, UsageError
+from dlcli.errors import DlcliError, UsageError
 from dlcli.latency import delegation_text
+from dlcli.report.context import _Ctx, _read_history, _read_json
+from dlcli.report.figures import (
+    BLUE,
+    GREY,
+    ORANGE,
+    RED,
+    _artifact_figure,
+    _benchmark_figure,
+    _confusion_figure,
+    _examples_figure,
+    _figure,
+)
+from dlcli.report.html import (
+    _data_text,
+    _details,
+    _e,
+    _kv_table,
+    _lr_text,
+    _mean,
+    _model_text,
+    _Num,
+    _Raw,
+    _safe,
+    _size,
+    _table,
+)
 
 MAX_SCATTER_POINTS = 5000
-BLUE, ORANGE, RED, GREY = "#1f77b4", "#ff7f0e", "#c0392b", "#7f8c8d"
-
-
-@dataclass
-class Plot:
-    name: str  # file name, e.g. confusion_matrix.png
-    title: str
-    png: bytes
-
-
-@dataclass
-class Report:
-    run_dir: Path
-    html: Path
-    images: list[Path]
-    sections: list[str]
-    notes: list[str]
-
-    def to_json(self) -> dict[str, Any]:
-        return {"run_dir": str(self.run_dir), "html": str(self.html), "images": [str(p) for p in self.images],
-                "sections": self.sections, "notes": self.notes}
-
-
-@dataclass
-class _Ctx:
-    run_dir: Path
-    notes: list[str] = field(default_factory=list)
-    plots: list[Plot] = field(default_factory=list)
-
-    def add_plot(self, name: str, title: str, fig) -> str:
-        plot = Plot(name, title, _png(fig))
-        self.plots.append(plot)
-        data = base64.b64encode(plot.png).decode("ascii")
-        return f'<figure><img alt="{_e(title)}" src="data:image/png;base64,{data}"><figcaption>{_e(title)}</figcaption></figure>'
-
-
-# ---------------------------------------------------------------- entry point
-def build_report(run_dir: str | Path, out: str | Path | None = None) -> Report:
-    """Write the report of ``run_dir`` to ``out`` (default ``RUN_DIR/report.html``)."""
-    from dlcli.atomic import write_bytes, write_text
-    from dlcli.runs import RUN_MARKERS
-
-    run_dir = Path(run_dir)
-    if not run_dir.is_dir():
-        raise RunDirError(f"{run_dir}: run directory not found")
-    if not any((run_dir / m).exists() for m in RUN_MARKERS):  # reading only: a partial run will do
-        raise RunDirError(f"{run_dir}: not a dlcli run (no recipe.yaml or env.json)")
-    out_given = out is not None
-    out = Path(out) if out else run_dir / "report.html"
-    if out.is_dir():
-        out = out / "report.html"
-    try:
-        import matplotlib  # noqa: F401
-    except ImportError as exc:
-        raise UsageError("dlcli report draws its plots with matplotlib, which is not installed "
-                         "(pip install 'matplotlib>=3.8')") from exc
-
-    ctx = _Ctx(run_dir)
-    recipe = _load_recipe(ctx)
-    env = _read_json(ctx, run_dir / "env.json", "env.json") or {}
-    metrics = _read_json(ctx, run_dir / "metrics.json", "metrics.json (the run did not finish?)") or {}
-    sections: list[tuple[str, str, str]] = [("summary", "Run", _summary(recipe, env, metrics))]
-    for key, title, fn in (("history", "Training curves", lambda: _history(ctx)),
-                           ("test", "Model on held-out data", lambda: _evaluation(ctx, recipe)),
-                           ("export", "Exported artifacts", lambda: _export(ctx, metrics)),
-                           ("benchmark", "Benchmark", lambda: _benchmark(ctx))):
-        body = fn()
-        if body:
-            sections.append((key, title, body))
-
-    page = _page(recipe, env, sections, ctx.notes, run_dir)
-    files_dir = out.parent / f"{out.stem}_files"
-    try:
-        images = [write_bytes(files_dir / p.name, p.png) for p in ctx.plots]
-        for stale in files_dir.glob("*.png") if files_dir.is_dir() else []:
-            if stale not in images:
-                stale.unlink()
-        write_text(out, page)
-    except OSError as exc:
-        error = UsageError if out_given else RunDirError
-        raise error(f"{out}: cannot write the report: {exc.strerror or exc}") from exc
-    return Report(run_dir, out, images, [s[0] for s in sections], ctx.notes)
-
-
-# ---------------------------------------------------------------- inputs
-def _load_recipe(ctx: _Ctx):
-    from dlcli.recipe.loader import load_recipe
-
-    path = ctx.run_dir / "recipe.yaml"
-    if not path.exists():
-        ctx.notes.append("recipe.yaml not found: no recipe summary and no test-set evaluation")
-        return None
-    try:
-        return load_recipe(path)
-    except DlcliError as exc:
-        ctx.notes.append(f"recipe.yaml cannot be loaded ({exc}): no recipe summary and no test-set evaluation")
-        return None
-
-
-def _read_json(ctx: _Ctx, path: Path, what: str) -> Any:
-    if not path.exists():
-        ctx.notes.append(f"{what} not found")
-        return None
-    try:
-        return json.loads(path.read_text())
-    except (OSError, ValueError) as exc:
-        ctx.notes.append(f"{path.name} cannot be read: {str(exc).splitlines()[0]}")
-        return None
-
-
-def _read_history(path: Path) -> tuple[list[str], list[dict[str, float]]]:
-    with open(path, newline="") as fh:
-        reader = csv.DictReader(fh)
-        rows = [{k: _float(v) for k, v in row.items() if k} for row in reader]
-        return [c for c in (reader.fieldnames or []) if c], rows
-
-
-def _float(v: Any) -> float:
-    try:
-        x = float(v)
-    except (TypeError, ValueError):
-        return math.nan
-    return x if math.isfinite(x) else math.nan
 
 
 # ---------------------------------------------------------------- sections
@@ -448,260 +331,3 @@ def _benchmark(ctx: _Ctx) -> str:
             + (f"<ul>{fails}</ul>" if fails else ""))
     return info + img + table
 
-
-# ---------------------------------------------------------------- figures
-def _figure(w: float, h: float, nrows: int = 1, ncols: int = 1, sharey: bool = False, grid: bool = False):
-    """A matplotlib Figure and its axes (a 2-D array with ``grid``), with no pyplot state behind it."""
-    from matplotlib.figure import Figure
-
-    fig = Figure(figsize=(w, h), dpi=100, layout="constrained")
-    return fig, fig.subplots(nrows, ncols, sharey=sharey, squeeze=not grid)
-
-
-def _png(fig) -> bytes:
-    from matplotlib.backends.backend_agg import FigureCanvasAgg
-
-    buf = io.BytesIO()
-    FigureCanvasAgg(fig).print_png(buf, metadata={"Software": None})
-    return buf.getvalue()
-
-
-def _confusion_figure(cm, names: list[str]):
-    import numpy as np
-
-    k = len(names)
-    side = min(3.0 + 0.35 * k, 12.0)
-    fig, ax = _figure(side + 1.2, side)
-    rows = cm.sum(1, keepdims=True)
-    norm = np.divide(cm, rows, out=np.zeros(cm.shape, dtype=np.float64), where=rows > 0)
-    im = ax.imshow(norm, cmap="Blues", vmin=0.0, vmax=1.0)
-    fig.colorbar(im, ax=ax, shrink=0.8, label="fraction of the true class")
-    ticks = np.arange(0, k, max(1, k // 40))
-    long = max((len(n) for n in names), default=0) > 3
-    ax.set_xticks(ticks, [names[i] for i in ticks], rotation=45 if long else 0, ha="right" if long else "center")
-    ax.set_yticks(ticks, [names[i] for i in ticks])
-    ax.set_xlabel("predicted class")
-    ax.set_ylabel("true class")
-    ax.set_title(f"confusion matrix ({int(cm.sum()):,} examples)")
-    if k <= 20:
-        for i in range(k):
-            for j in range(k):
-                if cm[i, j]:
-                    ax.text(j, i, str(cm[i, j]), ha="center", va="center", fontsize=8,
-                            color="white" if norm[i, j] > 0.5 else "black")
-    return fig
-
-
-def _examples_figure(ctx: _Ctx, x, pred) -> str:
-    import numpy as np
-
-    n = min(8, len(x))
-    imgs = [np.asarray(a[:n], dtype=np.float64).reshape(n, *x.shape[1:]) for a in (x, pred)]
-    lo, hi = float(imgs[0].min()), float(imgs[0].max())
-    scale = hi - lo if hi > lo else 1.0  # one grey scale for inputs and reconstructions: the inputs' range
-    fig, grid = _figure(1.1 * n + 0.4, 2.6, nrows=2, ncols=n, grid=True)
-    for row, (arr, label) in enumerate(zip(imgs, ("input", "reconstruction"))):
-        for i in range(n):
-            ax = grid[row, i]
-            img = arr[i][..., 0] if arr[i].ndim == 3 and arr[i].shape[-1] == 1 else arr[i]
-            ax.imshow(np.clip((img - lo) / scale, 0, 1), cmap="gray" if img.ndim == 2 else None, vmin=0, vmax=1)
-            ax.set_xticks([])
-            ax.set_yticks([])
-            if i == 0:
-                ax.set_ylabel(label, fontsize=8)
-    return ctx.add_plot("reconstruction_examples.png", f"first {n} held-out inputs and their reconstructions", fig)
-
-
-def _artifact_figure(names, sizes, values, failed, mname: str, ref):
-    fig, (a1, a2) = _figure(9.0, 1.2 + 0.45 * len(names), ncols=2, sharey=True)
-    y = list(range(len(names)))
-    colors = [RED if f else BLUE for f in failed]
-    _hbar(a1, y, [s / 1000 if s else 0 for s in sizes], colors, "size (kB)", [_size(s) for s in sizes])
-    a1.set_yticks(y, names)
-    a1.invert_yaxis()
-    _dots(a2, y, values, colors, f"test {mname}", ref)
-    return fig
-
-
-def _benchmark_figure(names, sizes, p50, values, mname: str):
-    fig, (a1, a2, a3) = _figure(12.0, 1.2 + 0.45 * len(names), ncols=3, sharey=True)
-    y = list(range(len(names)))
-    _hbar(a1, y, [s / 1000 if s else 0 for s in sizes], [BLUE] * len(y), "size (kB)", [_size(s) for s in sizes])
-    _hbar(a2, y, [v or 0 for v in p50], [ORANGE] * len(y), "p50 latency, batch 1 (ms)",
-          [f"{v:.3g}" if v is not None else "n/a" for v in p50])
-    a1.set_yticks(y, names)
-    a1.invert_yaxis()
-    _dots(a3, y, values, [BLUE] * len(y), f"test {mname}", None)
-    return fig
-
-
-def _hbar(ax, y, vals, colors, xlabel: str, texts) -> None:
-    ax.barh(y, vals, color=colors)
-    top = max(vals, default=0) or 1
-    for yi, v, t in zip(y, vals, texts):
-        ax.text(v + top * 0.01, yi, t, va="center", fontsize=8)
-    ax.set_xlim(0, top * 1.3)
-    ax.set_xlabel(xlabel)
-    ax.grid(axis="x", alpha=0.3)
-
-
-def _dots(ax, y, values, colors, xlabel: str, ref) -> None:
-    from matplotlib.ticker import MaxNLocator
-
-    pts = [(yi, v, c) for yi, v, c in zip(y, values, colors) if v is not None]
-    if pts:
-        ax.scatter([p[1] for p in pts], [p[0] for p in pts], c=[p[2] for p in pts], zorder=3)
-        for yi, v, _ in pts:
-            ax.annotate(_num(float(v)), (v, yi), textcoords="offset points", xytext=(6, 4), fontsize=8)
-    if ref is not None:
-        ax.axvline(ref, ls="--", color=GREY, label="Keras model")
-        ax.legend(loc="lower right", fontsize=8)
-    ax.margins(x=0.25)
-    known = [v for v in [*values, ref] if v is not None]
-    if known and xlabel.endswith("accuracy"):  # never an axis past 100 %
-        lo, hi = min(known), max(known)
-        pad = max(0.01, 0.25 * (hi - lo))
-        ax.set_xlim(max(0.0, lo - pad), min(1.0 + 0.2 * pad, hi + pad))
-    ax.xaxis.set_major_locator(MaxNLocator(4))
-    ax.set_xlabel(xlabel)
-    ax.grid(axis="x", alpha=0.3)
-
-
-# ---------------------------------------------------------------- HTML
-CSS = """
-body{font-family:system-ui,-apple-system,"Segoe UI",Roboto,Helvetica,Arial,sans-serif;color:#222;
- max-width:1200px;margin:1.5em auto;padding:0 1em;line-height:1.4}
-h1{margin-bottom:0}h2{border-bottom:2px solid #ddd;padding-bottom:.2em;margin-top:1.8em}h3{margin:.6em 0 .3em}
-.sub{color:#555;margin-top:.2em}.muted{color:#777}.ok{color:#1e7d32;font-weight:600}.bad{color:#c0392b;font-weight:600}
-table{border-collapse:collapse;font-size:.86em;margin:.4em 0}th,td{padding:.22em .6em;border-bottom:1px solid #e3e3e3;
- text-align:left;vertical-align:top}th{background:#f4f6f8}td.num{text-align:right;font-variant-numeric:tabular-nums}
-tr:nth-child(even) td{background:#fafbfc}td{word-break:break-word;max-width:38em}
-.grid{display:grid;grid-template-columns:repeat(auto-fit,minmax(330px,1fr));gap:1.2em;align-items:start}
-.grid.wide{grid-template-columns:repeat(auto-fit,minmax(420px,1fr))}
-.plots{display:flex;flex-wrap:wrap;gap:1em}figure{margin:.3em 0}img{max-width:100%;height:auto}
-figcaption{font-size:.8em;color:#666}details{margin:.6em 0}summary{cursor:pointer;color:#1f5f99}
-code{background:#f4f6f8;padding:0 .25em;border-radius:3px}
-"""
-
-
-def _page(recipe, env: dict, sections, notes: list[str], run_dir: Path) -> str:
-    import dlcli
-
-    name = recipe.name if recipe is not None else run_dir.name
-    desc = recipe.description if recipe is not None else ""
-    status = env.get("status", "unknown")
-    cls = "ok" if status == "completed" else "bad"
-    body = [f"<h1>{_e(name)}</h1>",
-            (f'<p class="sub">{_e(desc)} <br>run <code>{_e(run_dir.resolve())}</code> · status '
-             f'<span class="{cls}">{_e(status)}</span></p>')]
-    for key, title, html_body in sections:
-        body.append(f'<section id="{key}">' + (f"<h2>{_e(title)}</h2>" if key != "summary" else "") + html_body
-                    + "</section>")
-    if notes:
-        body.append("<section id=\"notes\"><h2>Notes</h2><ul>" + "".join(f"<li>{_e(n)}</li>" for n in notes)
-                    + "</ul></section>")
-    stamp = time.strftime("%Y-%m-%d %H:%M:%S %z")
-    body.append(f'<p class="muted">Generated by dlcli {_e(dlcli.__version__)} on {_e(stamp)}.</p>')
-    return ("<!DOCTYPE html>\n<html lang=\"en\"><head><meta charset=\"utf-8\">"
-            '<meta name="viewport" content="width=device-width,initial-scale=1">'
-            f"<title>{_e(name)}: dlcli report</title><style>{CSS}</style></head><body>\n"
-            + "\n".join(body) + "\n</body></html>\n")
-
-
-class _Raw(str):
-    """A table cell that is already HTML."""
-
-
-class _Num(str):
-    """A preformatted number: right-aligned."""
-
-
-def _cell(v: Any) -> str:
-    if isinstance(v, _Raw):
-        return f"<td>{v}</td>"
-    if isinstance(v, _Num):
-        return f'<td class="num">{_e(v)}</td>'
-    if v is None:
-        return '<td class="num muted">–</td>'
-    if isinstance(v, bool):
-        return f"<td>{'yes' if v else 'no'}</td>"
-    if isinstance(v, int):
-        return f'<td class="num">{v:,}</td>'
-    if isinstance(v, float):
-        return f'<td class="num">{_num(v)}</td>'
-    if isinstance(v, list):
-        return f"<td>{_e(', '.join(map(str, v)))}</td>"
-    if isinstance(v, dict):
-        return f"<td>{_e(', '.join(f'{k} {x}' for k, x in v.items()))}</td>"
-    return f"<td>{_e(v)}</td>"
-
-
-def _table(headers: list[str], rows: list[list[Any]]) -> str:
-    head = "".join(f"<th>{_e(h)}</th>" for h in headers)
-    body = "".join("<tr>" + "".join(_cell(v) for v in row) + "</tr>" for row in rows)
-    return f"<table><thead><tr>{head}</tr></thead><tbody>{body}</tbody></table>"
-
-
-def _kv_table(title: str, rows) -> str:
-    body = "".join(f"<tr><th>{_e(k)}</th>{_cell(v)}</tr>" for k, v in rows if v is not None and v != "")
-    return f"<div><h3>{_e(title)}</h3><table><tbody>{body}</tbody></table></div>"
-
-
-def _details(summary: str, inner: str) -> str:
-    return f"<details><summary>{_e(summary)}</summary>{inner}</details>"
-
-
-def _e(v: Any) -> str:
-    return html.escape(str(v), quote=True)
-
-
-# ---------------------------------------------------------------- text helpers
-def _size(n: Any) -> str:
-    if not isinstance(n, (int, float)) or n <= 0:
-        return "–"
-    if n >= 1e6:
-        return f"{n / 1e6:.2f} MB"
-    return f"{n / 1e3:.1f} kB"
-
-
-def _num(v: float) -> str:
-    if math.isnan(v):
-        return "–"
-    if abs(v) >= 1000:
-        return f"{v:,.1f}"
-    return f"{v:.4f}" if v == 0 or abs(v) >= 1e-3 else f"{v:.3e}"
-
-
-def _mean(xs: list[float]) -> float | None:
-    return float(sum(xs) / len(xs)) if xs else None
-
-
-def _safe(name: str) -> str:
-    return re.sub(r"[^A-Za-z0-9_.-]", "_", name)
-
-
-def _lr_text(lr: Any) -> str:
-    if isinstance(lr, (int, float)):
-        return f"{lr:g}"
-    d = lr.model_dump()
-    kind = d.pop("schedule", "schedule")
-    return f"{kind} (" + ", ".join(f"{k} {v}" for k, v in d.items()) + ")"
-
-
-def _data_text(d: Any) -> str:
-    if d.source == "synthetic":
-        return f"synthetic {d.kind}: {d.samples:,} examples of shape {list(d.shape)}"
-    return f"{d.source}: {d.path}"
-
-
-def _model_text(m: Any) -> str:
-    arch = getattr(m, "architecture", None)
-    if arch:
-        return str(arch)
-    if getattr(m, "layers", None) is not None:
-        return f"{len(m.layers)} layers (Sequential)"
-    if getattr(m, "graph", None) is not None:
-        return f"graph of {len(m.graph.nodes)} nodes"
-    if getattr(m, "application", None) is not None:
-        return f"keras.applications {m.application.name} + head"
-    return f"code {getattr(m, 'code', '?')}"
