@@ -70,6 +70,7 @@ class ModelInfo:
     activation_bytes: int  # sum of the sizes of all non-constant tensors (no buffer reuse, no overhead)
     offending: dict[str, set[str]] = field(default_factory=dict)  # op -> reasons
     tensors: dict[str, set[str]] = field(default_factory=dict)  # offending op -> names of its output tensors
+    constants: dict[str, int] = field(default_factory=dict)  # tensor type -> constant (weight) tensors of it
 
 
 def _enum_names(cls) -> dict[int, str]:
@@ -92,7 +93,10 @@ def inspect_model(model: bytes) -> ModelInfo:
         tensors = sg.tensors or []
         for t in tensors:
             buf = m.buffers[t.buffer] if m.buffers is not None and t.buffer < len(m.buffers) else None
-            if buf is None or buf.data is None or len(buf.data) == 0:  # not a constant
+            if buf is not None and buf.data is not None and len(buf.data) > 0:
+                kind = type_names.get(t.type, "")
+                info.constants[kind] = info.constants.get(kind, 0) + 1
+            else:  # not a constant
                 n = 1
                 for d in (t.shape if t.shape is not None else []):
                     n *= max(int(d), 1)
@@ -121,6 +125,17 @@ def inspect_model(model: bytes) -> ModelInfo:
                 info.tensors.setdefault(name, set()).update(
                     _name(tensors[i].name) for i in (op.outputs if op.outputs is not None else []) if i >= 0)
     return info
+
+
+BOUNDARY = ("QUANTIZE", "DEQUANTIZE")
+
+
+def float_ops(info: ModelInfo) -> list[str]:
+    """The ops with float tensors in an int8 model, without the QUANTIZE / DEQUANTIZE that
+    only bound them (those alone are listed when nothing else is float)."""
+    ops = [op for op, reasons in info.offending.items() if any("float" in r for r in reasons)]
+    inner = [op for op in ops if op not in BOUNDARY]
+    return inner or ops
 
 
 def _name(raw) -> str:

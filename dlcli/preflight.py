@@ -40,7 +40,6 @@ ADVICE = {
     "REDUCE_PROD": "a dynamic shape product runs in float: fix the sequence length, or allow float fallback",
     "FlexOps": "a TensorFlow op has no TFLite builtin: replace the layer",
 }
-BOUNDARY = ("QUANTIZE", "DEQUANTIZE")
 GENERIC = "replace the layer, or allow float fallback (export.int8_float_fallback: true; not on mcu)"
 # op -> activation names in a recipe that produce it (to name the key)
 ACTIVATION_OPS = {"GELU": ("gelu",), "HARD_SWISH": ("hard_swish", "hard_silu"), "TANH": ("tanh",),
@@ -103,8 +102,8 @@ def preflight(recipe, target: str, *, allow_code: bool = False, flash_kb: int | 
     info = mcu.inspect_model(tflite)
     findings = [_finding(op, reasons, target, info, keys, recipe) for op, reasons in sorted(info.offending.items())]
     findings = [f for f in findings if f.reasons]
-    if any(f.op not in BOUNDARY for f in findings):  # (DE)QUANTIZE only bound the float islands found
-        findings = [f for f in findings if f.op not in BOUNDARY]
+    if any(f.op not in mcu.BOUNDARY for f in findings):  # (DE)QUANTIZE only bound the float islands found
+        findings = [f for f in findings if f.op not in mcu.BOUNDARY]
     limits = {"flash_kb": flash_kb, "ram_kb": ram_kb}
     res = PreflightResult(_source_name(recipe), target, info.ops, findings, len(tflite), 0.0, limits=limits)
     if target == "mcu":

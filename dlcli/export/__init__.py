@@ -52,9 +52,12 @@ class Artifact:
     error: str | None = None
     preprocessing: str = "separate"  # included: the artifact takes raw values (export.include_preprocessing)
     delegation: dict[str, Any] | None = None  # TFLite: what LiteRT's CPU accelerator runs (dlcli.latency)
+    float_ops: list[str] | None = None  # int8 TFLite: ops that run in float inside it
+    warnings: list[str] = field(default_factory=list)
 
     def to_json(self) -> dict[str, Any]:
-        return {k: v for k, v in self.__dict__.items() if not (k in ("error", "delegation") and v is None)}
+        return {k: v for k, v in self.__dict__.items()
+                if not (k in ("error", "delegation", "float_ops") and v is None) and not (k == "warnings" and not v)}
 
     def failure(self) -> str:
         if self.error:
@@ -273,10 +276,9 @@ def export_run(run_dir: str | Path, formats: list[str] | None = None, quantize: 
             artifacts.append(art)
             continue
         if fmt_name == "tflite":
-            from dlcli.latency import delegation
-
-            art.delegation = delegation(target)
-        checks = compare(ref, got, y_test, task, resolve_gate(q, task, gate_overrides), art.outputs[0]["name"])
+            _inspect_tflite(art, target)
+        checks = compare(ref, got, y_test, task, resolve_gate(q, task, gate_overrides), art.outputs[0]["name"],
+                         art.outputs[0])
         art.checks = checks.to_json()
         art.status = "passed" if checks.passed else "failed"
         artifacts.append(art)
@@ -302,6 +304,28 @@ def export_run(run_dir: str | Path, formats: list[str] | None = None, quantize: 
             manifest["passed"] = all(a["status"] == "passed" for a in manifest["artifacts"])
     write_json(out / "manifest.json", manifest)
     return result
+
+
+def _inspect_tflite(art: Artifact, path: Path) -> None:
+    """What a TFLite file holds beyond its outputs: XNNPACK delegation, the ops an int8 file
+    runs in float, and whether a quantized file quantized anything at all."""
+    from dlcli import mcu
+    from dlcli.latency import delegation
+
+    art.delegation = delegation(path)
+    if art.quantization == "none":
+        return
+    info = mcu.inspect_model(path.read_bytes())
+    if art.quantization == "int8":
+        art.float_ops = mcu.float_ops(info)
+        if art.float_ops:
+            art.warnings.append(f"ops run in float inside the int8 model: {', '.join(art.float_ops)} "
+                                "(dlcli validate RECIPE --target tflite-int8 names the recipe keys)")
+    want = "FLOAT16" if art.quantization == "float16" else "INT8"
+    if not info.constants.get(want):
+        art.warnings.append(f"nothing was quantized: the file holds no {want.lower()} weights"
+                            + (" (dynamic-range quantization leaves weight tensors under 1,024 values in float)"
+                               if art.quantization == "dynamic" else ""))
 
 
 def _first_line(exc: Exception) -> str:

@@ -62,6 +62,7 @@ class Checks:
     artifact_metric: float
     metric_drop: float
     top1_agreement: float | None = None
+    saturation: dict[str, Any] | None = None  # int8 regression / reconstruction outputs (see check_saturation)
     gate: dict[str, Any] = field(default_factory=dict)
     failures: list[str] = field(default_factory=list)
 
@@ -75,7 +76,11 @@ class Checks:
         return d
 
 
-def compare(ref: np.ndarray, got: np.ndarray, y: np.ndarray, task: str, gate: Gate, output: str) -> Checks:
+def compare(ref: np.ndarray, got: np.ndarray, y: np.ndarray, task: str, gate: Gate, output: str,
+            output_info: dict[str, Any] | None = None) -> Checks:
+    """The parity checks of an artifact's outputs ``got`` against Keras's ``ref``.
+    ``output_info``: the artifact's output tensor (a quantized one has ``scale`` and
+    ``zero_point``: its range is checked for clipping, see :func:`check_saturation`)."""
     if got.shape != ref.shape:
         got = got.reshape(ref.shape) if got.size == ref.size else got
     if got.shape != ref.shape:
@@ -102,4 +107,23 @@ def compare(ref: np.ndarray, got: np.ndarray, y: np.ndarray, task: str, gate: Ga
     if gate.max_metric_drop is not None and drop > gate.max_metric_drop:
         what = "accuracy drop" if task == "classification" else "relative MAE increase"
         c.failures.append(f"{what} {drop:.4f} > {gate.max_metric_drop:g}")
+    if task != "classification" and output_info and output_info.get("scale"):
+        check_saturation(c, ref, got, float(output_info["scale"]), int(output_info["zero_point"]))
     return c
+
+
+def check_saturation(c: Checks, ref: np.ndarray, got: np.ndarray, scale: float, zero_point: int) -> None:
+    """An int8 output can only say values in [(-128 - zp) * scale, (127 - zp) * scale], the
+    range calibration saw. Keras values beyond it by more than one step are clipped: a
+    regression that reads 14.56 where the model says 14.75. Any clipped value fails."""
+    lo, hi = (-128 - zero_point) * scale, (127 - zero_point) * scale
+    r = ref.astype(np.float64)
+    clipped = (r > hi + scale) | (r < lo - scale)
+    at_limits = (np.abs(got - hi) <= scale / 2) | (np.abs(got - lo) <= scale / 2)
+    c.saturation = {"range": [round(lo, 6), round(hi, 6)], "at_limits": float(at_limits.mean()),
+                    "clipped": int(clipped.sum()), "keras_min": float(r.min()), "keras_max": float(r.max())}
+    if clipped.any():
+        c.failures.append(
+            f"{int(clipped.sum())} of {clipped.size} outputs lie beyond the int8 output range "
+            f"[{lo:.4g}, {hi:.4g}] (Keras reaches {r.min():.4g} .. {r.max():.4g}) and are clipped: calibrate on "
+            "data that reaches them (export.representative_samples, or wider training data)")

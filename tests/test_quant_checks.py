@@ -1,0 +1,70 @@
+"""What the parity gate and the manifest say about quantized TFLite files beyond the error:
+clipped int8 outputs, ops left in float, and quantization that quantized nothing."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+
+from dlcli.export import export_run
+from dlcli.recipe.loader import load_recipe
+from dlcli.train import train
+
+TRAIN = "train: {epochs: 3, batch_size: 16, optimizer: {name: adam, learning_rate: 0.01}, callbacks: {tensorboard: false}}"
+REGRESSION = ("name: reg\nseed: 3\ntask: regression\n"
+              "data: {source: synthetic, kind: regression, samples: 200, shape: [5], split: {test: 0.25}}\n"
+              f"model: {{architecture: mlp, units: [16]}}\n{TRAIN}\n")
+CLASSES = ("name: cls\nseed: 3\n"
+           "data: {source: synthetic, samples: 160, shape: [6], num_classes: 3, noise: 0.3, split: {test: 0.25}}\n"
+           "model: {layers: [{type: Dense, units: 8, activation: elu}, {type: Dense, units: 3, activation: softmax}]}\n"
+           f"{TRAIN}\n")
+
+
+@pytest.fixture(scope="module")
+def runs(tmp_path_factory):
+    root = tmp_path_factory.mktemp("quant")
+    out = {}
+    for name, text in (("reg", REGRESSION), ("cls", CLASSES)):
+        (root / f"{name}.yaml").write_text(text)
+        train(load_recipe(root / f"{name}.yaml"), root / name, progress="none")
+        out[name] = root / name
+    return out
+
+
+def test_a_regression_output_clipped_by_calibration_fails_the_gate(runs):
+    run = runs["reg"]
+    # one calibration row: the int8 output range ends near that row's value, the test rows go past it
+    narrow = export_run(run, ["tflite"], "int8", out_dir=run / "narrow", representative_samples=1)
+    int8 = next(a for a in narrow.artifacts if a.quantization == "int8")
+    sat = int8.checks["saturation"]
+    assert int8.status == "failed" and sat["clipped"] > 0, int8.checks
+    assert sat["keras_max"] > sat["range"][1] or sat["keras_min"] < sat["range"][0]
+    assert any("beyond the int8 output range" in f and "clipped" in f for f in int8.checks["failures"])
+    manifest = json.loads((run / "narrow" / "manifest.json").read_text())
+    assert manifest["passed"] is False
+    wide = export_run(run, ["tflite"], "int8", out_dir=run / "wide")  # every training row calibrates
+    wider = next(a for a in wide.artifacts if a.quantization == "int8")
+    assert wider.checks["saturation"]["clipped"] < sat["clipped"]
+    clipped = any("beyond the int8 output range" in f for f in wider.checks["failures"])
+    assert clipped == (wider.checks["saturation"]["clipped"] > 0)
+
+
+def test_ops_left_in_float_and_quantization_that_did_nothing_are_reported(runs, cli):
+    run = runs["cls"]
+    res = export_run(run, ["tflite"], "int8", out_dir=run / "int8")
+    int8 = next(a for a in res.artifacts if a.quantization == "int8")
+    assert int8.float_ops == ["ELU"], int8.float_ops  # its QUANTIZE / DEQUANTIZE boundary is not listed
+    assert any("ops run in float inside the int8 model: ELU" in w for w in int8.warnings)
+    assert int8.delegation["fully_accelerated"] is not None
+    # 6x8 and 8x3 kernels: under the 1,024 values dynamic-range quantization needs
+    res = export_run(run, ["tflite"], "dynamic", out_dir=run / "dynamic")
+    dyn = next(a for a in res.artifacts if a.quantization == "dynamic")
+    assert any(w.startswith("nothing was quantized") for w in dyn.warnings), dyn.warnings
+    saved = json.loads((run / "dynamic" / "manifest.json").read_text())["artifacts"]
+    assert any("nothing was quantized" in w for a in saved for w in a.get("warnings", []))
+    r = cli("export", run, "--tflite", "--quantize", "dynamic", "--out", run / "dynamic2")
+    assert r.exit_code == 0 and "warning: model_dynamic.tflite: nothing was quantized" in r.stderr
+    float16 = next(a for a in export_run(run, ["tflite"], "float16", out_dir=run / "f16").artifacts
+                   if a.quantization == "float16")
+    assert float16.warnings == [] and int8.quantization == "int8"
