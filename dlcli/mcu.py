@@ -149,8 +149,9 @@ def check_full_integer(model: bytes, label: str) -> ModelInfo:
         ops = ", ".join(f"{op} ({', '.join(sorted(r))})" for op, r in sorted(info.offending.items()))
         raise UsageError(
             f"--target mcu needs a full-integer int8 model; {label} has ops that are not int8 TFLite Micro "
-            f"builtins: {ops}. Export without --int8-float-fallback (export.int8_float_fallback: false) "
-            "and use layers with int8 kernels")
+            f"builtins: {ops}. These come from the model's layers (the converter leaves ops without an int8 "
+            "kernel in float, with or without --int8-float-fallback): change those layers; "
+            "`dlcli validate RECIPE --target mcu` names the recipe key of each, before training")
     return info
 
 

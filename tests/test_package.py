@@ -231,7 +231,8 @@ def test_mcu_model_runs_in_tflite_micro_with_litert_outputs(runs, packages, tmp_
 def test_mcu_refuses_a_model_that_is_not_full_integer(runs, pkg_cli, tmp_path):
     out = tmp_path / "fallback-mcu.zip"
     line = _one_error(pkg_cli("package", runs["fallback"], "--target", "mcu", "--out", out), 2)
-    assert "full-integer" in line
+    assert "full-integer" in line and "dlcli validate RECIPE --target mcu" in line
+    assert "Export without --int8-float-fallback" not in line  # advice that did not match what happened
     for op in ("SQUARE", "QUANTIZE", "DEQUANTIZE"):
         assert re.search(rf"\b{op} \(float32 tensors\)", line), line
     assert not out.exists()
