@@ -76,7 +76,7 @@ def main() -> None:
         export_run(run, ["tflite", "onnx"], "int8")
         res = benchmark([run], runs=args.runs, warmup=args.warmup, threads=args.threads)
         for m in res.results:
-            if m.native is None:
+            if m.native is None or not m.native["latency_ms"]:
                 continue
             nat, tool = [m.native["latency_ms"]["p50"]], []
             for _ in range(args.repeats if m.format == "tflite" else 0):  # interleaved, fresh each time

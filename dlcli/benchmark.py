@@ -68,7 +68,8 @@ class Measure:
     def add_native(self, native) -> None:
         if native is not None:
             self.native = native.to_json()
-            self.python_overhead_ms = round(self.latency_ms["p50"] - native.latency_ms["p50"], 4)
+            if native.latency_ms:
+                self.python_overhead_ms = round(self.latency_ms["p50"] - native.latency_ms["p50"], 4)
 
 
 @dataclass
@@ -205,7 +206,7 @@ def benchmark(paths: list[str | Path], batch_size: int = 32, runs: int = 100, wa
             if run is not None and r.path.resolve() != run.path.resolve():
                 raise UsageError(f"{p}: belongs to another run than {paths[0]}; benchmark one run at a time")
             run = r
-            quant = next((q for q in ("int8", "float16", "dynamic") if q in p.name), "none")
+            quant = next((q for q in ("int16x8", "int8", "float16", "dynamic") if q in p.name), "none")
             jobs.append((p.name, fmt.name, quant, fmt.runtime, p, (lambda p=p: load_artifact(p, allow_code, threads)),
                          takes_raw(p)))
     split = run.split_names()[-1]  # test, else validation, else train

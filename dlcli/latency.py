@@ -41,6 +41,7 @@ class Native:
     accelerator: str
     fully_accelerated: bool | None
     fallback_ops: list[str] = field(default_factory=list)
+    skipped: str | None = None  # why there is no figure (latency_ms is then empty)
 
     def to_json(self) -> dict[str, Any]:
         return dict(self.__dict__)
@@ -102,15 +103,33 @@ def delegation(path: Path) -> dict[str, Any]:
                 "error": f"LiteRT could not compile it: {' '.join(str(exc).split())}"}
 
 
+# what LiteRT's Python TensorBuffer can hold (ai_edge_litert.tensor_buffer): no int16, no int64
+BUFFER_DTYPES = ("float32", "float16", "bfloat16", "int32", "int8", "uint8", "bool")
+
+
 def tflite(path: Path, threads: int = 1, warmup: int = 50, runs: int = 500) -> Native:
-    """LiteRT ``CompiledModel`` on the CPU accelerator (XNNPACK), buffers reused across runs."""
+    """LiteRT ``CompiledModel`` on the CPU accelerator (XNNPACK), buffers reused across runs.
+    A model whose inputs or outputs LiteRT's Python buffers cannot hold (int16x8's int16)
+    gets no figure and says why."""
     try:
         with _compiled(path, threads) as model:
+            unheld = _unheld_dtypes(model)
+            if unheld:
+                full = bool(model.is_fully_accelerated())
+                return Native("litert CompiledModel", threads, warmup, runs, {}, XNNPACK, full,
+                              [] if full else xnnpack_fallback_ops(path),
+                              skipped=f"LiteRT's Python buffers cannot hold {'/'.join(unheld)} inputs or outputs")
             times, full = _time_compiled(model, warmup, runs)
     except (RuntimeError, ValueError, OSError) as exc:
         raise TargetError(f"{path}: LiteRT could not run it natively: {exc}") from exc
     return Native("litert CompiledModel", threads, warmup, runs, _stats(times), XNNPACK, full,
                   [] if full else xnnpack_fallback_ops(path))
+
+
+def _unheld_dtypes(model) -> list[str]:
+    sig = next(iter(model.get_signature_list()), "serving_default")
+    details = [*model.get_input_tensor_details(sig).values(), *model.get_output_tensor_details(sig).values()]
+    return sorted({str(d.get("dtype")) for d in details} - set(BUFFER_DTYPES))
 
 
 def _time_compiled(model, warmup: int, runs: int) -> tuple[list[float], bool]:

@@ -15,6 +15,9 @@ TRAIN = "train: {epochs: 3, batch_size: 16, optimizer: {name: adam, learning_rat
 REGRESSION = ("name: reg\nseed: 3\ntask: regression\n"
               "data: {source: synthetic, kind: regression, samples: 200, shape: [5], split: {test: 0.25}}\n"
               f"model: {{architecture: mlp, units: [16]}}\n{TRAIN}\n")
+# no held-out split: the gate runs on the training rows that calibrate, so nothing can clip
+REGRESSION_ALL = REGRESSION.replace("name: reg", "name: reg_all").replace("split: {test: 0.25}",
+                                                                          "split: {validation: 0.0, test: 0.0}")
 CLASSES = ("name: cls\nseed: 3\n"
            "data: {source: synthetic, samples: 160, shape: [6], num_classes: 3, noise: 0.3, split: {test: 0.25}}\n"
            "model: {layers: [{type: Dense, units: 8, activation: elu}, {type: Dense, units: 3, activation: softmax}]}\n"
@@ -25,7 +28,7 @@ CLASSES = ("name: cls\nseed: 3\n"
 def runs(tmp_path_factory):
     root = tmp_path_factory.mktemp("quant")
     out = {}
-    for name, text in (("reg", REGRESSION), ("cls", CLASSES)):
+    for name, text in (("reg", REGRESSION), ("reg_all", REGRESSION_ALL), ("cls", CLASSES)):
         (root / f"{name}.yaml").write_text(text)
         train(load_recipe(root / f"{name}.yaml"), root / name, progress="none")
         out[name] = root / name
@@ -68,3 +71,27 @@ def test_ops_left_in_float_and_quantization_that_did_nothing_are_reported(runs, 
     float16 = next(a for a in export_run(run, ["tflite"], "float16", out_dir=run / "f16").artifacts
                    if a.quantization == "float16")
     assert float16.warnings == [] and int8.quantization == "int8"
+
+
+def test_int16x8_is_exported_run_in_litert_and_gated(runs, cli):
+    run = runs["reg_all"]
+    res = export_run(run, ["tflite"], "int16x8", out_dir=run / "x16")
+    by_q = {a.quantization: a for a in res.artifacts}
+    wide = by_q["int16x8"]
+    assert wide.name == "model_int16x8.tflite" and wide.status == "passed", wide.checks
+    assert wide.inputs[0]["dtype"] == "int16" and wide.outputs[0]["dtype"] == "int16"
+    assert wide.inputs[0]["scale"] > 0 and by_q["none"].status == "passed"
+    assert wide.float_ops == [] and wide.warnings == []
+    int8 = next(a for a in export_run(run, ["tflite"], "int8", out_dir=run / "x8").artifacts
+                if a.quantization == "int8")
+    # 16-bit activations: the outputs follow Keras more closely than int8's
+    assert wide.checks["mean_abs_error"] < int8.checks["mean_abs_error"]
+    assert wide.checks["saturation"]["clipped"] == 0 and wide.checks["saturation"]["range"][1] > 0
+    r = cli("benchmark", run / "x16" / "model_int16x8.tflite", "--runs", "5", "--json")
+    assert r.exit_code == 0, r.stderr
+    result = json.loads(r.stdout)["results"][0]
+    assert result["quantization"] == "int16x8" and result["latency_ms"]["p50"] > 0
+    assert "cannot hold int16" in result["native"]["skipped"] and result["native"]["latency_ms"] == {}
+    assert result["python_overhead_ms"] is None
+    r = cli("export", run, "--tflite", "--quantize", "int4", "--out", run / "x4")
+    assert r.exit_code == 2 and "int16x8" in r.stderr

@@ -48,6 +48,8 @@ def benchmark(
         for m in res.results:
             if m.native and m.native["fully_accelerated"] is False:
                 console.print(f"{m.name}: {delegation_text(m.native)} (not fully accelerated)")
+            if m.native and m.native.get("skipped"):
+                console.print(f"{m.name}: no native figure: {m.native['skipped']}")
     res.raise_for_failures()
 
 
@@ -65,7 +67,8 @@ def _table(res, native: bool):
         size = f"{m.size_bytes / 1024:.1f}k" if m.size_bytes < 1 << 20 else f"{m.size_bytes / (1 << 20):.2f}M"
         row = [m.name, size, f"{m.load_seconds:.3f}", f"{m.latency_ms['p50']:.3f}", f"{m.latency_ms['p95']:.3f}"]
         if native:
-            row += [f"{m.native['latency_ms']['p50']:.3f}", f"{m.python_overhead_ms:.3f}"] if m.native else ["-", "-"]
+            timed = m.native and m.native["latency_ms"]
+            row += [f"{m.native['latency_ms']['p50']:.3f}", f"{m.python_overhead_ms:.3f}"] if timed else ["-", "-"]
         row += [f"{m.throughput_samples_per_s:,.0f}", f"{m.peak_memory_bytes / (1 << 20):.1f}",
                 f"{m.metric['value']:.4f}"]
         if native:

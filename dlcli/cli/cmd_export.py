@@ -24,7 +24,7 @@ def export(
     tflite: bool = typer.Option(False, "--tflite", help="Write TFLite (LiteRT) models."),
     onnx: bool = typer.Option(False, "--onnx", help="Write an ONNX model."),
     all_: bool = typer.Option(False, "--all", help="All three formats."),
-    quantize: str = typer.Option(None, "--quantize", "-q", help="TFLite quantization: none, dynamic, float16, int8."),
+    quantize: str = typer.Option(None, "--quantize", "-q", help="TFLite quantization: none, dynamic, float16, int8, int16x8 (16-bit activations, 8-bit weights)."),
     representative_samples: int = typer.Option(None, "--representative-samples", min=1,
                                                help="Training examples that calibrate int8."),
     int8_float_fallback: bool = typer.Option(None, "--int8-float-fallback/--no-int8-float-fallback",

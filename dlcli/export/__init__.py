@@ -22,6 +22,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from dlcli.recipe.schema import CALIBRATED, QUANTIZE_MODES
+
 FORMAT_ORDER = ("saved_model", "tflite", "onnx")
 
 
@@ -197,8 +199,8 @@ def export_run(run_dir: str | Path, formats: list[str] | None = None, quantize: 
     for f in formats:
         get_format(f)
     quantize = quantize or spec.quantize
-    if quantize not in ("none", "dynamic", "float16", "int8"):
-        raise UsageError(f"--quantize {quantize!r}: expected none, dynamic, float16 or int8")
+    if quantize not in QUANTIZE_MODES:
+        raise UsageError(f"--quantize {quantize!r}: expected one of {', '.join(QUANTIZE_MODES)}")
     n_rep = representative_samples or spec.representative_samples
     n_parity = parity_samples or spec.parity_samples
     gate_overrides = gate if gate is not None else spec.gate
@@ -236,7 +238,7 @@ def export_run(run_dir: str | Path, formats: list[str] | None = None, quantize: 
         else:
             jobs.append((f, "none"))
     rep = None
-    if any(q == "int8" for _, q in jobs):
+    if any(q in CALIBRATED for _, q in jobs):
         rep, _ = run_split(run, "train", normalize=not raw,
                            pick=lambda n: np.sort(np.random.default_rng(run.recipe.seed).permutation(n)[:n_rep]))
 
@@ -316,10 +318,10 @@ def _inspect_tflite(art: Artifact, path: Path) -> None:
     if art.quantization == "none":
         return
     info = mcu.inspect_model(path.read_bytes())
-    if art.quantization == "int8":
+    if art.quantization in CALIBRATED:
         art.float_ops = mcu.float_ops(info)
         if art.float_ops:
-            art.warnings.append(f"ops run in float inside the int8 model: {', '.join(art.float_ops)} "
+            art.warnings.append(f"ops run in float inside the {art.quantization} model: {', '.join(art.float_ops)} "
                                 "(dlcli validate RECIPE --target tflite-int8 names the recipe keys)")
     want = "FLOAT16" if art.quantization == "float16" else "INT8"
     if not info.constants.get(want):

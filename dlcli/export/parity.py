@@ -108,15 +108,21 @@ def compare(ref: np.ndarray, got: np.ndarray, y: np.ndarray, task: str, gate: Ga
         what = "accuracy drop" if task == "classification" else "relative MAE increase"
         c.failures.append(f"{what} {drop:.4f} > {gate.max_metric_drop:g}")
     if task != "classification" and output_info and output_info.get("scale"):
-        check_saturation(c, ref, got, float(output_info["scale"]), int(output_info["zero_point"]))
+        check_saturation(c, ref, got, float(output_info["scale"]), int(output_info["zero_point"]),
+                         output_info.get("dtype", "int8"))
     return c
 
 
-def check_saturation(c: Checks, ref: np.ndarray, got: np.ndarray, scale: float, zero_point: int) -> None:
+def check_saturation(c: Checks, ref: np.ndarray, got: np.ndarray, scale: float, zero_point: int,
+                     dtype: str = "int8") -> None:
     """An int8 output can only say values in [(-128 - zp) * scale, (127 - zp) * scale], the
-    range calibration saw. Keras values beyond it by more than one step are clipped: a
-    regression that reads 14.56 where the model says 14.75. Any clipped value fails."""
-    lo, hi = (-128 - zero_point) * scale, (127 - zero_point) * scale
+    range calibration saw (int16: -32768 .. 32767). Keras values beyond it by more than one
+    step are clipped: a regression that reads 14.56 where the model says 14.75. Any clipped
+    value fails."""
+    from dlcli.export.runner import QUANTIZED
+
+    qmin, qmax = QUANTIZED.get(dtype, QUANTIZED["int8"])
+    lo, hi = (qmin - zero_point) * scale, (qmax - zero_point) * scale
     r = ref.astype(np.float64)
     clipped = (r > hi + scale) | (r < lo - scale)
     at_limits = (np.abs(got - hi) <= scale / 2) | (np.abs(got - lo) <= scale / 2)
@@ -124,6 +130,6 @@ def check_saturation(c: Checks, ref: np.ndarray, got: np.ndarray, scale: float, 
                     "clipped": int(clipped.sum()), "keras_min": float(r.min()), "keras_max": float(r.max())}
     if clipped.any():
         c.failures.append(
-            f"{int(clipped.sum())} of {clipped.size} outputs lie beyond the int8 output range "
+            f"{int(clipped.sum())} of {clipped.size} outputs lie beyond the {dtype} output range "
             f"[{lo:.4g}, {hi:.4g}] (Keras reaches {r.min():.4g} .. {r.max():.4g}) and are clipped: calibrate on "
             "data that reaches them (export.representative_samples, or wider training data)")

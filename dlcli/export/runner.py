@@ -13,7 +13,7 @@ class TensorInfo:
     name: str
     dtype: str
     shape: list[int | None]
-    scale: float | None = None  # int8 / uint8 quantization
+    scale: float | None = None  # int8 / uint8 / int16 quantization
     zero_point: int | None = None
 
     def to_json(self) -> dict[str, Any]:
@@ -35,15 +35,18 @@ class Runner:
         raise NotImplementedError
 
 
+QUANTIZED = {"int8": (-128, 127), "uint8": (0, 255), "int16": (-32768, 32767)}  # dtype -> its range
+
+
 def quantize(x: np.ndarray, info: TensorInfo) -> np.ndarray:
-    if info.scale is None or info.dtype not in ("int8", "uint8"):
+    if info.scale is None or info.dtype not in QUANTIZED:
         return x.astype(info.dtype) if info.dtype else x
-    lo, hi = (-128, 127) if info.dtype == "int8" else (0, 255)
+    lo, hi = QUANTIZED[info.dtype]
     q = np.round(x / info.scale + info.zero_point)
     return np.clip(q, lo, hi).astype(info.dtype)
 
 
 def dequantize(q: np.ndarray, info: TensorInfo) -> np.ndarray:
-    if info.scale is None or info.dtype not in ("int8", "uint8"):
+    if info.scale is None or info.dtype not in QUANTIZED:
         return q.astype(np.float32) if q.dtype != np.float32 else q
     return ((q.astype(np.float32) - info.zero_point) * info.scale).astype(np.float32)

@@ -27,7 +27,7 @@ def convert(model, plan) -> bytes:
 
     from dlcli.export.signature import has_recurrent_layers, input_signature, unrolled_copy
 
-    if plan.quantize == "int8" and has_recurrent_layers(model):
+    if plan.quantize in ("int8", "int16x8") and has_recurrent_layers(model):
         model = unrolled_copy(model)
     with tempfile.TemporaryDirectory() as tmp:
         archive = keras.export.ExportArchive()
@@ -38,11 +38,11 @@ def convert(model, plan) -> bytes:
         conv = tf.lite.TFLiteConverter.from_saved_model(tmp)
         conv.target_spec.supported_ops = [tf.lite.OpsSet.TFLITE_BUILTINS]
         q = plan.quantize
-        if q in ("dynamic", "float16", "int8"):
+        if q in ("dynamic", "float16", "int8", "int16x8"):
             conv.optimizations = [tf.lite.Optimize.DEFAULT]
         if q == "float16":
             conv.target_spec.supported_types = [tf.float16]
-        if q == "int8":
+        if q in ("int8", "int16x8"):
             rep = plan.representative
             batch = plan.tflite_batch or 1
 
@@ -54,13 +54,16 @@ def convert(model, plan) -> bytes:
                     yield rows if isinstance(rows, dict) else [rows]  # several inputs: by name
 
             conv.representative_dataset = dataset
-            ops = [tf.lite.OpsSet.TFLITE_BUILTINS_INT8]
+            wide = q == "int16x8"  # 16-bit activations, 8-bit weights (LiteRT's reference kernels)
+            ops = [tf.lite.OpsSet.EXPERIMENTAL_TFLITE_BUILTINS_ACTIVATIONS_INT16_WEIGHTS_INT8 if wide
+                   else tf.lite.OpsSet.TFLITE_BUILTINS_INT8]
             if plan.int8_float_fallback:
                 ops.append(tf.lite.OpsSet.TFLITE_BUILTINS)
             conv.target_spec.supported_ops = ops
+            io_type = tf.int16 if wide else tf.int8
             if any(t.dtype in ("float32", "float16") for t in model.inputs):
-                conv.inference_input_type = tf.int8  # float inputs only; id inputs stay int32
-            conv.inference_output_type = tf.int8
+                conv.inference_input_type = io_type  # float inputs only; id inputs stay int32
+            conv.inference_output_type = io_type
             if not plan.int8_per_channel:
                 conv._experimental_disable_per_channel = True  # per-tensor scales: smaller, coarser
         return conv.convert()
@@ -73,7 +76,7 @@ def export(model, target: Path, plan) -> None:
 def _info(d) -> TensorInfo:
     scale, zp = d.get("quantization", (0.0, 0))
     dtype = np.dtype(d["dtype"]).name
-    q = scale != 0.0 and dtype in ("int8", "uint8")
+    q = scale != 0.0 and dtype in ("int8", "uint8", "int16")
     shape = [int(s) for s in d["shape_signature"]] if "shape_signature" in d else [int(s) for s in d["shape"]]
     return TensorInfo(d["name"], dtype, [None if s == -1 else s for s in shape],
                       float(scale) if q else None, int(zp) if q else None)

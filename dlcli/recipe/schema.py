@@ -4,7 +4,7 @@ and the ``export`` / ``compress`` sections that later stages read."""
 from __future__ import annotations
 
 import json
-from typing import Any, Literal
+from typing import Any, Literal, get_args
 
 from pydantic import Field, PrivateAttr, model_validator
 
@@ -27,6 +27,11 @@ class GateSpec(StrictModel):
     max_metric_drop: float | None = Field(None, ge=0, description="Largest allowed drop of the test metric against the Keras model.")
 
 
+QuantizeMode = Literal["none", "dynamic", "float16", "int8", "int16x8"]
+QUANTIZE_MODES: tuple[str, ...] = get_args(QuantizeMode)
+CALIBRATED = ("int8", "int16x8")  # the modes that need representative data
+
+
 class DeviceLimits(StrictModel):
     """The device a model must fit (``dlcli validate --target mcu`` checks it before training)."""
 
@@ -43,8 +48,9 @@ class ExportSpec(StrictModel):
     formats: list[Literal["saved_model", "tflite", "onnx"]] = Field(
         default_factory=list, description="Formats written when the command names none (empty: all three)."
     )
-    quantize: Literal["none", "dynamic", "float16", "int8"] = Field(
-        "none", description="TFLite quantization (a float32 TFLite is also written as the size reference)."
+    quantize: QuantizeMode = Field(
+        "none", description="TFLite quantization (a float32 TFLite is also written as the size reference); "
+        "int16x8: 16-bit activations, 8-bit weights."
     )
     representative_samples: int = Field(200, ge=1, description="Training examples that calibrate int8 quantization.")
     int8_float_fallback: bool = Field(False, description="Let ops without an int8 kernel run in float (int8 I/O kept where possible).")
