@@ -114,16 +114,13 @@ def tflite(path: Path, threads: int = 1, warmup: int = 50, runs: int = 500) -> N
     try:
         with _compiled(path, threads) as model:
             unheld = _unheld_dtypes(model)
-            if unheld:
-                full = bool(model.is_fully_accelerated())
-                return Native("litert CompiledModel", threads, warmup, runs, {}, XNNPACK, full,
-                              [] if full else xnnpack_fallback_ops(path),
-                              skipped=f"LiteRT's Python buffers cannot hold {'/'.join(unheld)} inputs or outputs")
-            times, full = _time_compiled(model, warmup, runs)
+            times = [] if unheld else _time_compiled(model, warmup, runs)
+            full = bool(model.is_fully_accelerated())
     except (RuntimeError, ValueError, OSError) as exc:
         raise TargetError(f"{path}: LiteRT could not run it natively: {exc}") from exc
-    return Native("litert CompiledModel", threads, warmup, runs, _stats(times), XNNPACK, full,
-                  [] if full else xnnpack_fallback_ops(path))
+    skipped = f"LiteRT's Python buffers cannot hold {'/'.join(unheld)} inputs or outputs" if unheld else None
+    return Native("litert CompiledModel", threads, warmup, runs, _stats(times) if times else {}, XNNPACK, full,
+                  [] if full else xnnpack_fallback_ops(path), skipped)
 
 
 def _unheld_dtypes(model) -> list[str]:
@@ -132,7 +129,7 @@ def _unheld_dtypes(model) -> list[str]:
     return sorted({str(d.get("dtype")) for d in details} - set(BUFFER_DTYPES))
 
 
-def _time_compiled(model, warmup: int, runs: int) -> tuple[list[float], bool]:
+def _time_compiled(model, warmup: int, runs: int) -> list[float]:
     sig = next(iter(model.get_signature_list()), "serving_default")
     details = model.get_input_tensor_details(sig)
     ins = {n: model.create_input_buffer_by_name(sig, n) for n in details}
@@ -146,7 +143,7 @@ def _time_compiled(model, warmup: int, runs: int) -> tuple[list[float], bool]:
         model.run_by_name(sig, ins, outs)
         if i >= warmup:
             times.append((time.perf_counter() - t) * 1000)
-    return times, bool(model.is_fully_accelerated())
+    return times
 
 
 def xnnpack_fallback_ops(path: Path) -> list[str]:
