@@ -95,3 +95,32 @@ def test_int16x8_is_exported_run_in_litert_and_gated(runs, cli):
     assert result["python_overhead_ms"] is None
     r = cli("export", run, "--tflite", "--quantize", "int4", "--out", run / "x4")
     assert r.exit_code == 2 and "int16x8" in r.stderr
+
+
+WIDE = ("name: wide\nseed: 3\n"
+        "data: {source: synthetic, samples: 240, shape: [32], num_classes: 3, noise: 0.3, split: {test: 0.25}}\n"
+        f"model: {{architecture: mlp, units: [64, 64]}}\n{TRAIN}\n")
+
+
+def test_onnx_int8_is_quantized_by_onnxruntime_and_gated(tmp_path, cli):
+    import onnx
+
+    (tmp_path / "wide.yaml").write_text(WIDE)
+    run = train(load_recipe(tmp_path / "wide.yaml"), tmp_path / "wide", progress="none").run_dir
+    res = export_run(run, ["onnx"], onnx_quantize="int8")
+    by_name = {a.name: a for a in res.artifacts}
+    assert list(by_name) == ["model.onnx", "model_int8.onnx"]
+    q = by_name["model_int8.onnx"]
+    assert q.status == "passed" and q.format == "onnx" and q.quantization == "int8", q.checks
+    assert q.checks["top1_agreement"] >= 0.98 and q.runtime == "onnxruntime"
+    assert q.size_bytes < 0.7 * by_name["model.onnx"].size_bytes  # int8 weights (plus Q/DQ nodes and scales)
+    ops = {n.op_type for n in onnx.load(run / "export" / "model_int8.onnx").graph.node}
+    assert {"QuantizeLinear", "DequantizeLinear"} <= ops
+    entropy = export_run(run, ["onnx"], onnx_quantize="int8", onnx_calibration="entropy", out_dir=run / "entropy")
+    assert entropy.artifacts[-1].status == "passed", entropy.artifacts[-1].checks
+    r = cli("benchmark", run / "export" / "model_int8.onnx", "--runs", "5", "--json")
+    assert r.exit_code == 0, r.stderr
+    m = json.loads(r.stdout)["results"][0]
+    assert m["quantization"] == "int8" and m["native"]["latency_ms"]["p50"] > 0
+    r = cli("export", run, "--onnx", "--onnx-quantize", "int8", "--onnx-calibration", "kl", "--out", run / "kl")
+    assert r.exit_code == 2 and "--onnx-calibration 'kl'" in r.stderr and "percentile" in r.stderr

@@ -32,6 +32,10 @@ def export(
     int8_per_channel: bool = typer.Option(None, "--int8-per-channel/--int8-per-tensor",
                                           help="int8 weight scales per channel (default) or per tensor (smaller)."),
     opset: int = typer.Option(None, "--opset", min=9, help="ONNX opset."),
+    onnx_quantize: str = typer.Option(None, "--onnx-quantize", help="int8: also write model_int8.onnx, "
+                                      "statically quantized by onnxruntime (export.onnx_quantize)."),
+    onnx_calibration: str = typer.Option(None, "--onnx-calibration", help="ONNX int8 calibration: minmax "
+                                         "(default), entropy or percentile (export.onnx_calibration)."),
     out: Path = typer.Option(None, "--out", "-o", help="Output folder (default: RUN_DIR/export)."),
     max_abs_error: float = typer.Option(None, "--max-abs-error", min=0.0, help="Gate: largest |artifact - Keras|."),
     min_top1_agreement: float = typer.Option(None, "--min-top1-agreement", min=0.0, max=1.0,
@@ -61,7 +65,8 @@ def export(
         log = (lambda msg: None) if json_out else (lambda msg: print(msg, file=err, flush=True))
         result = export_run(run_dir, formats or None, quantize, out, representative_samples, gate, opset,
                             int8_float_fallback, int8_per_channel=int8_per_channel, log=log,
-                            include_preprocessing=include_preprocessing)
+                            include_preprocessing=include_preprocessing, onnx_quantize=onnx_quantize,
+                            onnx_calibration=onnx_calibration)
     if json_out:
         emit_json(result.manifest())
     else:

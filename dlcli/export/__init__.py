@@ -22,7 +22,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from dlcli.recipe.schema import CALIBRATED, QUANTIZE_MODES
+from dlcli.recipe.schema import CALIBRATED, ONNX_CALIBRATIONS, ONNX_QUANTIZE_MODES, QUANTIZE_MODES
 
 FORMAT_ORDER = ("saved_model", "tflite", "onnx")
 
@@ -35,6 +35,7 @@ class Plan:
     int8_float_fallback: bool = False
     opset: int | None = None
     int8_per_channel: bool = True
+    onnx_calibration: str = "minmax"  # ONNX int8: minmax | entropy | percentile
 
 
 @dataclass
@@ -171,8 +172,9 @@ def _place(tmp: Path, target: Path) -> None:
 
 
 def artifact_name(fmt: str, quantization: str) -> str:
-    return {"saved_model": "saved_model", "onnx": "model.onnx"}.get(
-        fmt, f"model_{'float32' if quantization == 'none' else quantization}.tflite")
+    if fmt == "onnx":
+        return "model.onnx" if quantization == "none" else f"model_{quantization}.onnx"
+    return "saved_model" if fmt == "saved_model" else f"model_{'float32' if quantization == 'none' else quantization}.tflite"
 
 
 def export_run(run_dir: str | Path, formats: list[str] | None = None, quantize: str | None = None,
@@ -180,7 +182,8 @@ def export_run(run_dir: str | Path, formats: list[str] | None = None, quantize: 
                gate=None, opset: int | None = None, int8_float_fallback: bool | None = None,
                tflite_batch_size: int | str | None = None, parity_samples: int | None = None,
                int8_per_channel: bool | None = None, log=None,
-               include_preprocessing: bool | None = None) -> ExportResult:
+               include_preprocessing: bool | None = None, onnx_quantize: str | None = None,
+               onnx_calibration: str | None = None) -> ExportResult:
     """Export ``run_dir``'s model; the recipe's ``export:`` section fills unset arguments.
     ``include_preprocessing``: the artifacts take raw feature values (the gate feeds them)."""
     import numpy as np
@@ -201,6 +204,12 @@ def export_run(run_dir: str | Path, formats: list[str] | None = None, quantize: 
     quantize = quantize or spec.quantize
     if quantize not in QUANTIZE_MODES:
         raise UsageError(f"--quantize {quantize!r}: expected one of {', '.join(QUANTIZE_MODES)}")
+    onnx_quantize = onnx_quantize or spec.onnx_quantize
+    onnx_calibration = onnx_calibration or spec.onnx_calibration
+    for flag, value, allowed in (("--onnx-quantize", onnx_quantize, ONNX_QUANTIZE_MODES),
+                                 ("--onnx-calibration", onnx_calibration, ONNX_CALIBRATIONS)):
+        if value not in allowed:
+            raise UsageError(f"{flag} {value!r}: expected one of {', '.join(allowed)}")
     n_rep = representative_samples or spec.representative_samples
     n_parity = parity_samples or spec.parity_samples
     gate_overrides = gate if gate is not None else spec.gate
@@ -231,14 +240,13 @@ def export_run(run_dir: str | Path, formats: list[str] | None = None, quantize: 
         tflite_batch = None if batch_setting == "dynamic" else int(batch_setting)
     jobs: list[tuple[str, str]] = []
     for f in sorted(formats, key=FORMAT_ORDER.index):
-        if f == "tflite":
-            jobs.append((f, "none"))
-            if quantize != "none":
-                jobs.append((f, quantize))
-        else:
-            jobs.append((f, "none"))
+        jobs.append((f, "none"))
+        if f == "tflite" and quantize != "none":
+            jobs.append((f, quantize))
+        if f == "onnx" and onnx_quantize == "int8":  # static int8 through onnxruntime.quantization
+            jobs.append((f, "int8"))
     rep = None
-    if any(q in CALIBRATED for _, q in jobs):
+    if any(q in CALIBRATED for _, q in jobs):  # TFLite int8 / int16x8, ONNX int8
         rep, _ = run_split(run, "train", normalize=not raw,
                            pick=lambda n: np.sort(np.random.default_rng(run.recipe.seed).permutation(n)[:n_rep]))
 
@@ -251,7 +259,8 @@ def export_run(run_dir: str | Path, formats: list[str] | None = None, quantize: 
         art = Artifact(name, fmt_name, q, name, fmt.runtime, preprocessing="included" if raw else "separate")
         plan = Plan(q, rep, tflite_batch, int8_float_fallback if int8_float_fallback is not None
                     else spec.int8_float_fallback, opset or spec.opset,
-                    spec.int8_per_channel if int8_per_channel is None else int8_per_channel)
+                    spec.int8_per_channel if int8_per_channel is None else int8_per_channel,
+                    onnx_calibration)
         log(f"exporting {name} ...")
         tmp = out / f".{name}.tmp-{os.getpid()}{fmt.suffix}"
         t0 = time.perf_counter()

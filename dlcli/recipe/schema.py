@@ -30,6 +30,10 @@ class GateSpec(StrictModel):
 QuantizeMode = Literal["none", "dynamic", "float16", "int8", "int16x8"]
 QUANTIZE_MODES: tuple[str, ...] = get_args(QuantizeMode)
 CALIBRATED = ("int8", "int16x8")  # the modes that need representative data
+OnnxQuantizeMode = Literal["none", "int8"]
+ONNX_QUANTIZE_MODES: tuple[str, ...] = get_args(OnnxQuantizeMode)
+OnnxCalibration = Literal["minmax", "entropy", "percentile"]
+ONNX_CALIBRATIONS: tuple[str, ...] = get_args(OnnxCalibration)
 
 
 class DeviceLimits(StrictModel):
@@ -58,6 +62,13 @@ class ExportSpec(StrictModel):
         True, description="Per-channel int8 weight scales (more accurate); false: per-tensor (smaller file)."
     )
     opset: int | None = Field(None, ge=9, description="ONNX opset (default: Keras's choice).")
+    onnx_quantize: OnnxQuantizeMode = Field(
+        "none", description="ONNX quantization: int8 also writes model_int8.onnx, statically quantized by "
+        "onnxruntime (QDQ, per-channel int8 weights, int8 activations)."
+    )
+    onnx_calibration: OnnxCalibration = Field(
+        "minmax", description="ONNX int8: how onnxruntime calibrates activation ranges on the representative rows."
+    )
     tflite_batch_size: int | Literal["auto", "dynamic"] = Field(
         "auto", description="TFLite batch dimension: auto = 1 for recurrent models (builtin ops only), dynamic otherwise."
     )
