@@ -124,3 +124,18 @@ def test_onnx_int8_is_quantized_by_onnxruntime_and_gated(tmp_path, cli):
     assert m["quantization"] == "int8" and m["native"]["latency_ms"]["p50"] > 0
     r = cli("export", run, "--onnx", "--onnx-quantize", "int8", "--onnx-calibration", "kl", "--out", run / "kl")
     assert r.exit_code == 2 and "--onnx-calibration 'kl'" in r.stderr and "percentile" in r.stderr
+
+
+def test_a_thin_calibration_set_is_reported(runs, cli):
+    run = runs["cls"]
+    res = export_run(run, ["tflite"], "int8", out_dir=run / "thin", representative_samples=1)
+    cal = res.calibration
+    assert cal["rows"] == 1 and len(cal["classes_missing"]) == 2  # one row holds one of the 3 classes
+    assert any("fewer than 100" in w for w in cal["warnings"])
+    assert any("no example of 2 class(es)" in w for w in cal["warnings"])
+    assert json.loads((run / "thin" / "manifest.json").read_text())["calibration"] == cal
+    r = cli("export", run, "--tflite", "--quantize", "int8", "--representative-samples", "1", "--out", run / "thin2")
+    assert "warning: quantization calibrated on 1 rows" in r.stderr
+    full = export_run(run, ["tflite"], "int8", out_dir=run / "full")  # every training row (104), every class
+    assert full.calibration["rows"] == 104 and full.calibration["classes_missing"] == []
+    assert full.calibration["warnings"] == []

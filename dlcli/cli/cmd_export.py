@@ -71,7 +71,9 @@ def export(
         emit_json(result.manifest())
     else:
         _table(result)
-    for a in result.artifacts:  # after the table, on stderr: what a quantized file did not do
+    for w in (result.calibration or {}).get("warnings", []):  # after the table, on stderr
+        print(f"warning: {w}", file=sys.stderr)
+    for a in result.artifacts:  # what a quantized file did not do
         for w in a.warnings:
             print(f"warning: {a.name}: {w}", file=sys.stderr)
     result.raise_for_failures()

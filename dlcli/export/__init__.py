@@ -25,6 +25,7 @@ from typing import Any
 from dlcli.recipe.schema import CALIBRATED, ONNX_CALIBRATIONS, ONNX_QUANTIZE_MODES, QUANTIZE_MODES
 
 FORMAT_ORDER = ("saved_model", "tflite", "onnx")
+MIN_CALIBRATION_ROWS = 100  # fewer representative rows than this gets a warning
 
 
 @dataclass
@@ -74,6 +75,7 @@ class ExportResult:
     out_dir: Path
     artifacts: list[Artifact]
     keras: dict[str, Any]
+    calibration: dict[str, Any] | None = None  # rows and missing classes of int8 / int16x8 calibration
 
     @property
     def failed(self) -> list[Artifact]:
@@ -89,6 +91,7 @@ class ExportResult:
             "created": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
             "keras": self.keras,
             "passed": not self.failed,
+            **({"calibration": self.calibration} if self.calibration else {}),
             "artifacts": [a.to_json() for a in self.artifacts],
         }
 
@@ -245,10 +248,11 @@ def export_run(run_dir: str | Path, formats: list[str] | None = None, quantize: 
             jobs.append((f, quantize))
         if f == "onnx" and onnx_quantize == "int8":  # static int8 through onnxruntime.quantization
             jobs.append((f, "int8"))
-    rep = None
+    rep, calibration = None, None
     if any(q in CALIBRATED for _, q in jobs):  # TFLite int8 / int16x8, ONNX int8
-        rep, _ = run_split(run, "train", normalize=not raw,
-                           pick=lambda n: np.sort(np.random.default_rng(run.recipe.seed).permutation(n)[:n_rep]))
+        rep, rep_y = run_split(run, "train", normalize=not raw,
+                               pick=lambda n: np.sort(np.random.default_rng(run.recipe.seed).permutation(n)[:n_rep]))
+        calibration = calibration_report(rep_y, task, run.preprocessor.labels)
 
     sweep_stale_temps(out)
     artifacts = []
@@ -297,7 +301,7 @@ def export_run(run_dir: str | Path, formats: list[str] | None = None, quantize: 
     for extra in ("preprocessing.json", "labels.txt"):
         if (run.path / extra).exists() and out.resolve() != run.path.resolve():
             copy_file(run.path / extra, out / extra)
-    result = ExportResult(run.path, out, artifacts, keras_info)
+    result = ExportResult(run.path, out, artifacts, keras_info, calibration)
     manifest = result.manifest()
     # keep earlier artifacts of this folder that this call did not re-export (and that still exist)
     previous = out / "manifest.json"
@@ -315,6 +319,26 @@ def export_run(run_dir: str | Path, formats: list[str] | None = None, quantize: 
             manifest["passed"] = all(a["status"] == "passed" for a in manifest["artifacts"])
     write_json(out / "manifest.json", manifest)
     return result
+
+
+def calibration_report(y, task: str, labels: list[str] | None) -> dict[str, Any]:
+    """How many rows calibrate the quantized files, and (classification) the classes they
+    miss: ranges calibrated without a class can clip what only that class produces."""
+    import numpy as np
+
+    y = np.asarray(y)
+    out: dict[str, Any] = {"rows": len(y), "warnings": []}
+    if len(y) < MIN_CALIBRATION_ROWS:
+        out["warnings"].append(f"quantization calibrated on {len(y)} rows, fewer than {MIN_CALIBRATION_ROWS}: "
+                               "ranges the test data reaches may be clipped (raise export.representative_samples)")
+    if task == "classification" and labels:
+        ids = y.argmax(-1) if y.ndim == 2 and y.shape[1] > 1 else y.reshape(-1)
+        missing = [labels[i] for i in sorted(set(range(len(labels))) - {int(v) for v in ids})]
+        out["classes_missing"] = missing
+        if missing:
+            out["warnings"].append(f"the calibration rows hold no example of {len(missing)} class(es): "
+                                   f"{', '.join(missing[:10])}{' ...' if len(missing) > 10 else ''}")
+    return out
 
 
 def _inspect_tflite(art: Artifact, path: Path) -> None:
