@@ -170,13 +170,21 @@ def _capture_fd2():
             out["text"] = tmp.read().decode("utf-8", "replace")
 
 
-def _tflm_run(model: bytes, arena_size: int, record: bool, label: str) -> tuple[Any, str]:
-    import numpy as np
+def tflm_runtime():
+    """TFLite Micro's Python interpreter module, or a UsageError saying how to install it
+    (a missing package is a set-up problem, not a model the target cannot run)."""
     try:
         from tflite_micro.python.tflite_micro import runtime
     except ImportError as exc:
         raise UsageError("--target mcu needs TFLite Micro's Python interpreter: "
                          "pip install --pre tflite-micro (or pip install 'dlcli[mcu]')") from exc
+    return runtime
+
+
+def _tflm_run(model: bytes, arena_size: int, record: bool, label: str) -> tuple[Any, str]:
+    import numpy as np
+
+    runtime = tflm_runtime()
 
     with _capture_fd2() as log:
         try:

@@ -38,8 +38,8 @@ ADVICE = {
     "NEG": "NEG has no int8 kernel (LayerNormalization's variance uses it): use a model without it, or allow "
            "float fallback (export.int8_float_fallback: true; not on mcu)",
     "REDUCE_PROD": "a dynamic shape product runs in float: fix the sequence length, or allow float fallback",
-    "FlexOps": "a TensorFlow op has no TFLite builtin: replace the layer",
 }
+FLEX = "a TensorFlow (Flex) op has no TFLite builtin: replace the layer"
 GENERIC = "replace the layer, or allow float fallback (export.int8_float_fallback: true; not on mcu)"
 # op -> activation names in a recipe that produce it (to name the key)
 ACTIVATION_OPS = {"GELU": ("gelu",), "HARD_SWISH": ("hard_swish", "hard_silu"), "TANH": ("tanh",),
@@ -158,7 +158,8 @@ def _finding(op: str, reasons: set[str], target: str, info, keys: dict[str, str]
     layers = sorted({_layer_of(name, keys) for name in info.tensors.get(op, ())} - {None})
     found = sorted({keys[layer] for layer in layers if layer in keys})
     found = _activation_keys(op, recipe) or found
-    return Finding(op, sorted(reasons), layers, found, ADVICE.get(op, GENERIC))
+    advice = FLEX if op.startswith("Flex") else ADVICE.get(op, GENERIC)
+    return Finding(op, sorted(reasons), layers, found, advice)
 
 
 def _layer_of(tensor_name: str, keys: dict[str, str]) -> str | None:
@@ -200,6 +201,7 @@ def _check_mcu(res: PreflightResult, tflite: bytes, info, flash_kb: int | None, 
                             "(fewer or narrower layers, or prune)")
     if res.findings:
         return  # TFLite Micro cannot run it: no arena to measure
+    mcu.tflm_runtime()  # not installed: exit 2 with the install line, not "the target cannot run it"
     try:
         res.arena = mcu.measure_arena(tflite, info, "the model")
     except UsageError as exc:

@@ -53,17 +53,14 @@ def export(model, target: Path, plan) -> None:
 
     register_tf2onnx_fixes()
     kwargs = {"opset_version": plan.opset} if plan.opset else {}
-    if plan.quantize != "int8":
-        model.export(str(target), format="onnx", verbose=False, input_signature=input_signature(model, None),
-                     **kwargs)
-        return
     import tempfile
 
-    with tempfile.TemporaryDirectory(prefix="dlcli-onnx-int8-") as tmp:
-        floating = Path(tmp) / "float.onnx"
+    with tempfile.TemporaryDirectory(prefix="dlcli-onnx-") as tmp:
+        floating = Path(tmp) / "float.onnx" if plan.quantize == "int8" else Path(target)
         model.export(str(floating), format="onnx", verbose=False, input_signature=input_signature(model, None),
                      **kwargs)
-        quantize_static_int8(floating, target, plan.representative, plan.onnx_calibration)
+        if plan.quantize == "int8":
+            quantize_static_int8(floating, target, plan.representative, plan.onnx_calibration)
 
 
 def quantize_static_int8(source: Path, target: Path, rows, method: str = "minmax") -> None:
