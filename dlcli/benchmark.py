@@ -238,4 +238,7 @@ def benchmark(paths: list[str | Path], batch_size: int = 32, runs: int = 100, wa
             res.failures.append(f"{m.name}: p50 latency {m.latency_ms['p50']:.3f} ms > {max_latency_ms:g} ms")
     if len(paths) == 1 and is_run_dir(paths[0]):
         write_json(run.path / "benchmark.json", res.to_json())
+        from dlcli import tracking
+
+        tracking.log_files(run.path, [run.path / "benchmark.json"], log=log)
     return res

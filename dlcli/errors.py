@@ -23,6 +23,7 @@ class ExitCode(IntEnum):
     PACKAGE = 8  # a deployment package failed verification (changed, missing, extra or unsafe entries)
     WORKER_LOST = 9  # a multi-worker run lost a worker; every worker stopped (restart all with --resume)
     TARGET = 10  # the target runtime cannot run the model (pre-flight, native benchmark)
+    STORE = 11  # an outside store cannot be used: the tracking server (when required), the tune study database
     INTERRUPTED = 130  # stopped by SIGINT / SIGTERM after writing a checkpoint
 
 
@@ -111,6 +112,13 @@ class TrainingInterrupted(DlcliError):
     kind = "interrupted"
 
 
+class TrackingError(DlcliError):
+    """An outside store cannot be used: a required tracking server, the tune study database."""
+
+    exit_code = ExitCode.STORE
+    kind = "store error"
+
+
 class TargetError(DlcliError):
     """The target runtime cannot run the model, or cannot time it itself."""
 
@@ -149,6 +157,9 @@ EXIT_CODE_DOCS: dict[ExitCode, str] = {
     "train.worker_timeout_seconds); every worker stopped: restart them all with --resume",
     ExitCode.TARGET: "the target runtime cannot run the model: the pre-flight found ops or sizes the target "
     "cannot take (validate --target), or LiteRT / onnxruntime failed to run or time an artifact natively (benchmark)",
+    ExitCode.STORE: "an outside store cannot be used: the MLflow tracking server is unreachable or fails while "
+    "`tracking.required` / `--require-tracking` is set, or the tune study database is locked, corrupt or from "
+    "another recipe",
     ExitCode.INTERRUPTED: "interrupted by SIGINT or SIGTERM: the current step finished and a checkpoint "
     "was written; continue with --resume",
 }

@@ -111,4 +111,7 @@ def run_pipeline(recipe, run_dir: Path, *, allow_code: bool = False, log=None, c
         with (quiet_native or contextlib.nullcontext)():
             result.export = export_run(current, recipe.export.formats or None, recipe.export.quantize)
     write_json(run_dir / "pipeline.json", {**result.to_json(), "created": time.strftime("%Y-%m-%dT%H:%M:%S%z")})
+    from dlcli import tracking
+
+    tracking.log_files(run_dir, [run_dir / "pipeline.json"], log=log)
     return result

@@ -20,6 +20,8 @@ def train(
     strategy: str = typer.Option(None, "--strategy", help="tf.distribute strategy: auto, default, one_device, "
                                  "mirrored, multi_worker or tpu (overrides train.strategy)."),
     allow_code: bool = typer.Option(False, "--allow-code", help="Allow `model.code` to import and run user code."),
+    require_tracking: bool = typer.Option(False, "--require-tracking", help="An unreachable or failing MLflow "
+                                          "tracker stops the run (exit 11) instead of a warning."),
 ) -> None:
     """Train a recipe into a run directory."""
     from dlcli.recipe.loader import load_recipe
@@ -34,6 +36,9 @@ def train(
         console.print(msg, markup=False, highlight=False, soft_wrap=True)
 
     # native converter / runtime noise of the export stage stays off the terminal
+    from dlcli.tracking import REQUIRE
+
+    REQUIRE.set(require_tracking)
     result = train_fn(r, run_dir, overwrite=overwrite, resume=resume, allow_code=allow_code,
                       progress=progress_mode(quiet, json_out), console=console, log=log, quiet_native=native_quiet)
     pipeline = result.pipeline

@@ -17,7 +17,9 @@ from dlcli.cli import (
     cmd_prune,
     cmd_report,
     cmd_schema,
+    cmd_track,
     cmd_train,
+    cmd_tune,
     cmd_validate,
 )
 from dlcli.cli.common import STATE
@@ -60,6 +62,8 @@ app.add_typer(cmd_package.package_app, name="package")
 app.command("report")(cmd_report.report)
 app.command("doctor")(cmd_doctor.doctor)
 app.command("predict")(cmd_predict.predict)
+app.command("track")(cmd_track.track)
+app.command("tune")(cmd_tune.tune)
 
 
 def run() -> None:  # console-script entry point

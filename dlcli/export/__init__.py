@@ -318,6 +318,9 @@ def export_run(run_dir: str | Path, formats: list[str] | None = None, quantize: 
             manifest["artifacts"] = kept + manifest["artifacts"]
             manifest["passed"] = all(a["status"] == "passed" for a in manifest["artifacts"])
     write_json(out / "manifest.json", manifest)
+    from dlcli import tracking
+
+    tracking.log_files(run.path, [out], log=log)  # the run's MLflow run, when it has one
     return result
 
 

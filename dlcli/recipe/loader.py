@@ -30,14 +30,14 @@ class Source:
     file: str
     positions: dict[Path_, tuple[int, int]] = field(default_factory=dict)
     values: dict[Path_, tuple[int, int]] = field(default_factory=dict)
-    overrides: dict[Path_, str] = field(default_factory=dict)
+    overrides: dict[Path_, str] = field(default_factory=dict)  # key path -> where its value came from
 
     def where(self, path: Path_, value: bool = False) -> str:
         """``file:line:col`` of ``path`` (its value with ``value=True``), else its closest ancestor."""
         for cut in range(len(path), -1, -1):
             sub = tuple(path[:cut])
             if sub in self.overrides:
-                return f"{self.file} (--set {self.overrides[sub]})"
+                return self.overrides[sub]
             table = self.values if value and cut == len(path) and sub in self.values else self.positions
             if sub in table:
                 line, col = table[sub]
@@ -163,28 +163,35 @@ def parse_override(text: str) -> tuple[list[str | int], Any]:
     return parts, value
 
 
-def apply_overrides(data: dict[str, Any], overrides: list[str], source: Source) -> dict[str, Any]:
-    for text in overrides:
-        parts, value = parse_override(text)
+def apply_overrides(data: dict[str, Any], overrides: list, source: Source) -> dict[str, Any]:
+    """``overrides``: ``KEY.PATH=VALUE`` texts (--set), or ``(parts, value, where)`` triples
+    (values already parsed, e.g. a tune trial's; ``where`` names their origin in errors)."""
+    for item in overrides:
+        if isinstance(item, str):
+            (parts, value), label = parse_override(item), f"--set {item}"
+            where = f"{source.file} ({label})"
+        else:
+            parts, value, where = item
+            label = f"{where}: {_dotted(tuple(parts))}"
         node: Any = data
         for i, part in enumerate(parts[:-1]):
             nxt = parts[i + 1]
             if isinstance(node, list) and isinstance(part, int):
                 if part >= len(node):
-                    raise UsageError(f"--set {text}: index {part} is out of range")
+                    raise UsageError(f"{label}: index {part} is out of range")
                 node = node[part]
             elif isinstance(node, dict):
                 if part not in node or node[part] is None:
                     node[part] = [] if isinstance(nxt, int) else {}
                 node = node[part]
             else:
-                raise UsageError(f"--set {text}: {_dotted(tuple(parts[: i + 1]))} is not a mapping")
+                raise UsageError(f"{label}: {_dotted(tuple(parts[: i + 1]))} is not a mapping")
         last = parts[-1]
         if (isinstance(node, list) and isinstance(last, int) and last < len(node)) or isinstance(node, dict):
             node[last] = value
         else:
-            raise UsageError(f"--set {text}: cannot set {_dotted(tuple(parts))}")
-        source.overrides[tuple(parts)] = text
+            raise UsageError(f"{label}: cannot set {_dotted(tuple(parts))}")
+        source.overrides[tuple(parts)] = where
     return data
 
 
@@ -341,5 +348,7 @@ def recipe_to_yaml(recipe, relative_to: str | Path | None = None) -> str:
 
 
 def recipe_hash(recipe) -> str:
-    data = recipe.model_dump(mode="json")
+    """What a run trains: every section but ``tracking`` and ``tune`` (where it is logged,
+    how it was searched), so changing those never blocks a resume."""
+    data = recipe.model_dump(mode="json", exclude={"tracking", "tune"})
     return hashlib.sha256(json.dumps(data, sort_keys=True).encode()).hexdigest()

@@ -1,5 +1,5 @@
 """The recipe, version 1: ``name``, ``seed``, ``task``, ``data``, ``model``, ``train``,
-and the ``export`` / ``compress`` sections that later stages read."""
+the ``export`` / ``compress`` sections that later stages read, ``tracking`` and ``tune``."""
 
 from __future__ import annotations
 
@@ -12,6 +12,7 @@ from dlcli.recipe.base import StrictModel
 from dlcli.recipe.data import DataSpec
 from dlcli.recipe.model import ModelSpec
 from dlcli.recipe.train import TrainSpec
+from dlcli.recipe.tune import TrackingSpec, TuneSpec
 
 
 class GateSpec(StrictModel):
@@ -136,6 +137,8 @@ class Recipe(StrictModel):
     train: TrainSpec = Field(default_factory=TrainSpec, description="How to train.")
     export: ExportSpec = Field(default_factory=ExportSpec, description="Export defaults.")
     compress: CompressSpec = Field(default_factory=CompressSpec, description="Compression stages.")
+    tracking: TrackingSpec = Field(default_factory=TrackingSpec, description="Experiment tracking (MLflow).")
+    tune: TuneSpec | None = Field(None, description="Hyperparameter search for dlcli tune (dlcli train ignores it).")
 
     _source: Any = PrivateAttr(None)
     _base_dir: Any = PrivateAttr(None)

@@ -85,4 +85,7 @@ def build_report(run_dir: str | Path, out: str | Path | None = None) -> Report:
     except OSError as exc:
         error = UsageError if out_given else RunDirError
         raise error(f"{out}: cannot write the report: {exc.strerror or exc}") from exc
+    from dlcli import tracking
+
+    tracking.log_files(run_dir, [out, *([files_dir] if images else [])], "report")
     return Report(run_dir, out, images, [s[0] for s in sections], ctx.notes)

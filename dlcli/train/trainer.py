@@ -84,7 +84,7 @@ def seed_everything(seed: int, deterministic: bool) -> None:
 
 def train(recipe, run_dir: str | Path | None = None, *, overwrite: bool = False, resume: bool = False,
           allow_code: bool = False, progress: str = "plain", console=None, runs_root: str | Path = "runs",
-          log=None, pipeline: bool = True, quiet_native=None) -> TrainResult:
+          log=None, pipeline: bool = True, quiet_native=None, callbacks: list | None = None) -> TrainResult:
     """Train ``recipe`` into ``run_dir``, then run its ``compress:`` / ``export:`` stages
     (``pipeline=False``: training only). ``progress``: rich, plain or none (all on stderr).
 
@@ -94,7 +94,7 @@ def train(recipe, run_dir: str | Path | None = None, *, overwrite: bool = False,
     with its first unfinished stage. In a multi-worker run every stage trains on every
     worker and only the chief writes (the other workers read its files: shared storage).
     ``quiet_native``: a context manager factory around the export stage (the CLI's silences
-    what native converters print).
+    what native converters print). ``callbacks``: extra Keras callbacks for the training stage.
     """
     from dlcli.models.builder import check_code_layers
     from dlcli.pipeline import run_pipeline, wants_pipeline
@@ -103,18 +103,24 @@ def train(recipe, run_dir: str | Path | None = None, *, overwrite: bool = False,
     stages = pipeline and wants_pipeline(recipe)
     unfinished = stages and run_dir is not None and not (Path(run_dir) / "pipeline.json").exists()
     result = run_stage(model_stage(recipe, allow_code), run_dir, overwrite=overwrite, resume=resume,
-                       reuse=unfinished, progress=progress, console=console, runs_root=runs_root, log=log)
+                       reuse=unfinished, progress=progress, console=console, runs_root=runs_root, log=log,
+                       callbacks=callbacks)
     if stages:
-        result.pipeline = run_pipeline(recipe, result.run_dir, allow_code=allow_code, log=log, chief=result.chief,
-                                       progress=progress, console=console, quiet_native=quiet_native)
+        from dlcli import tracking
+
+        with tracking.nested(tracking.run_id_of(result.run_dir) if result.chief else None):
+            result.pipeline = run_pipeline(recipe, result.run_dir, allow_code=allow_code, log=log, chief=result.chief,
+                                           progress=progress, console=console, quiet_native=quiet_native)
     return result
 
 
 def run_stage(stage: Stage, run_dir: str | Path | None = None, *, overwrite: bool = False, resume: bool = False,
               reuse: bool = False, progress: str = "plain", console=None, runs_root: str | Path = "runs",
-              log=None) -> TrainResult:
+              log=None, callbacks: list | None = None) -> TrainResult:
     """Train ``stage`` into ``run_dir`` through the one loop (resume rules as :func:`train`).
-    ``reuse``: a completed run of the same recipe there is returned as it is."""
+    ``reuse``: a completed run of the same recipe there is returned as it is. ``callbacks``:
+    Keras callbacks added to the recipe's (e.g. a tune trial's pruner)."""
+    from dlcli import tracking
     from dlcli.distribute import cluster_role, resolve
 
     started = time.time()
@@ -134,22 +140,29 @@ def run_stage(stage: Stage, run_dir: str | Path | None = None, *, overwrite: boo
     if checkpoint is COMPLETED:
         log(f"{run_dir}: already completed, kept as it is")
         return _completed(run_dir, previous, chief)
+    if chief:
+        tracking.precheck(recipe)  # a required tracker that cannot be reached stops before any file is written
     if previous is None and chief:  # a worker other than the chief writes nothing in the run directory
         prepare_run_dir(run_dir, overwrite=overwrite, protect=_protected(recipe))
     env = _start_env(stage, previous, checkpoint, started, run_dir, log)
+    tracker = tracking.start(recipe, run_dir, env, stage=stage.kind, log=log) if chief else tracking.Tracker()
     if chief:
         if previous is None:
             write_text(run_dir / "recipe.yaml", recipe_to_yaml(recipe, relative_to=run_dir))
         write_json(run_dir / "env.json", env)
+    extra = [c for c in (*(callbacks or []), tracker.callback()) if c is not None]
     try:
-        return _fit(stage, run_dir, env, progress, console, checkpoint, role)
+        result = _fit(stage, run_dir, env, progress, console, checkpoint, role, extra)
     except BaseException as exc:
         if chief and env.get("status") != "interrupted":
             status = "diverged" if isinstance(exc, TrainingDivergedError) else "failed"
             error = str(exc) if isinstance(exc, DlcliError) else f"{type(exc).__name__}: {exc}"
             env.update(status=status, error=error, ended=_iso(time.time()))
             write_json(run_dir / "env.json", env)
+        tracker.finish(run_dir, "KILLED" if env.get("status") == "interrupted" else "FAILED")
         raise
+    tracker.finish(run_dir, "FINISHED")
+    return result
 
 
 def _protected(recipe) -> list[Path]:
@@ -245,7 +258,8 @@ def _epoch_data(stage: Stage, bundle: DataBundle, ctx, one_hot: bool, workers: i
                      one_hot=bundle.num_classes if one_hot else None, workers=workers)
 
 
-def _fit(stage: Stage, run_dir: Path, env: dict, progress: str, console, checkpoint, role) -> TrainResult:
+def _fit(stage: Stage, run_dir: Path, env: dict, progress: str, console, checkpoint, role,
+         extra: list) -> TrainResult:
     t0 = time.time()
     tr, recipe = stage.train, stage.recipe
     prepare_devices(tr)
@@ -276,7 +290,7 @@ def _fit(stage: Stage, run_dir: Path, env: dict, progress: str, console, checkpo
         if "validation" in bundle.splits:
             val_ds = bundle.splits["validation"].dataset(tr.batch_size, bundle.num_classes if one_hot else None)
         cbs = cb.recipe_callbacks(tr, run_dir, data.steps_per_epoch, progress if chief else "none", console,
-                                  has_val=val_ds is not None, writes=chief, best=stage.best_checkpoint)
+                                  has_val=val_ds is not None, writes=chief, best=stage.best_checkpoint) + extra
         loop = _make_loop(trainable, strategy, data, tr, cbs, val_ds, run_dir, env, bundle, role)
         loop.build(data.first_batch())
         snap = None
