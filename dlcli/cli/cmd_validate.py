@@ -21,7 +21,7 @@ def validate(
                                "(default: export.target.ram_kb)."),
     json_out: bool = typer.Option(False, "--json", help="Print one JSON object."),
 ) -> None:
-    """Check a recipe against the schema (no TensorFlow import). Exit 0 or 2.
+    """Check a recipe against the schema (no TensorFlow import), its tune: space too. Exit 0 or 2.
 
     A model that runs code fails here as it would in train, unless --allow-code.
     With --target, also a pre-flight for the device: exit 10 when the target cannot run it."""
@@ -30,6 +30,11 @@ def validate(
 
     r = load_recipe(recipe, set_)
     check_code_layers(r.model, allow_code, r._source)
+    if r.tune is not None:  # every searched key and value, and the objectives, as dlcli tune checks them
+        from dlcli.tune.space import check_space, objective_names
+
+        objective_names(r)
+        check_space(recipe, set_, r)
     if target is not None:
         return _preflight(r, target, allow_code, flash_kb, ram_kb, json_out)
     kind = next(k for k in ("architecture", "layers", "graph", "application", "code") if hasattr(r.model, k))

@@ -177,17 +177,22 @@ def apply_overrides(data: dict[str, Any], overrides: list, source: Source) -> di
         for i, part in enumerate(parts[:-1]):
             nxt = parts[i + 1]
             if isinstance(node, list) and isinstance(part, int):
+                if part == len(node) == 0:  # a list the override created: the schema judges the key
+                    node.append([] if isinstance(nxt, int) else {})
                 if part >= len(node):
                     raise UsageError(f"{label}: index {part} is out of range")
                 node = node[part]
             elif isinstance(node, dict):
                 if part not in node or node[part] is None:
                     node[part] = [] if isinstance(nxt, int) else {}
+                    source.overrides[tuple(parts[: i + 1])] = where  # an error about the new key points here
                 node = node[part]
             else:
                 raise UsageError(f"{label}: {_dotted(tuple(parts[: i + 1]))} is not a mapping")
         last = parts[-1]
-        if (isinstance(node, list) and isinstance(last, int) and last < len(node)) or isinstance(node, dict):
+        if isinstance(node, list) and isinstance(last, int) and last == len(node) == 0:
+            node.append(value)  # a list the override created (a misspelt key): the schema names it
+        elif (isinstance(node, list) and isinstance(last, int) and last < len(node)) or isinstance(node, dict):
             node[last] = value
         else:
             raise UsageError(f"{label}: cannot set {_dotted(tuple(parts))}")

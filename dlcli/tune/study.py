@@ -16,6 +16,14 @@ DB_NAME = "study.db"
 MARKER = "tune.json"  # written by dlcli tune: the folder is a study
 
 
+def lock_wait() -> float:
+    """Seconds to wait for a study database another process holds (DLCLI_STUDY_LOCK_TIMEOUT, default 60)."""
+    try:
+        return max(0.1, float(os.environ.get("DLCLI_STUDY_LOCK_TIMEOUT", "60")))
+    except ValueError:
+        return 60.0
+
+
 def storage_url(out: Path) -> str:
     return f"sqlite:///{(out / DB_NAME).resolve()}"
 
@@ -62,7 +70,7 @@ def open_study(out: Path, recipe, names: list[str], directions: list[str], *, pa
     pruner = optuna.pruners.MedianPruner(n_startup_trials=spec.startup_trials, n_warmup_steps=1) if single \
         else optuna.pruners.NopPruner()
     with store_errors(out):
-        storage = optuna.storages.RDBStorage(storage_url(out), engine_kwargs={"connect_args": {"timeout": 60}})
+        storage = optuna.storages.RDBStorage(storage_url(out), engine_kwargs={"connect_args": {"timeout": lock_wait()}})
         study = optuna.create_study(storage=storage, study_name=recipe.name, directions=directions,
                                     sampler=sampler, pruner=pruner, load_if_exists=True)
         attrs = study.user_attrs
