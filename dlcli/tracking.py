@@ -138,7 +138,7 @@ class MlflowTracker(Tracker):
     def __init__(self, spec, uri: str, run_id: str, client, log, required: bool):
         self.spec, self.uri, self.run_id, self.client = spec, uri, run_id, client
         self.log, self.required, self.alive = log, required, True
-        self.epochs_logged = 0
+        self.epochs_logged: set[int] = set()  # epochs this run already holds (history.csv fills the rest)
 
     def call(self, what: str, fn, *args, **kwargs):
         if not self.alive:
@@ -173,7 +173,7 @@ class MlflowTracker(Tracker):
                 if lr is not None:
                     values["learning_rate"] = float(keras.ops.convert_to_numpy(lr))
                 tracker.metrics(values, epoch + 1)
-                tracker.epochs_logged = epoch + 1
+                tracker.epochs_logged.add(epoch + 1)
 
         return EpochMetrics()
 
@@ -238,8 +238,10 @@ def start(recipe, run_dir: Path, env: dict, *, stage: str = "train", log=None) -
         return Tracker()
     previous = (env.get("tracking") or {}).get("run_id")
     tracker = MlflowTracker(spec, uri, previous or "", client, log, required)
-    if previous:
+    if previous:  # a resume: the same MLflow run, and the epochs it already holds
         tracker.call("reopening the run", client.update_run, previous, status="RUNNING")
+        held = tracker.call("reading the run", client.get_metric_history, previous, "loss") or []
+        tracker.epochs_logged.update(m.step for m in held)
     else:
         run = tracker.call("starting a run", _create_run, client, spec, recipe, run_dir, stage)
         tracker.run_id = run.info.run_id if run is not None else None
@@ -298,12 +300,13 @@ def log_run_dir(tracker: MlflowTracker, run_dir: Path) -> None:
         metrics, env = {}, {}
     final = {f"{split}_{k}": v for split, values in metrics.items() for k, v in values.items()}
     tracker.metrics(final, int(env.get("epochs_run", 0) or 0))
-    from mlflow.entities import RunTag
+    from mlflow.entities import Param, RunTag
 
-    tags = [RunTag(f"dlcli.{k}", str(env[k])[:5000]) for k in
-            ("data_fingerprint", "tensorflow", "keras", "python", "weights_sha256", "status") if env.get(k)]
-    if tags:
-        tracker.call("logging tags", tracker.client.log_batch, tracker.run_id, tags=tags)
+    # known once the data is read: parameters (the same value again on a resume is accepted)
+    params = [Param(k, str(env[k])) for k in ("data_fingerprint", "tensorflow", "keras", "python") if env.get(k)]
+    tags = [RunTag(f"dlcli.{k}", str(env[k])[:5000]) for k in ("weights_sha256", "status") if env.get(k)]
+    if params or tags:
+        tracker.call("logging the environment", tracker.client.log_batch, tracker.run_id, params=params, tags=tags)
     tracker.files([run_dir / name for name in RUN_FILES])
     if tracker.spec.log_model:
         tracker.files([run_dir / "model.keras"], "model")
@@ -316,7 +319,7 @@ def _history(tracker: MlflowTracker, path: Path) -> None:
         rows = list(csv.DictReader(fh))
     for row in rows:
         epoch = int(float(row.pop("epoch", 0) or 0))
-        if epoch > tracker.epochs_logged:
+        if epoch not in tracker.epochs_logged:
             tracker.metrics({k: float(v) for k, v in row.items() if v not in ("", None)}, epoch)
 
 
@@ -336,13 +339,18 @@ def for_run(run_dir: Path, log=None) -> Tracker:
     if not run_id:
         return Tracker()
     from dlcli.recipe.loader import load_recipe
+    from dlcli.recipe.tune import TrackingSpec
 
     try:
         recipe = load_recipe(Path(run_dir) / "recipe.yaml")
     except DlcliError:
         return Tracker()
     spec = recipe.tracking
-    if spec.backend != "mlflow" or not spec.log_artifacts:
+    if spec.backend != "mlflow":  # logged afterwards by dlcli track: where env.json says
+        env = json.loads((Path(run_dir) / "env.json").read_text(encoding="utf-8"))
+        spec = TrackingSpec(backend="mlflow", uri=os.environ.get("MLFLOW_TRACKING_URI")
+                            or (env.get("tracking") or {}).get("uri"))
+    if not spec.log_artifacts:
         return Tracker()
     log = log or (lambda msg: None)
     uri = resolve_uri(spec)

@@ -12,7 +12,7 @@ from conftest import REPO
 PROBE = """
 import atexit, sys
 def report():
-    heavy = sorted(m for m in sys.modules if m.split('.')[0] in ('tensorflow', 'keras', 'onnx', 'onnxruntime', 'tf2onnx', 'ai_edge_litert', 'tflite_micro', 'matplotlib'))
+    heavy = sorted(m for m in sys.modules if m.split('.')[0] in ('tensorflow', 'keras', 'onnx', 'onnxruntime', 'tf2onnx', 'ai_edge_litert', 'tflite_micro', 'matplotlib', 'optuna', 'mlflow', 'sqlalchemy'))
     sys.stderr.write('HEAVY=' + ','.join(heavy[:5]) + '\\n')
 atexit.register(report)
 sys.argv = ['dlcli'] + sys.argv[1:]
@@ -24,7 +24,8 @@ run()
 @pytest.mark.parametrize("args", [
     ["--help"], ["--version"], ["validate", "recipes/digits_cnn.yaml"], ["schema"], ["init", "--list"],
     ["train", "--help"], ["export", "--help"], ["prune", "--help"], ["benchmark", "--help"], ["distill", "--help"], ["evaluate", "--help"], ["predict", "--help"], ["package", "--help"],
-    ["report", "--help"], ["doctor", "--help"],
+    ["report", "--help"], ["doctor", "--help"], ["tune", "--help"], ["track", "--help"],
+    ["validate", "recipes/digits_cnn_tune.yaml"],
     ["validate", "recipes/does-not-exist.yaml"], ["schema", "--markdown"], ["init", "mlp", "/tmp/dlcli-lazy-test.yaml", "--force"],
 ])
 def test_light_commands_do_not_import_tensorflow(args):

@@ -44,5 +44,6 @@ def test_the_tour_runs_verbatim_after_make_demo(tmp_path):
         assert proc.returncode == 0, f"{command}\n{proc.stderr[-2000:]}"
         assert "Traceback" not in proc.stderr, command
     for path in ("my_cnn.yaml", "result.json", "dist/digits-mcu.zip", "runs/digits_cnn/report.html",
-                 "runs/digits_cnn-pruned/model.keras", "dlcli.schema.json"):
+                 "runs/digits_cnn-pruned/model.keras", "dlcli.schema.json", "runs/digits_cnn_tune/best.yaml",
+                 "runs/digits_cnn_tune/report.html"):
         assert (work / path).exists(), path

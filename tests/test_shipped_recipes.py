@@ -36,9 +36,15 @@ def _brief(p: Path):
 
 @pytest.mark.parametrize("path", [_brief(p) for p in RECIPES + TEMPLATES])
 def test_trains_briefly(cli, path, tmp_path):
-    r = cli("train", path, "--run-dir", tmp_path / "run", "--quiet", "--json",
-            "--set", "train.epochs=1", "--set", "train.steps_per_epoch=3",
-            "--set", "train.callbacks.tensorboard=false")
+    brief = ["--set", "train.epochs=1", "--set", "train.steps_per_epoch=3", "--set", "train.callbacks.tensorboard=false"]
+    if "\ntune:" in path.read_text():  # a search recipe: two brief trials, int8 export and timing included
+        r = cli("tune", path, "--out", tmp_path / "study", "--trials", "2", "--json", *brief)
+        assert r.exit_code == 0, r.stderr
+        out = json.loads(r.stdout)
+        assert [t["state"] for t in out["trials"]] == ["complete", "complete"]
+        assert all(t["attrs"]["int8_latency_ms"] > 0 for t in out["trials"])
+        return
+    r = cli("train", path, "--run-dir", tmp_path / "run", "--quiet", "--json", *brief)
     assert r.exit_code == 0, r.stderr
     out = json.loads(r.stdout)
     assert out["epochs"] == 1 and "test" in out["metrics"]

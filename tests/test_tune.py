@@ -10,6 +10,7 @@ import sqlite3
 import subprocess
 import sys
 import time
+from pathlib import Path
 
 import pytest
 from conftest import TINY_SYNTHETIC, one_line_error
@@ -62,6 +63,11 @@ def test_a_search_writes_run_directories_a_front_and_a_recipe_train_accepts(writ
     assert best.model.units[0] == chosen["params"]["model.units.0"] and best.tune is None
     again = cli("train", out / "best.yaml", "--run-dir", tmp_path / "best-run", "--json")
     assert again.exit_code == 0, again.stderr
+    report = cli("report", out, "--json")  # the study's own page: history, front, importances, trials
+    assert report.exit_code == 0, report.stderr
+    page = json.loads(report.stdout)
+    assert page["sections"] == ["summary", "history", "front", "importance", "trials"]
+    assert all(Path(p).stat().st_size > 1000 for p in page["images"])
     # a second session with a larger budget continues the same study
     more = cli("tune", write_recipe(SEARCH), "--out", out, "--trials", "4", "--json")
     assert more.exit_code == 0 and len(json.loads(more.stdout)["trials"]) == 4
@@ -69,8 +75,8 @@ def test_a_search_writes_run_directories_a_front_and_a_recipe_train_accepts(writ
 
 
 @pytest.mark.parametrize("space, expected", [
-    ("model.unitz.0: {type: int, low: 4, high: 8}", r"recipe.yaml:\d+:\d+ \(tune.space\): model.unitz: unknown key, "
-     "did you mean 'units'"),
+    ("model.unitz.0: {type: int, low: 4, high: 8}",
+     r"recipe.yaml:\d+:\d+ \(tune.space\): model.unitz: unknown key, did you mean 'units'"),
     ("model.units.0: {type: int, low: 8, high: 4}", r"recipe.yaml:\d+:\d+: tune.space.model.units.0: empty range"),
     ("train.optimizer.learning_rate: {type: float, low: -1, high: 0.1}",
      r"\(tune.space\): train.optimizer.learning_rate: input should be greater than 0"),
@@ -154,7 +160,7 @@ def test_a_killed_search_resumes_its_cut_trial_from_the_checkpoint(write_recipe,
     assert found is not None, "killed before trial 1 wrote a checkpoint"
     study = _study(out)
     assert [t.state.name for t in study.trials] == ["COMPLETE", "RUNNING"]
-    done = subprocess.run([*cmd, "--json"], capture_output=True, text=True, timeout=600)
+    done = subprocess.run([*cmd, "--json"], capture_output=True, text=True, timeout=600, check=False)
     assert done.returncode == 0, done.stderr
     assert "trial 1 (continued)" in done.stderr
     env = json.loads((out / "trial-0001" / "env.json").read_text())

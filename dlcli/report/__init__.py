@@ -40,28 +40,7 @@ class Report:
 
 
 
-# ---------------------------------------------------------------- entry point
-def build_report(run_dir: str | Path, out: str | Path | None = None) -> Report:
-    """Write the report of ``run_dir`` to ``out`` (default ``RUN_DIR/report.html``)."""
-    from dlcli.atomic import write_bytes, write_text
-    from dlcli.runs import RUN_MARKERS
-
-    run_dir = Path(run_dir)
-    if not run_dir.is_dir():
-        raise RunDirError(f"{run_dir}: run directory not found")
-    if not any((run_dir / m).exists() for m in RUN_MARKERS):  # reading only: a partial run will do
-        raise RunDirError(f"{run_dir}: not a dlcli run (no recipe.yaml or env.json)")
-    out_given = out is not None
-    out = Path(out) if out else run_dir / "report.html"
-    if out.is_dir():
-        out = out / "report.html"
-    try:
-        import matplotlib  # noqa: F401
-    except ImportError as exc:
-        raise UsageError("dlcli report draws its plots with matplotlib, which is not installed "
-                         "(pip install 'matplotlib>=3.8')") from exc
-
-    ctx = _Ctx(run_dir)
+def _run_sections(ctx: _Ctx, run_dir: Path):
     recipe = _load_recipe(ctx)
     env = _read_json(ctx, run_dir / "env.json", "env.json") or {}
     metrics = _read_json(ctx, run_dir / "metrics.json", "metrics.json (the run did not finish?)") or {}
@@ -73,7 +52,39 @@ def build_report(run_dir: str | Path, out: str | Path | None = None) -> Report:
         body = fn()
         if body:
             sections.append((key, title, body))
+    return recipe, env, sections
 
+
+# ---------------------------------------------------------------- entry point
+def build_report(run_dir: str | Path, out: str | Path | None = None) -> Report:
+    """Write the report of ``run_dir`` to ``out`` (default ``RUN_DIR/report.html``)."""
+    from dlcli.atomic import write_bytes, write_text
+    from dlcli.runs import RUN_MARKERS
+
+    run_dir = Path(run_dir)
+    if not run_dir.is_dir():
+        raise RunDirError(f"{run_dir}: run directory not found")
+    from dlcli.report import tune
+
+    study = tune.is_tune_dir(run_dir)
+    if not study and not any((run_dir / m).exists() for m in RUN_MARKERS):  # reading only: a partial run will do
+        raise RunDirError(f"{run_dir}: not a dlcli run (no recipe.yaml or env.json) nor a dlcli tune folder")
+    out_given = out is not None
+    out = Path(out) if out else run_dir / "report.html"
+    if out.is_dir():
+        out = out / "report.html"
+    try:
+        import matplotlib  # noqa: F401
+    except ImportError as exc:
+        raise UsageError("dlcli report draws its plots with matplotlib, which is not installed "
+                         "(pip install 'matplotlib>=3.8')") from exc
+
+    ctx = _Ctx(run_dir)
+    if study:
+        summary = _read_json(ctx, run_dir / "tune.json", "tune.json") or {}
+        recipe, env, sections = None, {"status": "study"}, tune.sections(ctx, summary)
+    else:
+        recipe, env, sections = _run_sections(ctx, run_dir)
     page = _page(recipe, env, sections, ctx.notes, run_dir)
     files_dir = out.parent / f"{out.stem}_files"
     try:

@@ -32,7 +32,7 @@ def _page(recipe, env: dict, sections, notes: list[str], run_dir: Path) -> str:
     name = recipe.name if recipe is not None else run_dir.name
     desc = recipe.description if recipe is not None else ""
     status = env.get("status", "unknown")
-    cls = "ok" if status == "completed" else "bad"
+    cls = "ok" if status in ("completed", "study") else "bad"
     body = [f"<h1>{_e(name)}</h1>",
             (f'<p class="sub">{_e(desc)} <br>run <code>{_e(run_dir.resolve())}</code> · status '
              f'<span class="{cls}">{_e(status)}</span></p>')]

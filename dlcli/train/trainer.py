@@ -27,7 +27,6 @@ import os
 import platform
 import shutil
 import time
-from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -36,11 +35,13 @@ import numpy as np
 
 from dlcli.atomic import write_json, write_text
 from dlcli.data import DataBundle, load_data
-from dlcli.errors import DataError, DlcliError, RunDirError, TrainingDivergedError, UsageError, WorkerLostError
+from dlcli.errors import DlcliError, RunDirError, TrainingDivergedError, UsageError
 from dlcli.recipe.loader import recipe_hash, recipe_to_yaml
 from dlcli.runs import RUN_FORMAT, default_run_dir, environment, prepare_run_dir
 from dlcli.train.policy import COMPLETED, resumable, signals_to
 from dlcli.train.stage import Stage, model_stage
+from dlcli.train.stops import data_errors, raise_if_stopped, run_loop
+from dlcli.train.stops import iso_time as _iso
 
 
 @dataclass
@@ -199,10 +200,6 @@ def _completed(run_dir: Path, env: dict, chief: bool) -> TrainResult:
                        weights_digest=env.get("weights_sha256", ""), kept_epoch=env.get("kept_epoch"))
 
 
-def _iso(t: float) -> str:
-    return time.strftime("%Y-%m-%dT%H:%M:%S%z", time.localtime(t))
-
-
 def prepare_devices(tr) -> None:
     """``train.cpu_devices``: split the CPU before anything initialises TensorFlow's runtime
     (a stage that loads a model first calls this before loading it)."""
@@ -300,8 +297,8 @@ def _fit(stage: Stage, run_dir: Path, env: dict, progress: str, console, checkpo
             snap = Snapshot(checkpoint.epoch, checkpoint.step, checkpoint.arrays(), checkpoint.state)
         flag = loop.signal_flag
         with signals_to(flag.handler):
-            result = _run_loop(loop, snap, role, run_dir, bundle)
-        _raise_if_stopped(result, loop, flag, cbs, run_dir, env, chief)
+            result = run_loop(loop, snap, role, run_dir, bundle)
+        raise_if_stopped(result, loop, flag, cbs, run_dir, env, chief)
 
         metrics = _final_metrics(loop, trainable, bundle, tr.batch_size, one_hot)
         kept = _kept_epoch(cbs)
@@ -374,37 +371,6 @@ def _make_loop(trainable, strategy, data, tr, cbs, val_ds, run_dir: Path, env: d
                      steps_per_execution=tr.steps_per_execution, on_write=best.flush if best is not None else None)
 
 
-def _raise_if_stopped(result, loop, flag, cbs, run_dir: Path, env: dict, chief: bool) -> None:
-    """A signal becomes TrainingInterrupted (exit 130), a NaN TrainingDivergedError (exit 4)."""
-    from dlcli.train import callbacks as cb
-    from dlcli.train import resume as ckpt
-
-    folder = run_dir / "checkpoints"
-    if result.stop == "signal":
-        import signal as _signal
-
-        from dlcli.errors import TrainingInterrupted
-
-        latest = ckpt.latest(folder)
-        state = {"signal": _signal.Signals(flag.signal).name, "epoch": result.epoch + 1,
-                 "step_in_epoch": result.step, "optimizer_iterations": int(loop.model.optimizer.iterations.numpy())}
-        if chief:
-            env.update(status="interrupted", interrupted=state, ended=_iso(time.time()))
-            write_json(run_dir / "env.json", env)
-        kept = f"{folder / 'last.keras'} was written" if latest else "no checkpoint could be written"
-        raise TrainingInterrupted(
-            f"{state['signal']} at epoch {state['epoch']}, step {state['step_in_epoch']}: the step finished "
-            f"and {kept}; continue with --resume")
-    guard = next(c for c in cbs if isinstance(c, cb.DivergenceGuard))
-    if guard.diverged_at is not None or result.stop == "diverged":
-        epoch, batch = guard.diverged_at or (result.epoch + 1, None)
-        last = folder / "last.keras"
-        kept = f"last good checkpoint kept: {last}" if last.exists() else "no epoch finished cleanly, so no checkpoint"
-        where = f"epoch {epoch}" + (f", step {batch}" if batch else "")
-        raise TrainingDivergedError(
-            f"loss became NaN or inf at {where}; {kept} (lower train.optimizer.learning_rate or add clipnorm)")
-
-
 def _finalize(stage: Stage, run_dir: Path, trainable, bundle: DataBundle, metrics: dict, env: dict) -> None:
     """The chief's files: model, preprocessing, labels, metrics, and the stage's own."""
     from dlcli.train import callbacks as cb
@@ -418,43 +384,6 @@ def _finalize(stage: Stage, run_dir: Path, trainable, bundle: DataBundle, metric
     if stage.finish is not None:
         env.update(stage.finish(run_dir, trainable, metrics) or {})
     env.update(environment())
-
-
-@contextmanager
-def data_errors(bundle: DataBundle):
-    """A file of a streamed split that fails to read or decode mid-epoch becomes one
-    DataError naming it (found by a scan of the split's files, only on this error path)."""
-    import tensorflow as tf
-
-    try:
-        yield
-    except (tf.errors.InvalidArgumentError, tf.errors.NotFoundError, tf.errors.DataLossError,
-            tf.errors.UnknownError) as exc:
-        for split in (s for s in bundle.splits.values() if s.streamed):
-            bad = split.find_unreadable()
-            if bad is not None:
-                raise DataError(f"{bad[0]}: cannot read or decode this example ({bad[1][:200]}); "
-                                "remove or replace the file") from exc
-        raise
-
-
-def _run_loop(loop, snap, role, run_dir: Path, bundle: DataBundle):
-    """``loop.run``; a file that cannot be decoded, and in a multi-worker run a lost peer,
-    become one clear error."""
-    import tensorflow as tf
-
-    try:
-        with data_errors(bundle):
-            return loop.run(snap)
-    except (tf.errors.UnavailableError, tf.errors.DeadlineExceededError, tf.errors.AbortedError,
-            tf.errors.CancelledError, tf.errors.InternalError) as exc:
-        if role is None:
-            raise
-        first = next((ln.strip() for ln in str(exc).splitlines() if ln.strip()), type(exc).__name__)
-        raise WorkerLostError(
-            f"a worker of the {role.workers}-worker cluster stopped responding ({type(exc).__name__}: {first[:160]}); "
-            f"this worker ({role.task_type} {role.task_id}) stopped too. Restart every worker with "
-            f"--resume --run-dir {run_dir} to continue from the last checkpoint") from exc
 
 
 def _digest(model) -> str:
