@@ -142,9 +142,16 @@ def _name(raw) -> str:
     return raw.decode("utf-8", "replace") if isinstance(raw, bytes) else str(raw)
 
 
-def check_full_integer(model: bytes, label: str) -> ModelInfo:
-    """The model's info, or a UsageError naming every op that is not an int8 builtin."""
+def check_full_integer(model: bytes, label: str, fell_back: list[str] | None = None) -> ModelInfo:
+    """The model's info, or a UsageError naming every op that is not an int8 builtin.
+    ``fell_back``: the layers an export's --fallback auto kept in float (the advice says so)."""
     info = inspect_model(model)
+    if info.offending and fell_back:
+        raise UsageError(
+            f"--target mcu needs a full-integer int8 model; {label} keeps {len(fell_back)} layer(s) in float because "
+            "--fallback auto did so to pass the parity gate (the plain int8 file failed it). Re-export without "
+            "--fallback and loosen the gate, or change what quantizes badly (`dlcli export --explain` ranks the "
+            "layers; a raw, unnormalized input is the usual cause)")
     if info.offending:
         ops = ", ".join(f"{op} ({', '.join(sorted(r))})" for op, r in sorted(info.offending.items()))
         raise UsageError(

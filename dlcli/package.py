@@ -198,7 +198,7 @@ def _sources(run, target: Target, entry: dict[str, Any], log) -> tuple[dict[str,
         from dlcli import mcu
 
         model = model_path.read_bytes()
-        info = mcu.check_full_integer(model, entry["name"])
+        info = mcu.check_full_integer(model, entry["name"], fell_back=(entry.get("fallback") or {}).get("layers"))
         log("measuring the tensor arena in TFLite Micro ...")
         arena = mcu.measure_arena(model, info, entry["name"])
         files.update(mcu.c_files(model, entry["name"], hashlib.sha256(model).hexdigest(), info, arena, entry["inputs"],

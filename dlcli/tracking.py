@@ -259,7 +259,7 @@ def _unreachable(uri: str, why: str, required: bool, log) -> None:
     msg = f"tracking: the MLflow server at {public_uri(uri)} cannot be reached ({why})"
     if required:
         raise TrackingError(msg)
-    log(f"warning: {msg}; training goes on without it (dlcli track RUN logs the run later)")
+    log(f"warning: {msg}; going on without it (dlcli track RUN logs a completed run later)")
 
 
 def _experiment_name(spec, recipe) -> str:
@@ -346,14 +346,16 @@ def for_run(run_dir: Path, log=None) -> Tracker:
     except DlcliError:
         return Tracker()
     spec = recipe.tracking
-    if spec.backend != "mlflow":  # logged afterwards by dlcli track: where env.json says
-        env = json.loads((Path(run_dir) / "env.json").read_text(encoding="utf-8"))
-        spec = TrackingSpec(backend="mlflow", uri=os.environ.get("MLFLOW_TRACKING_URI")
-                            or (env.get("tracking") or {}).get("uri"))
+    env = json.loads((Path(run_dir) / "env.json").read_text(encoding="utf-8"))
+    recorded = (env.get("tracking") or {}).get("uri")
+    if spec.backend != "mlflow":  # logged afterwards by dlcli track
+        spec = TrackingSpec(backend="mlflow")
     if not spec.log_artifacts:
         return Tracker()
     log = log or (lambda msg: None)
-    uri = resolve_uri(spec)
+    uri = spec.uri or os.environ.get("MLFLOW_TRACKING_URI") or recorded  # where the run was logged
+    if not uri:
+        return Tracker()
     why = reachable(uri)
     if why is not None:
         _unreachable(uri, why, spec.required or REQUIRE.get(), log)

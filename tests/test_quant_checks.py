@@ -6,6 +6,7 @@ from __future__ import annotations
 import json
 
 import pytest
+from conftest import one_line_error
 
 from dlcli.export import export_run
 from dlcli.recipe.loader import load_recipe
@@ -139,3 +140,69 @@ def test_a_thin_calibration_set_is_reported(runs, cli):
     full = export_run(run, ["tflite"], "int8", out_dir=run / "full")  # every training row (104), every class
     assert full.calibration["rows"] == 104 and full.calibration["classes_missing"] == []
     assert full.calibration["warnings"] == []
+
+
+RAW_INPUTS = """
+version: 1
+name: raw_inputs
+seed: 42
+data:
+  source: csv
+  path: {data}
+  label_column: diagnosis
+  normalize: none          # features from 0.001 to 4,000 share one input scale: int8 rounds the small ones away
+  split: {{validation: 0.0, test: 0.2}}
+model: {{architecture: mlp, units: [32, 16], activation: gelu, normalization: batch}}
+train: {{epochs: 10, batch_size: 32, optimizer: {{name: adam, learning_rate: 0.003}}, callbacks: {{tensorboard: false}}}}
+"""
+
+
+@pytest.fixture(scope="module")
+def raw_run(tmp_path_factory):
+    from conftest import REPO
+
+    root = tmp_path_factory.mktemp("raw")
+    (root / "r.yaml").write_text(RAW_INPUTS.format(data=REPO / "data" / "breast_cancer" / "breast_cancer.csv"))
+    train(load_recipe(root / "r.yaml"), root / "run", progress="none")
+    return root / "run"
+
+
+def test_explain_ranks_layers_and_fallback_keeps_the_worst_in_float(raw_run, cli):
+    from ai_edge_litert.interpreter import Interpreter
+
+    plain = cli("export", raw_run, "--tflite", "--quantize", "int8", "--explain", "--out", raw_run / "plain", "--json")
+    assert plain.exit_code == 6, plain.stderr  # plain int8 fails its gate
+    int8 = next(a for a in json.loads(plain.stdout)["artifacts"] if a["quantization"] == "int8")
+    layers = int8["sensitivity"]
+    assert layers[0]["op"] == "FULLY_CONNECTED" and layers[0]["suspect"], layers  # the layer that sees raw inputs
+    assert all(not e["suspect"] for e in layers[1:]) and int8.get("fallback") is None
+    assert layers == sorted(layers, key=lambda e: -e["rmse_over_scale"])
+    res = cli("export", raw_run, "--tflite", "--quantize", "int8", "--fallback", "auto", "--json")  # RUN_DIR/export
+    assert res.exit_code == 0, res.stderr
+    fixed = next(a for a in json.loads(res.stdout)["artifacts"] if a["quantization"] == "int8")
+    fb = fixed["fallback"]
+    assert fixed["status"] == "passed" and fb["passed"] and fb["layers"] == [layers[0]["tensor"]]
+    step = fb["steps"][0]
+    assert step["size_bytes"] == fixed["size_bytes"] and step["native_p50_ms"] > 0
+    assert fixed["checks"]["top1_agreement"] > int8["checks"]["top1_agreement"]
+    assert fixed["inputs"][0]["dtype"] == "float32" and "FULLY_CONNECTED" in fixed["float_ops"]
+    interp = Interpreter(model_path=str(raw_run / "export" / "model_int8.tflite"))  # still an int8 model inside
+    assert any(d["dtype"].__name__ == "int8" for d in interp.get_tensor_details())
+    assert any("--fallback auto kept 1 layer(s) in float" in w for w in fixed["warnings"])
+    report = cli("report", raw_run, "--json")
+    assert report.exit_code == 0, report.stderr
+    assert any(p.endswith("sensitivity_model_int8.tflite.png") for p in json.loads(report.stdout)["images"])
+    mcu = cli("package", raw_run, "--target", "mcu", "--out", raw_run / "p.zip")
+    assert "--fallback auto did so to pass the parity gate" in one_line_error(mcu, 2)
+    assert not (raw_run / "p.zip").exists()
+
+
+def test_fallback_that_cannot_pass_keeps_the_plain_int8_file(raw_run, cli):
+    res = cli("export", raw_run, "--tflite", "--quantize", "int8", "--fallback", "auto", "--fallback-budget", "1",
+              "--max-abs-error", "1e-9", "--out", raw_run / "spent", "--json")
+    assert res.exit_code == 6
+    int8 = next(a for a in json.loads(res.stdout)["artifacts"] if a["quantization"] == "int8")
+    assert int8["status"] == "failed" and not int8["fallback"]["passed"] and len(int8["fallback"]["steps"]) == 1
+    assert int8["inputs"][0]["dtype"] == "int8"  # the plain int8 file, not a half-fallen-back one
+    assert any("the gate still fails with 1 layer(s) in float" in w for w in int8["warnings"])
+    assert [p.name for p in (raw_run / "spent").iterdir() if p.name.startswith(".")] == []  # no trial file left

@@ -7,6 +7,7 @@ import typer
 
 from dlcli.cli.common import emit_json, handle_errors, native_quiet, quiet_frameworks, stdout_console
 from dlcli.errors import RunDirError
+from dlcli.recipe.schema import FallbackMode
 
 
 def latest_run(root: Path = Path("runs")) -> Path:
@@ -36,6 +37,12 @@ def export(
                                       "statically quantized by onnxruntime (export.onnx_quantize)."),
     onnx_calibration: str = typer.Option(None, "--onnx-calibration", help="ONNX int8 calibration: minmax "
                                          "(default), entropy or percentile (export.onnx_calibration)."),
+    explain: bool = typer.Option(None, "--explain/--no-explain", help="int8 TFLite: measure and show every "
+                                 "layer's quantization error (export.explain)."),
+    fallback: FallbackMode = typer.Option(None, "--fallback", help="int8 TFLite failing its gate: auto keeps the "
+                                          "worst layers in float until it passes (export.fallback)."),
+    fallback_budget: int = typer.Option(None, "--fallback-budget", min=1, help="Most layers --fallback auto may "
+                                        "keep in float (export.fallback_budget)."),
     out: Path = typer.Option(None, "--out", "-o", help="Output folder (default: RUN_DIR/export)."),
     max_abs_error: float = typer.Option(None, "--max-abs-error", min=0.0, help="Gate: largest |artifact - Keras|."),
     min_top1_agreement: float = typer.Option(None, "--min-top1-agreement", min=0.0, max=1.0,
@@ -61,16 +68,21 @@ def export(
     if any(v is not None for v in (max_abs_error, min_top1_agreement, max_metric_drop)):
         gate = GateSpec(max_abs_error=max_abs_error, min_top1_agreement=min_top1_agreement,
                         max_metric_drop=max_metric_drop)
+    options = {k: v for k, v in (("explain", explain), ("fallback", fallback.value if fallback else None),
+                                 ("fallback_budget", fallback_budget)) if v is not None}
     with native_quiet() as err:
         log = (lambda msg: None) if json_out else (lambda msg: print(msg, file=err, flush=True))
         result = export_run(run_dir, formats or None, quantize, out, representative_samples, gate, opset,
                             int8_float_fallback, int8_per_channel=int8_per_channel, log=log,
                             include_preprocessing=include_preprocessing, onnx_quantize=onnx_quantize,
-                            onnx_calibration=onnx_calibration)
+                            onnx_calibration=onnx_calibration, options=options)
     if json_out:
         emit_json(result.manifest())
     else:
         _table(result)
+        for a in result.artifacts:
+            if a.sensitivity is not None and (explain or a.fallback):
+                _layers(a)
     for w in (result.calibration or {}).get("warnings", []):  # after the table, on stderr
         print(f"warning: {w}", file=sys.stderr)
     for a in result.artifacts:  # what a quantized file did not do
@@ -101,6 +113,24 @@ def _table(result) -> None:
             "[green]pass[/]" if a.status == "passed" else "[red]FAIL[/]",
         )
     stdout_console().print(t)
+
+
+def _layers(a) -> None:
+    from rich.table import Table
+
+    kept = set((a.fallback or {}).get("layers", []))
+    t = Table(title=f"{a.name}: quantization error per layer (rmse in quantization steps; rounding alone "
+              "is about 0.29)", title_justify="left")
+    for col in ("op", "output tensor", "rmse/scale", "max err", "scale", ""):
+        t.add_column(col, justify="right" if col in ("rmse/scale", "max err", "scale") else "left")
+    for e in a.sensitivity:
+        mark = "kept in float" if e["tensor"] in kept else ("suspect" if e["suspect"] else "")
+        t.add_row(e["op"], e["tensor"][-60:], _g(e["rmse_over_scale"]), _g(e["max_abs_error"]), _g(e["scale"]), mark)
+    stdout_console().print(t)
+
+
+def _g(v) -> str:
+    return "-" if v is None else f"{v:.3g}"
 
 
 def _size(n: int) -> str:

@@ -58,10 +58,13 @@ class Artifact:
     delegation: dict[str, Any] | None = None  # TFLite: what LiteRT's CPU accelerator runs (dlcli.latency)
     float_ops: list[str] | None = None  # int8 TFLite: ops that run in float inside it
     warnings: list[str] = field(default_factory=list)
+    sensitivity: list[dict[str, Any]] | None = None  # int8 TFLite (explain / fallback): per-layer error
+    fallback: dict[str, Any] | None = None  # int8 TFLite, --fallback auto: the layers kept in float, each step
 
     def to_json(self) -> dict[str, Any]:
         return {k: v for k, v in self.__dict__.items()
-                if not (k in ("error", "delegation", "float_ops") and v is None) and not (k == "warnings" and not v)}
+                if not (k in ("error", "delegation", "float_ops", "sensitivity", "fallback") and v is None)
+                and not (k == "warnings" and not v)}
 
     def failure(self) -> str:
         if self.error:
@@ -186,9 +189,11 @@ def export_run(run_dir: str | Path, formats: list[str] | None = None, quantize: 
                tflite_batch_size: int | str | None = None, parity_samples: int | None = None,
                int8_per_channel: bool | None = None, log=None,
                include_preprocessing: bool | None = None, onnx_quantize: str | None = None,
-               onnx_calibration: str | None = None) -> ExportResult:
+               onnx_calibration: str | None = None, options: dict[str, Any] | None = None) -> ExportResult:
     """Export ``run_dir``'s model; the recipe's ``export:`` section fills unset arguments.
-    ``include_preprocessing``: the artifacts take raw feature values (the gate feeds them)."""
+    ``include_preprocessing``: the artifacts take raw feature values (the gate feeds them).
+    ``options``: ``export:`` keys overriding the recipe's (validated by its schema), e.g.
+    ``{"fallback": "auto", "explain": True}``."""
     import numpy as np
 
     from dlcli.atomic import copy_file, write_json
@@ -201,6 +206,13 @@ def export_run(run_dir: str | Path, formats: list[str] | None = None, quantize: 
     log = log or (lambda msg: None)
     run = open_run(run_dir)
     spec = run.recipe.export
+    if options:
+        from pydantic import ValidationError
+
+        try:
+            spec = type(spec).model_validate({**spec.model_dump(), **options})
+        except ValidationError as exc:
+            raise UsageError(f"export options {options}: {exc.errors()[0]['msg']}") from exc
     formats = list(formats or spec.formats or FORMAT_ORDER)
     for f in formats:
         get_format(f)
@@ -290,10 +302,17 @@ def export_run(run_dir: str | Path, formats: list[str] | None = None, quantize: 
             art.error = f"{fmt.runtime} could not run it: {type(exc).__name__}: {_first_line(exc)}"
             artifacts.append(art)
             continue
-        if fmt_name == "tflite":
-            _inspect_tflite(art, target)
         checks = compare(ref, got, y_test, task, resolve_gate(q, task, gate_overrides), art.outputs[0]["name"],
                          art.outputs[0])
+        if fmt_name == "tflite" and q == "int8" and (spec.explain or (spec.fallback == "auto" and not checks.passed)):
+            def gate_file(path, fmt=fmt, q=q):
+                runner = fmt.load(path)
+                return compare(ref, runner.predict(x_test), y_test, task, resolve_gate(q, task, gate_overrides),
+                               runner.outputs[0].name, runner.outputs[0].to_json())
+
+            checks = _quant_debug(art, target, exported_model, plan, spec, checks, gate_file, log)
+        if fmt_name == "tflite":
+            _inspect_tflite(art, target)
         art.checks = checks.to_json()
         art.status = "passed" if checks.passed else "failed"
         artifacts.append(art)
@@ -344,6 +363,32 @@ def calibration_report(y, task: str, labels: list[str] | None) -> dict[str, Any]
     return out
 
 
+def _quant_debug(art: Artifact, target: Path, model, plan, spec, checks, gate_file, log):
+    """int8 TFLite: per-layer errors (explain) and, when the gate failed and fallback is
+    auto, the worst layers kept in float until it passes. Returns the checks of the file kept."""
+    from dlcli.export.sensitivity import auto_fallback, debug
+    from dlcli.export.tflite import load
+
+    log(f"measuring the quantization error of every layer of {art.name} ...")
+    dbg, layers = debug(model, plan)
+    art.sensitivity = [e.to_json() for e in layers]
+    if checks.passed or spec.fallback != "auto":
+        return checks
+    record, fixed = auto_fallback(dbg, layers, target, gate_file, spec.fallback_budget, log)
+    art.fallback = {**record, "plain": {"size_bytes": art.size_bytes, "checks": checks.to_json()}}
+    if fixed is None:
+        art.warnings.append(f"--fallback auto: the gate still fails with {len(record['steps'])} layer(s) in float "
+                            f"(fallback_budget {spec.fallback_budget}); the int8 file without fallback is kept")
+        return checks
+    art.sha256, art.size_bytes = sha256_path(target)
+    runner = load(target)
+    art.inputs = [t.to_json() for t in runner.inputs]
+    art.outputs = [t.to_json() for t in runner.outputs]
+    art.warnings.append(f"--fallback auto kept {len(record['layers'])} layer(s) in float to pass the gate: "
+                        + ", ".join(s["op"] for s in record["steps"]) + "; the file takes and returns float")
+    return fixed
+
+
 def _inspect_tflite(art: Artifact, path: Path) -> None:
     """What a TFLite file holds beyond its outputs: XNNPACK delegation, the ops an int8 file
     runs in float, and whether a quantized file quantized anything at all."""
@@ -356,7 +401,7 @@ def _inspect_tflite(art: Artifact, path: Path) -> None:
     info = mcu.inspect_model(path.read_bytes())
     if art.quantization in CALIBRATED:
         art.float_ops = mcu.float_ops(info)
-        if art.float_ops:
+        if art.float_ops and not (art.fallback or {}).get("passed"):  # a fallback's float ops are said already
             art.warnings.append(f"ops run in float inside the {art.quantization} model: {', '.join(art.float_ops)} "
                                 "(dlcli validate RECIPE --target tflite-int8 names the recipe keys)")
     want = "FLOAT16" if art.quantization == "float16" else "INT8"

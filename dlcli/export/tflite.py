@@ -22,6 +22,15 @@ from dlcli.export.runner import Runner, TensorInfo, dequantize, quantize
 
 
 def convert(model, plan) -> bytes:
+    conv, cleanup = converter(model, plan)
+    try:
+        return conv.convert()
+    finally:
+        cleanup()
+
+
+def converter(model, plan):
+    """``(TFLiteConverter, cleanup)`` set up for ``plan`` (call cleanup once converted)."""
     import keras
     import tensorflow as tf
 
@@ -29,44 +38,50 @@ def convert(model, plan) -> bytes:
 
     if plan.quantize in ("int8", "int16x8") and has_recurrent_layers(model):
         model = unrolled_copy(model)
-    with tempfile.TemporaryDirectory() as tmp:
-        archive = keras.export.ExportArchive()
-        archive.track(model)
-        archive.add_endpoint("serve", functools.partial(model.__call__, training=False),
-                             input_signature=input_signature(model, plan.tflite_batch))
-        archive.write_out(tmp, verbose=False)
-        conv = tf.lite.TFLiteConverter.from_saved_model(tmp)
-        conv.target_spec.supported_ops = [tf.lite.OpsSet.TFLITE_BUILTINS]
-        q = plan.quantize
-        if q in ("dynamic", "float16", "int8", "int16x8"):
-            conv.optimizations = [tf.lite.Optimize.DEFAULT]
-        if q == "float16":
-            conv.target_spec.supported_types = [tf.float16]
-        if q in ("int8", "int16x8"):
-            rep = plan.representative
-            batch = plan.tflite_batch or 1
+    tmp = tempfile.TemporaryDirectory()
+    archive = keras.export.ExportArchive()
+    archive.track(model)
+    archive.add_endpoint("serve", functools.partial(model.__call__, training=False),
+                         input_signature=input_signature(model, plan.tflite_batch))
+    archive.write_out(tmp.name, verbose=False)
+    conv = tf.lite.TFLiteConverter.from_saved_model(tmp.name)
+    conv.target_spec.supported_ops = [tf.lite.OpsSet.TFLITE_BUILTINS]
+    q = plan.quantize
+    if q in ("dynamic", "float16", "int8", "int16x8"):
+        conv.optimizations = [tf.lite.Optimize.DEFAULT]
+    if q == "float16":
+        conv.target_spec.supported_types = [tf.float16]
+    if q in ("int8", "int16x8"):
+        conv.representative_dataset = representative_dataset(plan)
+        wide = q == "int16x8"  # 16-bit activations, 8-bit weights (LiteRT's reference kernels)
+        ops = [tf.lite.OpsSet.EXPERIMENTAL_TFLITE_BUILTINS_ACTIVATIONS_INT16_WEIGHTS_INT8 if wide
+               else tf.lite.OpsSet.TFLITE_BUILTINS_INT8]
+        if plan.int8_float_fallback:
+            ops.append(tf.lite.OpsSet.TFLITE_BUILTINS)
+        conv.target_spec.supported_ops = ops
+        io_type = tf.int16 if wide else tf.int8
+        if any(t.dtype in ("float32", "float16") for t in model.inputs):
+            conv.inference_input_type = io_type  # float inputs only; id inputs stay int32
+        conv.inference_output_type = io_type
+        if not plan.int8_per_channel:
+            conv._experimental_disable_per_channel = True  # per-tensor scales: smaller, coarser
+    return conv, tmp.cleanup
 
-            def dataset():
-                from dlcli.data.inputs import num_rows, take_rows
 
-                for i in range(0, num_rows(rep) - batch + 1, batch):
-                    rows = take_rows(rep, slice(i, i + batch))
-                    yield rows if isinstance(rows, dict) else [rows]  # several inputs: by name
+def representative_dataset(plan, limit: int | None = None):
+    """The calibration rows as the converter takes them: a generator function of batches."""
+    rep = plan.representative
+    batch = plan.tflite_batch or 1
 
-            conv.representative_dataset = dataset
-            wide = q == "int16x8"  # 16-bit activations, 8-bit weights (LiteRT's reference kernels)
-            ops = [tf.lite.OpsSet.EXPERIMENTAL_TFLITE_BUILTINS_ACTIVATIONS_INT16_WEIGHTS_INT8 if wide
-                   else tf.lite.OpsSet.TFLITE_BUILTINS_INT8]
-            if plan.int8_float_fallback:
-                ops.append(tf.lite.OpsSet.TFLITE_BUILTINS)
-            conv.target_spec.supported_ops = ops
-            io_type = tf.int16 if wide else tf.int8
-            if any(t.dtype in ("float32", "float16") for t in model.inputs):
-                conv.inference_input_type = io_type  # float inputs only; id inputs stay int32
-            conv.inference_output_type = io_type
-            if not plan.int8_per_channel:
-                conv._experimental_disable_per_channel = True  # per-tensor scales: smaller, coarser
-        return conv.convert()
+    def dataset():
+        from dlcli.data.inputs import num_rows, take_rows
+
+        n = num_rows(rep) if limit is None else min(limit, num_rows(rep))
+        for i in range(0, n - batch + 1, batch):
+            rows = take_rows(rep, slice(i, i + batch))
+            yield rows if isinstance(rows, dict) else [rows]  # several inputs: by name
+
+    return dataset
 
 
 def export(model, target: Path, plan) -> None:

@@ -4,6 +4,7 @@ the ``export`` / ``compress`` sections that later stages read, ``tracking`` and 
 from __future__ import annotations
 
 import json
+from enum import Enum
 from typing import Any, Literal, get_args
 
 from pydantic import Field, PrivateAttr, model_validator
@@ -37,6 +38,13 @@ OnnxCalibration = Literal["minmax", "entropy", "percentile"]
 ONNX_CALIBRATIONS: tuple[str, ...] = get_args(OnnxCalibration)
 
 
+class FallbackMode(str, Enum):
+    """``--fallback``: what an int8 TFLite file that fails its gate may do."""
+
+    none = "none"
+    auto = "auto"
+
+
 class DeviceLimits(StrictModel):
     """The device a model must fit (``dlcli validate --target mcu`` checks it before training)."""
 
@@ -58,6 +66,12 @@ class ExportSpec(StrictModel):
         "int16x8: 16-bit activations, 8-bit weights."
     )
     representative_samples: int = Field(200, ge=1, description="Training examples that calibrate int8 quantization.")
+    explain: bool = Field(False, description="int8 TFLite: measure every layer's quantization error (TFLite's "
+                          "QuantizationDebugger: rmse in quantization steps) into the manifest and the report.")
+    fallback: Literal[tuple(m.value for m in FallbackMode)] = Field(  # type: ignore[valid-type]
+        "none", description="int8 TFLite that fails its gate: auto keeps the worst layers in float, one at a time, "
+        "until the gate passes or fallback_budget layers are in float (the file then takes float input).")
+    fallback_budget: int = Field(5, ge=1, le=1000, description="Most layers --fallback auto may keep in float.")
     int8_float_fallback: bool = Field(False, description="Let ops without an int8 kernel run in float (int8 I/O kept where possible).")
     int8_per_channel: bool = Field(
         True, description="Per-channel int8 weight scales (more accurate); false: per-tensor (smaller file)."

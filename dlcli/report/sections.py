@@ -286,7 +286,37 @@ def _export(ctx: _Ctx, metrics: dict) -> str:
                     f"test {mname}", "max abs error vs Keras", "top-1 agreement", "delegation"], rows)
     info = (f"<p>{_e(path)}: created {_e(man.get('created', '?'))}, parity gate "
             f"{'passed' if man.get('passed') else 'failed'}; {mname} on {keras.get('samples', '?')} test examples.</p>")
-    return info + img + table
+    return info + img + table + "".join(_sensitivity(ctx, a) for a in arts if a.get("sensitivity"))
+
+
+def _sensitivity(ctx: _Ctx, a: dict) -> str:
+    """The per-layer quantization error of an int8 file (export --explain / --fallback auto)."""
+    layers = [e for e in a["sensitivity"] if isinstance(e, dict) and e.get("rmse_over_scale") is not None]
+    if not layers:
+        return ""
+    kept = set((a.get("fallback") or {}).get("layers") or [])
+    labels = [f"{e.get('op')} {str(e.get('tensor'))[:40]}" for e in layers][::-1]
+    vals = [e["rmse_over_scale"] for e in layers][::-1]
+    colors = [RED if e.get("tensor") in kept else (ORANGE if e.get("suspect") else BLUE) for e in layers][::-1]
+    fig, ax = _figure(7.0, 0.6 + 0.3 * len(layers))
+    ax.barh(labels, vals, color=colors)
+    ax.axvline(0.289, color=GREY, linestyle=":", label="rounding alone (0.29)")
+    ax.axvline(0.7, color=ORANGE, linestyle="--", label="suspect (0.7)")
+    ax.set_xlabel("rmse / scale (quantization steps)")
+    ax.tick_params(axis="y", labelsize=7)
+    ax.legend(fontsize=7)
+    name = _safe(str(a.get("name", "int8")))
+    img = ctx.add_plot(f"sensitivity_{name}.png", f"{a.get('name')}: quantization error per layer "
+                       "(red: kept in float by --fallback auto)", fig)
+    rows = [[e.get("op"), e.get("tensor"), e.get("rmse_over_scale"), e.get("max_abs_error"), e.get("scale"),
+             "kept in float" if e.get("tensor") in kept else ("suspect" if e.get("suspect") else "")] for e in layers]
+    steps = (a.get("fallback") or {}).get("steps") or []
+    fb = _table(["layers in float", "layer added", "size", "native p50 ms", "gate"],
+                [[s.get("float_layers"), s.get("op"), _Num(_size(s.get("size_bytes"))), s.get("native_p50_ms"),
+                  "pass" if s.get("passed") else "; ".join(s.get("failures") or [])] for s in steps]) if steps else ""
+    return (f"<h3>{_e(a.get('name'))}: which layers int8 hurts</h3>" + img
+            + _details("per-layer numbers", _table(["op", "output tensor", "rmse/scale", "max abs error", "scale", ""],
+                                                   rows)) + (f"<h3>--fallback auto</h3>{fb}" if fb else ""))
 
 
 def _benchmark(ctx: _Ctx) -> str:
