@@ -118,7 +118,7 @@ def auto_fallback(dbg, layers: list[LayerError], target, check, budget: int, log
         deny.append(layer.tensor)
         log(f"fallback: keeping {len(deny)} layer(s) in float ({layer.op} {layer.tensor[:60]}) ...")
         data = selective_model(dbg, deny)
-        trial = target.with_name(f".{target.name}.fallback-{os.getpid()}.tflite")
+        trial = target.with_name(f".{target.name}.tmp-{os.getpid()}.tflite")  # swept if a kill leaves it
         trial.write_bytes(data)
         try:
             checks = check(trial)
