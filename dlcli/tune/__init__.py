@@ -165,6 +165,9 @@ def worker_main(argv: list[str]) -> int:
         ctx = load_context(path, out, overrides, budget, None, log=lambda m: print(m, file=sys.stderr, flush=True),
                            allow_code=allow_code)
         ctx.parent_run = os.environ.get("DLCLI_TRACKING_PARENT") or None
+        from dlcli.tracking import REQUIRE
+
+        REQUIRE.set(os.environ.get("DLCLI_REQUIRE_TRACKING") == "1")
         study = open_study(out, ctx.recipe, ctx.names, ctx.directions, parallel=True, worker=worker)
         optimize(ctx, study, budget, deadline)
     except DlcliError as exc:

@@ -25,7 +25,10 @@ def _command(ctx, worker: int, budget: int, deadline: float | None) -> list[str]
 
 
 def run_workers(ctx, study, jobs: int, budget: int, deadline: float | None) -> None:
-    env = {**os.environ, "DLCLI_TRACKING_PARENT": ctx.parent_run or ""}
+    from dlcli.tracking import REQUIRE
+
+    env = {**os.environ, "DLCLI_TRACKING_PARENT": ctx.parent_run or "", "DLCLI_REQUIRE_TRACKING": "1" if REQUIRE.get()
+           else ""}
     logs = [open(ctx.out / f"worker-{i}.log", "ab") for i in range(jobs)]  # noqa: SIM115 - closed below
     procs = [subprocess.Popen(_command(ctx, i, budget, deadline), stdout=fh, stderr=subprocess.STDOUT, env=env,
                               stdin=subprocess.DEVNULL) for i, fh in enumerate(logs)]
