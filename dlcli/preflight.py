@@ -27,7 +27,7 @@ from typing import Any
 
 from dlcli.errors import TargetError, UsageError
 
-TARGETS = ("tflite-int8", "mcu")
+TARGETS = ("tflite-int8", "mcu", "onnx-int8")
 
 # op -> what to change in the recipe; anything else: the generic advice below
 ADVICE = {
@@ -40,6 +40,14 @@ ADVICE = {
     "REDUCE_PROD": "a dynamic shape product runs in float: fix the sequence length, or allow float fallback",
 }
 FLEX = "a TensorFlow (Flex) op has no TFLite builtin: replace the layer"
+# onnx-int8: ONNX op -> what to change (a float node costs a dequantize and a quantize around it)
+ONNX_ADVICE = {
+    "Erf": "GELU becomes Erf, which onnxruntime runs in float: use activation: relu",
+    "Elu": "use activation: relu or leaky_relu",
+    "Tanh": "tanh runs in float in onnxruntime's int8 graph: use activation: relu, or accept the float island",
+}
+ONNX_GENERIC = "onnxruntime's int8 quantizer has no kernel for it: it runs in float between DequantizeLinear " \
+               "and QuantizeLinear; replace the layer or accept the float island"
 GENERIC = "replace the layer, or allow float fallback (export.int8_float_fallback: true; not on mcu)"
 # op -> activation names in a recipe that produce it (to name the key)
 ACTIVATION_OPS = {"GELU": ("gelu",), "HARD_SWISH": ("hard_swish", "hard_silu"), "TANH": ("tanh",),
@@ -96,6 +104,8 @@ def preflight(recipe, target: str, *, allow_code: bool = False, flash_kb: int | 
     t0 = time.perf_counter()
     model, keys, rep = _build(recipe, allow_code, log)
     log(f"converting for {target} in a child process ...")
+    if target == "onnx-int8":
+        return _onnx(recipe, model, keys, rep, t0)
     tflite = _convert_isolated(model, rep)
     from dlcli import mcu
 
@@ -110,6 +120,25 @@ def preflight(recipe, target: str, *, allow_code: bool = False, flash_kb: int | 
         _check_mcu(res, tflite, info, flash_kb, ram_kb)
     res.seconds = time.perf_counter() - t0
     return res
+
+
+def _onnx(recipe, model, keys: dict[str, str], rep, t0: float) -> PreflightResult:
+    """onnx-int8: Keras's ONNX export, statically quantized by onnxruntime (QDQ) as dlcli
+    exports it; every node left in float is a finding."""
+    from dlcli.export.onnx import float_nodes
+
+    data = _convert_isolated(model, rep, "onnx-int8")
+    with tempfile.TemporaryDirectory(prefix="dlcli-preflight-") as tmp:
+        path = Path(tmp) / "model_int8.onnx"
+        path.write_bytes(data)
+        ops, floats = float_nodes(path)
+    findings = []
+    for op, nodes in sorted(floats.items()):
+        layers = sorted({_layer_of(n, keys) for n in nodes} - {None})
+        found = _activation_keys({"Erf": "GELU", "Elu": "ELU", "Tanh": "TANH"}.get(op, op), recipe) or \
+            sorted({keys[layer] for layer in layers if layer in keys})
+        findings.append(Finding(op, ["runs in float"], layers, found, ONNX_ADVICE.get(op, ONNX_GENERIC)))
+    return PreflightResult(_source_name(recipe), "onnx-int8", ops, findings, len(data), time.perf_counter() - t0)
 
 
 def _source_name(recipe) -> str:
@@ -212,8 +241,9 @@ def _check_mcu(res: PreflightResult, tflite: bytes, info, flash_kb: int | None, 
                             f"the {ram_kb} KiB limit (smaller inputs or fewer filters)")
 
 
-def _convert_isolated(model, rep) -> bytes:
-    """int8 TFLite bytes, converted in a child process (``python -m dlcli.preflight``)."""
+def _convert_isolated(model, rep, target: str = "tflite-int8") -> bytes:
+    """int8 TFLite (or, for onnx-int8, QDQ int8 ONNX) bytes, converted in a child process
+    (``python -m dlcli.preflight``)."""
     import numpy as np
 
     with tempfile.TemporaryDirectory(prefix="dlcli-preflight-") as tmp:
@@ -222,21 +252,23 @@ def _convert_isolated(model, rep) -> bytes:
         arrays = rep if isinstance(rep, dict) else {"__x__": rep}
         np.savez(folder / "rep.npz", **arrays)
         env = {**os.environ, "TF_CPP_MIN_LOG_LEVEL": "3"}
-        proc = subprocess.run([sys.executable, "-m", "dlcli.preflight", str(folder)], capture_output=True, check=False,
-                              text=True, env=env, stdin=subprocess.DEVNULL)
-        out = folder / "model.tflite"
+        proc = subprocess.run([sys.executable, "-m", "dlcli.preflight", str(folder), target], capture_output=True,
+                              check=False, text=True, env=env, stdin=subprocess.DEVNULL)
+        out = folder / "model.out"
+        tool = "ONNX exporter or onnxruntime's quantizer" if target == "onnx-int8" else "TFLite converter"
         if proc.returncode < 0:
-            raise TargetError(f"the TFLite converter crashed (signal {-proc.returncode}) on this model")
+            raise TargetError(f"the {tool} crashed (signal {-proc.returncode}) on this model")
         if proc.returncode != 0 or not out.exists():
             error = folder / "error.txt"
             why = error.read_text(encoding="utf-8") if error.exists() else (proc.stderr.strip().splitlines() or
                                                                             ["no output"])[-1]
-            raise TargetError(f"the TFLite converter cannot convert this model to int8: {why}")
+            raise TargetError(f"the {tool} cannot convert this model to int8: {why}")
         return out.read_bytes()
 
 
-def _child(folder: Path) -> int:
-    """In the child: load the model (safe mode), convert to int8 allowing float fallback."""
+def _child(folder: Path, target: str) -> int:
+    """In the child: load the model (safe mode), convert to int8 allowing float fallback
+    (onnx-int8: export to ONNX and quantize it as ``dlcli export --onnx-quantize int8`` does)."""
     import keras
     import numpy as np
 
@@ -249,7 +281,12 @@ def _child(folder: Path) -> int:
         with np.load(folder / "rep.npz", allow_pickle=False) as z:
             rep = {k: z[k] for k in z.files}
         rep = rep["__x__"] if set(rep) == {"__x__"} else rep
-        (folder / "model.tflite").write_bytes(convert(model, Plan("int8", rep, 1, True)))
+        if target == "onnx-int8":
+            from dlcli.export.onnx import export as onnx_export
+
+            onnx_export(model, folder / "model.out", Plan("int8", rep))
+        else:
+            (folder / "model.out").write_bytes(convert(model, Plan("int8", rep, 1, True)))
     except Exception as exc:  # noqa: BLE001 - the converter's message is the answer
         lines = [ln.strip() for ln in str(exc).splitlines() if ln.strip()]
         (folder / "error.txt").write_text(f"{type(exc).__name__}: {lines[0][:300] if lines else ''}",
@@ -259,4 +296,4 @@ def _child(folder: Path) -> int:
 
 
 if __name__ == "__main__":
-    sys.exit(_child(Path(sys.argv[1])))
+    sys.exit(_child(Path(sys.argv[1]), sys.argv[2] if len(sys.argv) > 2 else "tflite-int8"))

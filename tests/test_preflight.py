@@ -86,3 +86,14 @@ def test_bad_targets_and_recipes_are_one_line(cli, write_recipe):
     bad = _recipe(write_recipe, "{layers: [{type: Dense, units: 4}, {type: Reshape, target_shape: [7]}]}", "b.yaml")
     line = one_line_error(cli("validate", bad, "--target", "tflite-int8"), 2)
     assert "model.layers.1" in line
+
+
+def test_onnx_int8_names_the_nodes_onnxruntime_leaves_in_float(cli, write_recipe):
+    path = _recipe(write_recipe, _layers("relu", "gelu"))  # GELU's erf arithmetic stays float in the QDQ graph
+    r = cli("validate", path, "--target", "onnx-int8", "--json")
+    assert r.exit_code == 10, r.stderr
+    out = json.loads(r.stdout)
+    assert out["target"] == "onnx-int8" and "QuantizeLinear" in out["ops"] and out["model_bytes"] > 0
+    assert out["findings"] and all(f["reasons"] == ["runs in float"] for f in out["findings"])
+    assert {k for f in out["findings"] for k in f["keys"]} == {"model.layers.1"}  # the GELU layer, not the ReLU one
+    assert cli("validate", path, "--target", "onnx-int8", "--set", "model.layers.1.activation=relu").exit_code == 0

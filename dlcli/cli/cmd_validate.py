@@ -14,7 +14,7 @@ def validate(
     allow_code: bool = typer.Option(False, "--allow-code", help="Accept a model that runs code (model.code, "
                                     "Lambda, TFSMLayer ...), as train --allow-code would."),
     target: str = typer.Option(None, "--target", help="Pre-flight: build the model untrained, convert it for "
-                               "tflite-int8 or mcu, and list every op the target cannot run (imports TensorFlow)."),
+                               "tflite-int8, mcu or onnx-int8, and list every op the target cannot run (imports TensorFlow)."),
     flash_kb: int = typer.Option(None, "--flash-kb", min=1, help="mcu: flash for the model file, KiB "
                                  "(default: export.target.flash_kb)."),
     ram_kb: int = typer.Option(None, "--ram-kb", min=1, help="mcu: RAM for the tensor arena, KiB "
@@ -68,7 +68,8 @@ def _print(res) -> None:
 
     console = stdout_console()
     if res.findings:
-        t = Table(title=f"{res.recipe}: ops {res.target} cannot run as int8 builtins", title_justify="left")
+        what = "runs in float" if res.target == "onnx-int8" else "cannot run as int8 builtins"
+        t = Table(title=f"{res.recipe}: ops {res.target} {what}", title_justify="left")
         for col in ("op", "why", "recipe key", "layer", "what to change"):
             t.add_column(col)
         for f in res.findings:

@@ -124,3 +124,25 @@ def load(path: Path, threads: int | None = None) -> Runner:
 
 
 register_exporter("onnx", ".onnx", "onnxruntime")(sys.modules[__name__])
+
+
+def float_nodes(path: Path) -> tuple[list[str], dict[str, list[str]]]:
+    """``(op types, {op type: node names})`` of a QDQ int8 ONNX model: the nodes that run in
+    float, i.e. take a float tensor that no DequantizeLinear produced (onnxruntime's quantizer
+    has no int8 kernel for them, so they sit between DequantizeLinear and QuantizeLinear)."""
+    import onnx
+
+    model = onnx.shape_inference.infer_shapes(onnx.load(str(path)))
+    g = model.graph
+    floats = (onnx.TensorProto.FLOAT, onnx.TensorProto.FLOAT16, onnx.TensorProto.BFLOAT16)
+    float_names = {v.name for v in [*g.input, *g.value_info, *g.output] if v.type.tensor_type.elem_type in floats}
+    constants = {i.name for i in g.initializer} | {o for n in g.node if n.op_type == "Constant" for o in n.output}
+    produced = {o: n.op_type for n in g.node for o in n.output}
+    found: dict[str, list[str]] = {}
+    for n in g.node:
+        if n.op_type in ("QuantizeLinear", "DequantizeLinear", "Constant"):
+            continue
+        inputs = [i for i in n.input if i and i in float_names and i not in constants]
+        if any(produced.get(i) != "DequantizeLinear" for i in inputs):
+            found.setdefault(n.op_type, []).append(n.name)
+    return sorted({n.op_type for n in g.node}), found
