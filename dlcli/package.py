@@ -42,6 +42,7 @@ TARGETS = {t.name: t for t in (
     Target("tflite", "tflite", "none", "ai_edge_litert"),
     Target("tflite-int8", "tflite", "int8", "ai_edge_litert"),
     Target("onnx", "onnx", "none", "onnxruntime"),
+    Target("onnx-int8", "onnx", "int8", "onnxruntime"),  # static QDQ int8 (export --onnx-quantize int8)
     Target("saved_model", "saved_model", "none", "tensorflow"),
     Target("mcu", "tflite", "int8", "tflite_micro"),
 )}
@@ -138,7 +139,10 @@ def resolve_artifact(run, target: Target, log) -> tuple[dict[str, Any], dict[str
     if entry is None or not artifact_path(export_dir, entry).exists():
         q = "" if target.quantization == "none" else f" {target.quantization}"
         log(f"no {target.format}{q} artifact in {export_dir}/{MANIFEST}: exporting it ...")
-        export_run(run.path, [target.format], target.quantization, log=log)
+        if target.format == "onnx":  # ONNX int8 is onnxruntime's quantization of the ONNX export
+            export_run(run.path, ["onnx"], "none", log=log, onnx_quantize=target.quantization)
+        else:
+            export_run(run.path, [target.format], target.quantization, log=log)
         new = _read_manifest(export_dir / MANIFEST) or {"artifacts": []}  # export_run merged it
         manifest, entry, exported = new, _find(new, target), True
         if entry is None:
@@ -348,7 +352,7 @@ def python_example(target: str, entry: dict[str, Any], pre: dict[str, Any], has_
                 "    interpreter.invoke()\n    y = interpreter.get_output(0)[0]\n"
                 + (_DQ_OUT["mcu"] if q_out else "    return y\n"))
     else:
-        kind = "tflite" if target.startswith("tflite") else target
+        kind = TARGETS[target].format
         imp, body = _RUNTIME_CODE[kind]
         dtype = entry["inputs"][0]["dtype"] if not q_in else "float32"
         plain_in = f"    x = np.asarray(x, np.{dtype})\n"

@@ -42,6 +42,7 @@ export: {{int8_float_fallback: true}}
 {TRAIN}
 """
 MODEL_FILE = {"tflite": "model_float32.tflite", "tflite-int8": "model_int8.tflite", "onnx": "model.onnx",
+              "onnx-int8": "model_int8.onnx",
               "saved_model": "saved_model", "mcu": "model_int8.tflite"}
 
 
@@ -101,7 +102,7 @@ def _readme_code(readme: str) -> str:
     return re.search(r"```python\n(.*?)```", readme, re.DOTALL).group(1)
 
 
-@pytest.mark.parametrize("target", ["tflite-int8", "onnx", "saved_model", "tflite", "mcu"])
+@pytest.mark.parametrize("target", ["tflite-int8", "onnx", "onnx-int8", "saved_model", "tflite", "mcu"])
 def test_every_target_builds_verifies_and_its_readme_example_runs(runs, packages, pkg_cli, target, tmp_path,
                                                                    monkeypatch, capsys):
     from dlcli.export.registry import format_of

@@ -125,6 +125,13 @@ def test_onnx_int8_is_quantized_by_onnxruntime_and_gated(tmp_path, cli):
     assert m["quantization"] == "int8" and m["native"]["latency_ms"]["p50"] > 0
     r = cli("export", run, "--onnx", "--onnx-quantize", "int8", "--onnx-calibration", "kl", "--out", run / "kl")
     assert r.exit_code == 2 and "--onnx-calibration 'kl'" in r.stderr and "percentile" in r.stderr
+    dyn = export_run(run, ["onnx"], onnx_quantize="dynamic", out_dir=run / "dynamic")  # no calibration rows
+    d = {a.name: a for a in dyn.artifacts}["model_dynamic.onnx"]
+    assert d.status == "passed" and d.quantization == "dynamic" and dyn.calibration is None, d.checks
+    graph = onnx.load(run / "dynamic" / "model_dynamic.onnx").graph
+    assert "DynamicQuantizeLinear" in {n.op_type for n in graph.node}  # activations quantized at run time
+    assert any(i.data_type == onnx.TensorProto.INT8 for i in graph.initializer)  # int8 weights
+    assert d.size_bytes < 0.7 * by_name["model.onnx"].size_bytes
 
 
 def test_a_thin_calibration_set_is_reported(runs, cli):

@@ -34,7 +34,8 @@ def export(
                                           help="int8 weight scales per channel (default) or per tensor (smaller)."),
     opset: int = typer.Option(None, "--opset", min=9, help="ONNX opset."),
     onnx_quantize: str = typer.Option(None, "--onnx-quantize", help="int8: also write model_int8.onnx, "
-                                      "statically quantized by onnxruntime (export.onnx_quantize)."),
+                                      "statically quantized by onnxruntime; dynamic: model_dynamic.onnx, int8 "
+                                      "weights (export.onnx_quantize)."),
     onnx_calibration: str = typer.Option(None, "--onnx-calibration", help="ONNX int8 calibration: minmax "
                                          "(default), entropy or percentile (export.onnx_calibration)."),
     explain: bool = typer.Option(None, "--explain/--no-explain", help="int8 TFLite: measure and show every "

@@ -61,7 +61,7 @@ package_app = typer.Typer(
 @handle_errors
 def build(
     run_dir: Path = typer.Argument(..., help="A finished run; its artifact is exported first if RUN_DIR/export lacks it."),
-    target: str = typer.Option(..., "--target", "-t", help="tflite, tflite-int8, onnx, saved_model or mcu."),
+    target: str = typer.Option(..., "--target", "-t", help="tflite, tflite-int8, onnx, onnx-int8, saved_model or mcu."),
     out: Path = typer.Option(..., "--out", "-o", help="The archive to write (.zip; replaced atomically)."),
     json_out: bool = typer.Option(False, "--json", help="Print one JSON object."),
 ) -> None:

@@ -258,8 +258,8 @@ def export_run(run_dir: str | Path, formats: list[str] | None = None, quantize: 
         jobs.append((f, "none"))
         if f == "tflite" and quantize != "none":
             jobs.append((f, quantize))
-        if f == "onnx" and onnx_quantize == "int8":  # static int8 through onnxruntime.quantization
-            jobs.append((f, "int8"))
+        if f == "onnx" and onnx_quantize != "none":  # static int8 / dynamic through onnxruntime.quantization
+            jobs.append((f, onnx_quantize))
     rep, calibration = None, None
     if any(q in CALIBRATED for _, q in jobs):  # TFLite int8 / int16x8, ONNX int8
         rep, rep_y = run_split(run, "train", normalize=not raw,

@@ -56,11 +56,16 @@ def export(model, target: Path, plan) -> None:
     import tempfile
 
     with tempfile.TemporaryDirectory(prefix="dlcli-onnx-") as tmp:
-        floating = Path(tmp) / "float.onnx" if plan.quantize == "int8" else Path(target)
+        floating = Path(tmp) / "float.onnx" if plan.quantize in ("int8", "dynamic") else Path(target)
         model.export(str(floating), format="onnx", verbose=False, input_signature=input_signature(model, None),
                      **kwargs)
         if plan.quantize == "int8":
             quantize_static_int8(floating, target, plan.representative, plan.onnx_calibration)
+        elif plan.quantize == "dynamic":
+            from onnxruntime.quantization import QuantType, quantize_dynamic
+
+            quantize_dynamic(str(floating), str(target), weight_type=QuantType.QInt8,
+                             per_channel=plan.int8_per_channel)
 
 
 def quantize_static_int8(source: Path, target: Path, rows, method: str = "minmax") -> None:

@@ -32,7 +32,7 @@ class GateSpec(StrictModel):
 QuantizeMode = Literal["none", "dynamic", "float16", "int8", "int16x8"]
 QUANTIZE_MODES: tuple[str, ...] = get_args(QuantizeMode)
 CALIBRATED = ("int8", "int16x8")  # the modes that need representative data
-OnnxQuantizeMode = Literal["none", "int8"]
+OnnxQuantizeMode = Literal["none", "int8", "dynamic"]
 ONNX_QUANTIZE_MODES: tuple[str, ...] = get_args(OnnxQuantizeMode)
 OnnxCalibration = Literal["minmax", "entropy", "percentile"]
 ONNX_CALIBRATIONS: tuple[str, ...] = get_args(OnnxCalibration)
@@ -79,7 +79,8 @@ class ExportSpec(StrictModel):
     opset: int | None = Field(None, ge=9, description="ONNX opset (default: Keras's choice).")
     onnx_quantize: OnnxQuantizeMode = Field(
         "none", description="ONNX quantization: int8 also writes model_int8.onnx, statically quantized by "
-        "onnxruntime (QDQ, per-channel int8 weights, int8 activations)."
+        "onnxruntime (QDQ, per-channel int8 weights, int8 activations); dynamic writes model_dynamic.onnx "
+        "(int8 weights, activations quantized at run time, no calibration)."
     )
     onnx_calibration: OnnxCalibration = Field(
         "minmax", description="ONNX int8: how onnxruntime calibrates activation ranges on the representative rows."
