@@ -58,6 +58,7 @@ def test_bad_alpha_and_temperature(teacher, cli, tmp_path):
     assert cli("distill", teacher / "teacher", teacher / "s.yaml", "-T", "0", "--run-dir", tmp_path / "b").exit_code == 2
 
 
+@pytest.mark.slow  # a whole pipeline: ~14 s
 def test_train_runs_the_compress_then_export_pipeline(teacher, cli, tmp_path):
     recipe = teacher / "pipe.yaml"
     recipe.write_text(f"name: pipe\nseed: 2\n{DATA}\nmodel: {{architecture: mlp, units: [32, 16]}}\n{TRAIN}\n"

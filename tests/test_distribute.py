@@ -85,6 +85,7 @@ def test_mirrored_on_two_logical_cpus_matches_one_device(tmp_path):
         assert b[split]["accuracy"] == pytest.approx(a[split]["accuracy"], abs=1 / 64)
 
 
+@pytest.mark.slow  # starts processes: ~15 s
 def test_multi_worker_without_a_cluster_and_missing_tpu_are_clear_errors(tmp_path):
     r = _train(tmp_path, "mw", "train.strategy=multi_worker", epochs=1)
     assert r.returncode == 2 and "TF_CONFIG" in r.stderr and "Traceback" not in r.stderr

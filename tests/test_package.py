@@ -257,11 +257,11 @@ def test_failed_parity_gate_is_not_packaged(runs, pkg_cli, tmp_path):
 
 
 def test_missing_artifacts_are_exported_and_the_export_manifest_keeps_every_one(runs, packages):
-    for target in ("tflite-int8", "onnx", "saved_model"):  # each export_run call writes its own artifacts only
+    for target in ("tflite-int8", "onnx", "onnx-int8", "saved_model"):  # each export writes its own artifacts only
         packages(target)
     manifest = json.loads((runs["cnn"] / "export" / "manifest.json").read_text())
     names = sorted(a["name"] for a in manifest["artifacts"])
-    assert names == ["model.onnx", "model_float32.tflite", "model_int8.tflite", "saved_model"]
+    assert names == ["model.onnx", "model_float32.tflite", "model_int8.onnx", "model_int8.tflite", "saved_model"]
     assert manifest["passed"] and all(a["status"] == "passed" for a in manifest["artifacts"])
 
 

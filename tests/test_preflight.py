@@ -35,6 +35,7 @@ def test_a_float_op_in_int8_is_named_with_its_recipe_key(cli, write_recipe):
     assert cli("validate", path, "--target", "tflite-int8", "--set", "model.layers.1.activation=relu").exit_code == 0
 
 
+@pytest.mark.slow  # child-process conversions: 10-30 s
 def test_an_op_tflite_micro_lacks_is_named_only_for_mcu(cli, write_recipe):
     path = _recipe(write_recipe, _layers("gelu", "selu"))  # int8 kernels in LiteRT, none in TFLite Micro
     assert cli("validate", path, "--target", "tflite-int8").exit_code == 0
@@ -47,6 +48,7 @@ def test_an_op_tflite_micro_lacks_is_named_only_for_mcu(cli, write_recipe):
     assert all(f["reasons"] == ["not in TFLite Micro's op resolver"] for f in found.values())
 
 
+@pytest.mark.slow  # child-process conversions: 10-30 s
 def test_a_model_that_fits_passes_and_the_mcu_arena_is_measured(cli, write_recipe):
     path = _recipe(write_recipe, "{architecture: mlp, units: [16]}")
     r = cli("validate", path, "--target", "mcu", "--json")
@@ -57,6 +59,7 @@ def test_a_model_that_fits_passes_and_the_mcu_arena_is_measured(cli, write_recip
     assert "FULLY_CONNECTED" in out["ops"]
 
 
+@pytest.mark.slow  # child-process conversions: 10-30 s
 def test_flash_and_ram_limits_from_the_command_line_or_the_recipe(cli, write_recipe):
     path = _recipe(write_recipe, "{architecture: mlp, units: [64, 64]}",
                    extra="export: {target: {flash_kb: 1}}\n")
@@ -88,6 +91,7 @@ def test_bad_targets_and_recipes_are_one_line(cli, write_recipe):
     assert "model.layers.1" in line
 
 
+@pytest.mark.slow  # child-process conversions: 10-30 s
 def test_onnx_int8_names_the_nodes_onnxruntime_leaves_in_float(cli, write_recipe):
     path = _recipe(write_recipe, _layers("relu", "gelu"))  # GELU's erf arithmetic stays float in the QDQ graph
     r = cli("validate", path, "--target", "onnx-int8", "--json")

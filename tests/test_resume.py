@@ -223,6 +223,7 @@ def test_a_run_that_is_still_going_is_not_touched(tmp_path):
         sleeper.wait()
 
 
+@pytest.mark.slow  # several trainings: ~18 s
 def test_resume_cli_errors_are_one_line(tmp_path):
     recipe, run_dir = _interrupted_run(tmp_path)
     r = subprocess.run([sys.executable, "-m", "dlcli", "train", str(recipe), "--resume"],

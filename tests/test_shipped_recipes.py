@@ -26,7 +26,7 @@ def test_validates(cli, path):
 
 # the heaviest (a whole pipeline, a transfer backbone, transformers) run with -m slow
 SLOW_BRIEF = {"recipes/digits_compress", "recipes/digits_transfer", "recipes/digits_transformer",
-              "templates/transformer"}
+              "templates/transformer", "recipes/digits_cnn_tune"}
 
 
 def _brief(p: Path):

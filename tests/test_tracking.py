@@ -1,5 +1,6 @@
 """Tracking against a real MLflow server (SQLite backend store on 127.0.0.1, started and
-stopped here); what arrived is read back through MLflow's client API."""
+stopped here); what arrived is read back through MLflow's client API. The server takes ~10 s
+to start: the whole module is in the slow tier (make test-slow)."""
 
 from __future__ import annotations
 
@@ -15,6 +16,8 @@ from pathlib import Path
 
 import pytest
 from conftest import TINY_SYNTHETIC, one_line_error
+
+pytestmark = pytest.mark.slow
 
 TRACKED = TINY_SYNTHETIC + """
 tracking:
@@ -128,7 +131,6 @@ def test_an_unreachable_server_warns_and_track_logs_the_run_later(write_recipe, 
     assert len(client.get_metric_history(run_id, "loss")) == epochs
 
 
-@pytest.mark.slow
 def test_tune_trials_are_nested_runs_of_the_study(write_recipe, cli, client, tmp_path):
     from test_tune import SEARCH
 
@@ -147,7 +149,6 @@ tracking:
     assert {"tune.json", "best.yaml"} <= _artifacts(client, parents[0].info.run_id)
 
 
-@pytest.mark.slow
 def test_a_resumed_run_continues_its_mlflow_run(write_recipe, client, tmp_path):
     from dlcli.train import resume as ckpt
 
