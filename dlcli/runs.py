@@ -34,6 +34,20 @@ def default_run_dir(name: str, root: str | Path = "runs") -> Path:
     return path
 
 
+def owner_alive(host, pid) -> bool:
+    """Whether process ``pid`` on ``host`` still runs: only this host can tell (False for
+    another host, a missing pid, or this very process)."""
+    if host != platform.node() or not isinstance(pid, int) or pid == os.getpid():
+        return False
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:  # exists, owned by someone else
+        return True
+    return True
+
+
 def is_run_dir(path: Path) -> bool:
     """Whether dlcli made ``path``: its env.json is dlcli's (the format tag, or the keys every
     env.json written before the tag has)."""

@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import hashlib
 import os
+import platform
 import re
 import shutil
 import time
@@ -23,6 +24,7 @@ from pathlib import Path
 from typing import Any
 
 from dlcli.recipe.schema import CALIBRATED, ONNX_CALIBRATIONS, ONNX_QUANTIZE_MODES, QUANTIZE_MODES
+from dlcli.runs import owner_alive
 
 FORMAT_ORDER = ("saved_model", "tflite", "onnx")
 MIN_CALIBRATION_ROWS = 100  # fewer representative rows than this gets a warning
@@ -149,21 +151,11 @@ def sweep_stale_temps(out: Path) -> list[Path]:
     removed = []
     for p in out.iterdir() if out.is_dir() else []:
         m = _TEMP.match(p.name)
-        if m is None or int(m["pid"]) == os.getpid() or _alive(int(m["pid"])):
+        if m is None or int(m["pid"]) == os.getpid() or owner_alive(platform.node(), int(m["pid"])):
             continue
         shutil.rmtree(p, ignore_errors=True) if p.is_dir() and not p.is_symlink() else p.unlink(missing_ok=True)
         removed.append(p)
     return removed
-
-
-def _alive(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except OSError:  # exists, owned by someone else
-        return True
-    return True
 
 
 def _place(tmp: Path, target: Path) -> None:

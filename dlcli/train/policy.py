@@ -5,8 +5,6 @@ from __future__ import annotations
 
 import hashlib
 import json
-import os
-import platform
 from pathlib import Path
 
 from dlcli.errors import DlcliError, RunDirError
@@ -64,17 +62,9 @@ def resumable(recipe, run_dir: Path, *, explicit: bool, chief: bool, reuse: bool
 
 
 def _alive(env: dict) -> bool:
-    if env.get("host") != platform.node() or not isinstance(env.get("pid"), int):
-        return False
-    if env["pid"] == os.getpid():
-        return False
-    try:
-        os.kill(env["pid"], 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-    return True
+    from dlcli.runs import owner_alive
+
+    return owner_alive(env.get("host"), env.get("pid"))
 
 
 def _differences(a, b, prefix: str = "") -> list[str]:

@@ -11,6 +11,7 @@ import platform
 from pathlib import Path
 
 from dlcli.errors import RunDirError, TrackingError
+from dlcli.runs import owner_alive
 
 DB_NAME = "study.db"
 MARKER = "tune.json"  # written by dlcli tune: the folder is a study
@@ -97,16 +98,6 @@ def locked(out: Path):
             fcntl.flock(fh, fcntl.LOCK_UN)
 
 
-def _alive(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-    return True
-
-
 def _claim(trial) -> None:
     trial.set_user_attr("host", platform.node())
     trial.set_user_attr("pid", os.getpid())
@@ -121,7 +112,7 @@ def next_trial(study, out: Path, budget: int):
     with locked(out), store_errors(out):
         for t in study.get_trials(deepcopy=False, states=(TrialState.RUNNING,)):
             host, pid = t.user_attrs.get("host"), t.user_attrs.get("pid")
-            if host == platform.node() and isinstance(pid, int) and pid != os.getpid() and not _alive(pid):
+            if host == platform.node() and isinstance(pid, int) and pid != os.getpid() and not owner_alive(host, pid):
                 trial = optuna.trial.Trial(study, t._trial_id)
                 _claim(trial)
                 return trial, True
