@@ -117,11 +117,11 @@ def run_split(run: Run, split: str, return_files: bool = False, pick=None, norma
     featurized values before reshape and normalization (for a model exported with them)."""
     import numpy as np
 
-    from dlcli.data import raw_inputs, read_raw_splits
+    from dlcli.data import data_task, raw_inputs, read_raw_splits
     from dlcli.errors import UsageError
 
     recipe, pre = run.recipe, run.preprocessor
-    raws, files = read_raw_splits(recipe.data, Path("."), recipe.seed, recipe.task)
+    raws, files = read_raw_splits(recipe.data, Path("."), recipe.seed, data_task(recipe))
     if split not in raws:
         raise UsageError(f"this run has no {split} split (it has: {', '.join(raws)})")
     raw = raws[split] if pick is None else raws[split].take(np.asarray(pick(len(raws[split])), np.int64))

@@ -15,7 +15,7 @@ TEMPLATES = sorted((REPO / "dlcli" / "templates").glob("*.yaml"))
 def test_there_are_recipes_for_every_model_family():
     names = {p.stem for p in RECIPES}
     assert {"digits_cnn", "breast_cancer_mlp", "digits_rnn", "digits_transformer", "digits_autoencoder",
-            "digits_transfer"} <= names
+            "digits_transfer", "digits_gan", "digits_cgan"} <= names
 
 
 @pytest.mark.parametrize("path", RECIPES + TEMPLATES, ids=lambda p: f"{p.parent.name}/{p.stem}")

@@ -37,8 +37,10 @@ def validate(
         check_space(recipe, set_, r)
     if target is not None:
         return _preflight(r, target, allow_code, flash_kb, ram_kb, json_out)
-    kind = next(k for k in ("architecture", "layers", "graph", "application", "code") if hasattr(r.model, k))
+    kind = next(k for k in ("architecture", "layers", "graph", "application", "code", "gan") if hasattr(r.model, k))
     detail = getattr(r.model, "architecture", kind)
+    if kind == "gan":
+        detail = f"gan ({r.model.gan.loss}{', conditional' if r.model.gan.conditional else ''})"
     if json_out:
         emit_json({"recipe": str(recipe), "valid": True, "name": r.name, "task": r.task,
                    "data_source": r.data.source, "model": detail})

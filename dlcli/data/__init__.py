@@ -143,6 +143,12 @@ def _hash_split(raw: sources.Raw, root: Path, fractions: dict[str, float], seed:
     return {k: np.asarray(v, dtype=np.int64) for k, v in out.items()}
 
 
+def data_task(recipe) -> str:
+    """What the data's labels are for ``recipe``: a GAN's labels are class ids (for the judge
+    and conditional GANs), read like a classifier's."""
+    return "classification" if recipe.task == "gan" else recipe.task
+
+
 def read_raw_splits(spec, base_dir: Path, seed: int, task: str) -> tuple[dict[str, sources.Raw], list[Path]]:
     """Raw records per split: split folders or separate files where given, else a seeded
     fraction split (random, or by a stable hash of each example's key)."""
@@ -188,8 +194,8 @@ def _new_preprocessor(recipe, train: sources.Raw) -> Preprocessor:
     if spec.source == "csv" and spec.inputs is not None:
         from dlcli.data.inputs import MultiPreprocessor
 
-        return MultiPreprocessor.from_spec(spec, recipe.task, str(train.files[0]))
-    return Preprocessor(sources.make_featurizer(spec, train), spec.reshape, spec.normalize.model_dump(), recipe.task)
+        return MultiPreprocessor.from_spec(spec, data_task(recipe), str(train.files[0]))
+    return Preprocessor(sources.make_featurizer(spec, train), spec.reshape, spec.normalize.model_dump(), data_task(recipe))
 
 
 def _fit_preprocessor(recipe, train: sources.Raw) -> Preprocessor:
@@ -252,7 +258,7 @@ def raw_inputs(spec, raw: sources.Raw):
 def _streamed_common(recipe, pre: Preprocessor, raw: sources.Raw, name: str):
     """A streamed split's encoded labels (placeholders when the target is the input), the
     example shape, and the resolved ``data.cache``."""
-    y = np.zeros(len(raw), np.float32) if recipe.task == "reconstruction" else pre.encode_y(raw.y, name)
+    y = np.zeros(len(raw), np.float32) if data_task(recipe) == "reconstruction" else pre.encode_y(raw.y, name)
     shapes = pre.input_shape if isinstance(pre.input_shape, dict) else {"x": pre.input_shape}
     values = sum(int(np.prod(s)) for s in shapes.values())
     shape = tuple(pre.input_shape) if not isinstance(pre.input_shape, dict) else ()
@@ -270,11 +276,11 @@ def _row_split(recipe, pre: Preprocessor, raw: sources.Raw, name: str, value_ran
         from dlcli.data.inputs import concat_rows
 
         x = concat_rows([pre.transform_x(c) for c in raw.index.chunks(members)])
-        return _checked_array_split(x, x if recipe.task == "reconstruction" else y, name)
-    if recipe.task == "reconstruction" and isinstance(pre.input_shape, dict):
+        return _checked_array_split(x, x if data_task(recipe) == "reconstruction" else y, name)
+    if data_task(recipe) == "reconstruction" and isinstance(pre.input_shape, dict):
         raise DataError("task reconstruction needs a single input, not data.inputs")
     return rowsrc.RowSplit(raw.index, members, y, pre.transform_x, _signature(pre),
-                           sample_range=value_range or (0.0, 1.0), reconstruct=recipe.task == "reconstruction")
+                           sample_range=value_range or (0.0, 1.0), reconstruct=data_task(recipe) == "reconstruction")
 
 
 def _signature(pre: Preprocessor):
@@ -289,7 +295,7 @@ def _signature(pre: Preprocessor):
 def _record_split(recipe, pre: Preprocessor, raw: sources.Raw, name: str, value_range):
     from dlcli.data import records
 
-    spec, task = recipe.data, recipe.task
+    spec, task = recipe.data, data_task(recipe)
     y, shape, cache = _streamed_common(recipe, pre, raw, name)
     return records.RecordSplit(raw.index, np.asarray(raw.x), y, records.make_element(spec, pre, task), shape,
                                records.compression(spec), buffer=spec.pipeline.shuffle_buffer,
@@ -312,7 +318,7 @@ def _checked_array_split(x, y, name: str) -> ArraySplit:
 
 
 def _file_split(recipe, pre: Preprocessor, raw: sources.Raw, name: str, value_range) -> FileSplit:
-    task = recipe.task
+    task = data_task(recipe)
     featurizer = pre.featurizer
 
     def decode(key):
@@ -330,7 +336,7 @@ def load_data(recipe, base_dir: Path | None = None, preprocessor: Preprocessor |
     tf.data (or, where ``data.cache`` says memory, featurized once into memory)."""
     spec = recipe.data
     base = Path(base_dir if base_dir is not None else (recipe._base_dir or "."))
-    raws, files = read_raw_splits(spec, base, recipe.seed, recipe.task)
+    raws, files = read_raw_splits(spec, base, recipe.seed, data_task(recipe))
     pre = preprocessor or _fit_preprocessor(recipe, raws["train"])
     splits: dict[str, ArraySplit | FileSplit] = {}
     value_range = pre.fit_range
@@ -344,13 +350,13 @@ def load_data(recipe, base_dir: Path | None = None, preprocessor: Preprocessor |
     for name in SPLITS:
         if name in raws:
             splits[name] = (make(recipe, pre, raws[name], name, value_range) if make is not None
-                            else _array_split(pre, raws[name], name, recipe.task))
+                            else _array_split(pre, raws[name], name, data_task(recipe)))
     extra = {"source": spec.source, "seed": recipe.seed} if spec.source == "synthetic" else None
     if spec.source == "synthetic":
         extra["spec"] = spec.model_dump(mode="json")
     fp = fingerprint_files(files, extra)
     bundle = DataBundle(splits, pre, fp, sizes={k: len(v) for k, v in splits.items()})
-    bundle.class_weight = _class_weight(spec.class_weight, splits["train"].y, bundle.num_classes, recipe.task)
+    bundle.class_weight = _class_weight(spec.class_weight, splits["train"].y, bundle.num_classes, data_task(recipe))
     return bundle
 
 

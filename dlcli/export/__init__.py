@@ -227,9 +227,14 @@ def export_run(run_dir: str | Path, formats: list[str] | None = None, quantize: 
     task = run.recipe.task
     parity_split = run.split_names()[-1]  # test, else validation, else train
     raw = spec.include_preprocessing if include_preprocessing is None else include_preprocessing
+    raw = raw and task != "gan"  # a generator takes latents: nothing to preprocess
     first = lambda n: np.arange(min(n, n_parity))
-    x_test, y_test = run_split(run, parity_split, pick=first)
+    if task == "gan":  # the generator on fixed latents (and labels); the gate compares its samples
+        x_test, parity_split = gan_inputs(run, n_parity, 13), "latent"
+    else:
+        x_test, y_test = run_split(run, parity_split, pick=first)
     ref = np.asarray(model.predict(x_test, verbose=0, batch_size=256))
+    y_test = ref if task == "gan" else y_test
     exported_model = model
     if raw:  # the artifacts take (and the gate feeds) the values before reshape and normalization
         from dlcli.export.preprocessing import with_preprocessing
@@ -253,7 +258,10 @@ def export_run(run_dir: str | Path, formats: list[str] | None = None, quantize: 
         if f == "onnx" and onnx_quantize != "none":  # static int8 / dynamic through onnxruntime.quantization
             jobs.append((f, onnx_quantize))
     rep, calibration = None, None
-    if any(q in CALIBRATED for _, q in jobs):  # TFLite int8 / int16x8, ONNX int8
+    if any(q in CALIBRATED for _, q in jobs) and task == "gan":  # calibrated on other latents than the gate's
+        rep = gan_inputs(run, n_rep, 17)
+        calibration = calibration_report(np.zeros(n_rep), task, None)
+    elif any(q in CALIBRATED for _, q in jobs):  # TFLite int8 / int16x8, ONNX int8
         rep, rep_y = run_split(run, "train", normalize=not raw,
                                pick=lambda n: np.sort(np.random.default_rng(run.recipe.seed).permutation(n)[:n_rep]))
         calibration = calibration_report(rep_y, task, run.preprocessor.labels)
@@ -333,6 +341,13 @@ def export_run(run_dir: str | Path, formats: list[str] | None = None, quantize: 
 
     tracking.log_files(run.path, [out], log=log)  # the run's MLflow run, when it has one
     return result
+
+
+def gan_inputs(run, n: int, offset: int):
+    """``n`` fixed generator inputs of a GAN run (seeded by the recipe's seed + ``offset``)."""
+    from dlcli.gan.scoring import latent_inputs
+
+    return latent_inputs(run.recipe.model.gan, n, run.recipe.seed + offset, len(run.preprocessor.labels or []))
 
 
 def calibration_report(y, task: str, labels: list[str] | None) -> dict[str, Any]:

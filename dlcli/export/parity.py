@@ -2,7 +2,8 @@
 
 Per output: max and mean absolute error. Classification: top-1 agreement and the test
 accuracy with its drop (in accuracy points, 0.01 = 1 point). Regression and
-reconstruction: the test MAE and its relative increase.
+reconstruction: the test MAE and its relative increase. GAN generators: the samples of fixed
+latents, their mean absolute error relative to the Keras samples' standard deviation.
 """
 
 from __future__ import annotations
@@ -17,6 +18,7 @@ FLOAT16_MAX_ABS = 1e-2
 QUANT_MIN_TOP1 = 0.98
 QUANT_MAX_DROP = 0.01  # classification: accuracy points / 100
 QUANT_MAX_REL_INCREASE = 0.10  # regression / reconstruction: relative MAE increase
+QUANT_MAX_SAMPLE_ERROR = 0.10  # gan: the samples' mean abs error / the Keras samples' standard deviation
 
 
 @dataclass
@@ -33,6 +35,8 @@ def default_gate(quantization: str, task: str) -> Gate:
         return Gate(max_abs_error=FLOAT16_MAX_ABS)
     if task == "classification":
         return Gate(min_top1_agreement=QUANT_MIN_TOP1, max_metric_drop=QUANT_MAX_DROP)
+    if task == "gan":
+        return Gate(max_metric_drop=QUANT_MAX_SAMPLE_ERROR)
     return Gate(max_metric_drop=QUANT_MAX_REL_INCREASE)
 
 
@@ -48,6 +52,8 @@ def resolve_gate(quantization: str, task: str, overrides) -> Gate:
 def task_metric(pred: np.ndarray, y: np.ndarray, task: str) -> tuple[str, float]:
     if task == "classification":
         return "accuracy", float(np.mean(pred.reshape(len(pred), -1).argmax(-1) == y.reshape(-1)))
+    if task == "gan":  # y: the Keras generator's samples; the error relative to their spread
+        return "sample_error", float(np.mean(np.abs(pred - y)) / max(float(np.std(y)), 1e-12))
     return "mae", float(np.mean(np.abs(pred.reshape(len(pred), -1) - y.reshape(len(y), -1))))
 
 
@@ -93,6 +99,8 @@ def compare(ref: np.ndarray, got: np.ndarray, y: np.ndarray, task: str, gate: Ga
     if task == "classification":
         drop = k_metric - a_metric
         top1 = float(np.mean(ref.reshape(len(ref), -1).argmax(-1) == got.reshape(len(got), -1).argmax(-1)))
+    elif task == "gan":
+        drop, top1 = a_metric - k_metric, None
     else:
         drop = (a_metric - k_metric) / max(k_metric, 1e-12)
         top1 = None
@@ -105,7 +113,8 @@ def compare(ref: np.ndarray, got: np.ndarray, y: np.ndarray, task: str, gate: Ga
     if gate.min_top1_agreement is not None and top1 is not None and top1 < gate.min_top1_agreement:
         c.failures.append(f"top-1 agreement {top1:.4f} < {gate.min_top1_agreement:g}")
     if gate.max_metric_drop is not None and drop > gate.max_metric_drop:
-        what = "accuracy drop" if task == "classification" else "relative MAE increase"
+        what = {"classification": "accuracy drop", "gan": "sample error (mean abs error / sample std)"}.get(
+            task, "relative MAE increase")
         c.failures.append(f"{what} {drop:.4f} > {gate.max_metric_drop:g}")
     if task != "classification" and output_info and output_info.get("scale"):
         check_saturation(c, ref, got, float(output_info["scale"]), int(output_info["zero_point"]),

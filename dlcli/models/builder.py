@@ -346,9 +346,12 @@ def check_model_fits_data(model, ctx: BuildContext) -> None:
                 f"labels out of range for the output layer (give the last layer {k} units)"
             )
     else:
-        want = ctx.output_shape if ctx.task == "regression" else ctx.input_shape
-        flat_ok = ctx.task == "regression" and not want and out in ((1,), ())
+        # "generation": a GAN's networks, whose output_shape is what they must produce
+        want = ctx.output_shape if ctx.task in ("regression", "generation") else ctx.input_shape
+        flat_ok = ctx.task in ("regression", "generation") and out in ((1,), ()) and tuple(want) in ((1,), ())
+        flat_ok = flat_ok or (ctx.task == "regression" and not want and out in ((1,), ()))
+        what = "expected" if ctx.task == "generation" else f"{ctx.task} targets'"
         if not flat_ok and tuple(out) != tuple(want):
             raise ShapeMismatchError(
-                f"the model's output shape {(None, *out)} does not match the {ctx.task} targets' shape {(None, *want)}"
+                f"the model's output shape {(None, *out)} does not match the {what} shape {(None, *want)}"
             )

@@ -313,7 +313,7 @@ def recipe_from_text(text: str, file: str, overrides: list[str] | None = None, b
 
 
 def _map_paths(recipe, fix) -> None:
-    """Apply ``fix`` to every file path of a recipe (data files, student recipe, weights)."""
+    """Apply ``fix`` to every file path of a recipe (data files, student recipe, weights, a GAN's judge)."""
     data = recipe.data
     for attr in ("path", "validation_path", "test_path", "labels_path"):
         if hasattr(data, attr):
@@ -323,6 +323,9 @@ def _map_paths(recipe, fix) -> None:
     app = getattr(recipe.model, "application", None)
     if app is not None and app.weights:
         app.weights = fix(app.weights)
+    gan = getattr(recipe.model, "gan", None)
+    if gan is not None and gan.judge:
+        gan.judge = fix(gan.judge)
 
 
 def _is_placeholder(p: str | None) -> bool:

@@ -1,4 +1,4 @@
-"""The ``model:`` section: exactly one of five ways to describe a model."""
+"""The ``model:`` section: exactly one of five ways to describe a model, or a GAN of two."""
 
 from __future__ import annotations
 
@@ -9,6 +9,7 @@ from pydantic import ConfigDict, Discriminator, Field, Tag, field_validator, mod
 
 from dlcli.recipe.base import Pixels, StrictModel, closest
 from dlcli.recipe.keras_names import KERAS_APPLICATIONS, KERAS_LAYERS
+from dlcli.recipe.train import OptimizerSpec
 
 _NAME = re.compile(r"^[A-Za-z_][A-Za-z0-9_.\-]*$")
 
@@ -171,17 +172,20 @@ def _architecture_union():
 ArchitectureModel = _architecture_union()
 
 
-def _which(data: Any) -> str | None:
+_KINDS = ("architecture", "layers", "graph", "application", "code")
+
+
+def _which(data: Any, kinds=_KINDS) -> str | None:
     if isinstance(data, dict):
-        found = [k for k in ("architecture", "layers", "graph", "application", "code") if k in data]
+        found = [k for k in kinds if k in data]
         return f"<{found[0]}>" if len(found) == 1 else None
-    for k in ("architecture", "layers", "graph", "application", "code"):
+    for k in kinds:
         if hasattr(data, k):
             return f"<{k}>"
     return None
 
 
-ModelSpec = Annotated[
+NetworkSpec = Annotated[
     Annotated[ArchitectureModel, Tag("<architecture>")]
     | Annotated[LayersModel, Tag("<layers>")]
     | Annotated[GraphModel, Tag("<graph>")]
@@ -191,5 +195,54 @@ ModelSpec = Annotated[
         _which,
         custom_error_type="model_kind",
         custom_error_message="the model needs exactly one of: architecture, layers, graph, application, code",
+    ),
+]
+
+GAN_LOSSES = ("non_saturating", "hinge", "wasserstein_gp")
+
+
+class GanSpec(StrictModel):
+    """Two networks trained against each other (``task: gan``): the generator maps a latent
+    vector (and, conditional, a class id) to an example; the discriminator scores examples."""
+
+    latent_dim: int = Field(..., gt=0, description="Size of the generator's latent input (a standard normal vector).")
+    generator: NetworkSpec = Field(..., description="The generator: latent_dim inputs (plus a label embedding when "
+                                   "conditional) to an example of the data's shape.")
+    discriminator: NetworkSpec = Field(..., description="The discriminator: an example (plus a label map when "
+                                       "conditional) to one score per example (a logit; no sigmoid).")
+    loss: Literal[GAN_LOSSES] = Field("non_saturating", description="non_saturating (logistic), hinge, or "  # type: ignore[valid-type]
+                                      "wasserstein_gp (WGAN with gradient penalty).")
+    gp_weight: float = Field(10.0, ge=0, description="Gradient penalty weight (wasserstein_gp).")
+    d_steps: int = Field(1, ge=1, le=10, description="Discriminator updates per generator update.")
+    conditional: bool = Field(False, description="Class-conditional: both networks also see the label "
+                              "(needs labelled data).")
+    label_embedding: int = Field(16, ge=1, description="Conditional: size of the generator's label embedding.")
+    generator_optimizer: OptimizerSpec | None = Field(None, description="Default: train.optimizer.")
+    discriminator_optimizer: OptimizerSpec | None = Field(None, description="Default: train.optimizer.")
+    judge: str | None = Field(None, description="A classification run (folder, relative to the recipe) whose "
+                              "model scores the samples; default: a small classifier dlcli trains on the "
+                              "training split first (RUN_DIR/judge.keras).")
+    judge_epochs: int = Field(20, ge=1, description="Epochs of the classifier dlcli trains as judge.")
+    score_samples: int = Field(1000, ge=100, description="Generated samples per epoch for the Frechet distance.")
+    grid: int = Field(8, ge=1, le=32, description="The sample grid written each epoch is grid x grid images.")
+
+
+class GanModel(StrictModel):
+    """A generative adversarial network (``task: gan``)."""
+
+    gan: GanSpec
+
+
+ModelSpec = Annotated[
+    Annotated[ArchitectureModel, Tag("<architecture>")]
+    | Annotated[LayersModel, Tag("<layers>")]
+    | Annotated[GraphModel, Tag("<graph>")]
+    | Annotated[ApplicationModel, Tag("<application>")]
+    | Annotated[CodeModel, Tag("<code>")]
+    | Annotated[GanModel, Tag("<gan>")],
+    Discriminator(
+        lambda data: _which(data, (*_KINDS, "gan")),
+        custom_error_type="model_kind",
+        custom_error_message="the model needs exactly one of: architecture, layers, graph, application, code, gan",
     ),
 ]

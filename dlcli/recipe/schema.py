@@ -144,8 +144,9 @@ class Recipe(StrictModel):
     name: str = Field(..., min_length=1, pattern=r"^[A-Za-z0-9_.\-]+$", description="Run name (letters, digits, _ . -).")
     description: str = Field("", description="Free text.")
     seed: int = Field(42, ge=0, description="Seed for splits, initialisation, shuffling and dropout.")
-    task: Literal["classification", "regression", "reconstruction"] = Field(
-        "classification", description="What the labels are: class ids, numbers, or the input itself."
+    task: Literal["classification", "regression", "reconstruction", "gan"] = Field(
+        "classification", description="What the labels are: class ids, numbers, or the input itself; gan: "
+        "generate examples like the data (model: gan; labels, when given, are class ids)."
     )
     data: DataSpec = Field(..., description="Where the data comes from and how it is prepared.")
     model: ModelSpec = Field(..., description="The model: architecture, layers, graph, application or code.")
@@ -161,6 +162,9 @@ class Recipe(StrictModel):
     @model_validator(mode="after")
     def _cross(self):
         arch = getattr(self.model, "architecture", None)
+        if (self.task == "gan") != hasattr(self.model, "gan"):
+            raise ValueError("task: gan and model: {gan: ...} go together" if self.task == "gan"
+                             else f"model.gan needs task: gan (the recipe says task: {self.task})")
         if arch == "autoencoder" and self.task != "reconstruction":
             raise ValueError("model.architecture autoencoder needs task: reconstruction")
         if self.task == "reconstruction" and self.train.loss.name in (

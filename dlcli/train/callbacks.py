@@ -41,6 +41,17 @@ class HistoryCSV(keras.callbacks.Callback):
         write_text(self.path, buf.getvalue())
 
 
+HIGHER_IS_BETTER = ("acc", "auc", "precision", "recall", "f1", "fbeta", "iou")
+
+
+def monitor_mode(monitor: str | None, mode: str = "auto") -> str:
+    """``auto``: max for accuracy-like names, min for every other (losses, errors, distances);
+    Keras's own ``auto`` refuses names it does not know (e.g. a GAN's frechet_distance)."""
+    if mode != "auto":
+        return mode
+    return "max" if monitor and any(k in monitor for k in HIGHER_IS_BETTER) else "min"
+
+
 class Checkpoints(keras.callbacks.Callback):
     """checkpoints/best.keras: the best monitored epoch.
 
@@ -54,13 +65,12 @@ class Checkpoints(keras.callbacks.Callback):
         super().__init__()
         self.folder = folder
         self.monitor = monitor
-        higher_is_better = ("acc", "auc", "precision", "recall", "f1", "fbeta", "iou")
-        self.mode = mode if mode != "auto" else (
-            "max" if monitor and any(k in monitor for k in higher_is_better) else "min")
+        self.mode = monitor_mode(monitor, mode)
         self.best = -math.inf if self.mode == "max" else math.inf
         self.best_epoch: int | None = None
         self.last_epoch: int | None = None
         self._best: list | None = None
+        self.output = None  # the model to save, when not the trained one (its weights are among them)
 
     def on_epoch_end(self, epoch, logs=None):
         logs = logs or {}
@@ -82,7 +92,7 @@ class Checkpoints(keras.callbacks.Callback):
         current = _host_copy(self.model)
         _assign(self.model, self._best)
         try:
-            save_model_atomic(self.model, self.folder / "best.keras")
+            save_model_atomic(self.output or self.model, self.folder / "best.keras")
         finally:
             _assign(self.model, current)
         self._best = None
@@ -254,12 +264,14 @@ def recipe_callbacks(tr, run_dir: Path, steps: int, progress: str, console, has_
     if c.early_stopping:
         es = c.early_stopping
         out.append(keras.callbacks.EarlyStopping(
-            monitor=monitor(es.monitor), patience=es.patience, min_delta=es.min_delta, mode=es.mode,
+            monitor=monitor(es.monitor), patience=es.patience, min_delta=es.min_delta,
+            mode=monitor_mode(es.monitor, es.mode),
             restore_best_weights=es.restore_best_weights, verbose=0))
     if c.reduce_lr_on_plateau:
         r = c.reduce_lr_on_plateau
         out.append(keras.callbacks.ReduceLROnPlateau(monitor=monitor(r.monitor), factor=r.factor,
-                                                     patience=r.patience, min_lr=r.min_lr, verbose=0))
+                                                     patience=r.patience, min_lr=r.min_lr, verbose=0,
+                                                     mode=monitor_mode(r.monitor)))
     if not writes:
         return out
     ck = c.checkpoint

@@ -21,16 +21,22 @@ class Trainable:
     output: Any = None  # the model that is saved and evaluated (default: ``model``; a distiller's student)
     train_step: Callable | None = None  # replaces ``model.train_step`` (e.g. masks applied after the update)
     state: list = field(default_factory=list)  # variables outside the model that checkpoints carry (masks)
+    callbacks: list = field(default_factory=list)  # run before the recipe's (they may add to the epoch's logs)
+    evaluated: Any = None  # the model whose test_step gives the final metrics of every split (default: output)
+    final: Callable[[dict], dict] | None = None  # adds to the final metrics (e.g. a GAN's sample scores)
 
     def __post_init__(self):
         if self.output is None:
             self.output = self.model
+        if self.evaluated is None:
+            self.evaluated = self.output
 
 
 @dataclass
 class Stage:
     """``build(ctx, steps_per_epoch, replicas)`` runs inside ``strategy.scope()`` and returns the
-    :class:`Trainable`; ``finish(run_dir, trainable, metrics)`` writes the stage's own
+    :class:`Trainable`; ``prepare(bundle, run_dir, chief)`` runs before it, outside the scope
+    (e.g. a GAN's judge); ``finish(run_dir, trainable, metrics)`` writes the stage's own
     files (chief only) and returns extra ``env.json`` keys."""
 
     kind: str  # train | prune | distill | student-alone
@@ -40,6 +46,7 @@ class Stage:
     preprocessor: Any = None  # fitted preprocessing to reuse (a compression stage's source run)
     env: dict[str, Any] = field(default_factory=dict)  # extra env.json keys (e.g. pruned_from)
     finish: Callable[[Path, Trainable, dict], dict | None] | None = None
+    prepare: Callable[[Any, Path, bool], None] | None = None
     best_checkpoint: bool = True  # checkpoints/best.keras (off where "best" would undo the stage)
 
     def __post_init__(self):
@@ -48,7 +55,11 @@ class Stage:
 
 
 def model_stage(recipe, allow_code: bool = False) -> Stage:
-    """Ordinary training: the recipe's model, optimizer, loss and metrics."""
+    """Ordinary training: the recipe's model, optimizer, loss and metrics (a GAN's two networks)."""
+    if recipe.task == "gan":
+        from dlcli.gan import gan_stage
+
+        return gan_stage(recipe, allow_code)
 
     def build(ctx, steps: int, replicas: int) -> Trainable:
         from dlcli.models import build_model

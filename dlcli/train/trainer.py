@@ -281,13 +281,16 @@ def _fit(stage: Stage, run_dir: Path, env: dict, progress: str, console, checkpo
         ctx = context_from_data(recipe, bundle)
         one_hot = needs_one_hot(tr.loss, recipe.task, tr.metrics)
         data = _epoch_data(stage, bundle, ctx, one_hot, role.workers if role is not None else 1)
+        if stage.prepare is not None:
+            stage.prepare(bundle, run_dir, chief)
         with strategy.scope():
             trainable = stage.build(ctx, data.steps_per_epoch, replicas)
         val_ds = None
         if "validation" in bundle.splits:
             val_ds = bundle.splits["validation"].dataset(tr.batch_size, bundle.num_classes if one_hot else None)
-        cbs = cb.recipe_callbacks(tr, run_dir, data.steps_per_epoch, progress if chief else "none", console,
-                                  has_val=val_ds is not None, writes=chief, best=stage.best_checkpoint) + extra
+        cbs = trainable.callbacks + cb.recipe_callbacks(
+            tr, run_dir, data.steps_per_epoch, progress if chief else "none", console, has_val=val_ds is not None,
+            writes=chief, best=stage.best_checkpoint) + extra
         loop = _make_loop(trainable, strategy, data, tr, cbs, val_ds, run_dir, env, bundle, role)
         loop.build(data.first_batch())
         snap = None
@@ -337,8 +340,10 @@ def _final_metrics(loop, trainable, bundle: DataBundle, batch_size: int, one_hot
     """The kept model on every split, through the strategy (all replicas, all workers)."""
     k = bundle.num_classes if one_hot else None
     with data_errors(bundle):
-        metrics = {name: loop.evaluate(split.dataset(batch_size, k), trainable.output)
+        metrics = {name: loop.evaluate(split.dataset(batch_size, k), trainable.evaluated)
                    for name, split in bundle.splits.items()}
+    if trainable.final is not None:
+        metrics = trainable.final(metrics)
     if not all(math.isfinite(v) for m in metrics.values() for v in m.values()):
         raise TrainingDivergedError(f"final metrics are not finite: {metrics}")
     return metrics
@@ -351,6 +356,8 @@ def _make_loop(trainable, strategy, data, tr, cbs, val_ds, run_dir: Path, env: d
     from dlcli.train.writer import ShadowSaver
 
     best = next((c for c in cbs if isinstance(c, cb.Checkpoints)), None)
+    if best is not None:
+        best.output = trainable.output  # best.keras holds the saved model (a GAN's generator)
     folder = run_dir / "checkpoints"
     model = trainable.model
     shadow = ShadowSaver(trainable.output, model)  # cloned at the first background write

@@ -1,0 +1,134 @@
+"""Generative adversarial networks (``task: gan``) as a stage of the one trainer.
+
+``gan_stage(recipe)`` is what :func:`dlcli.train.train` runs for a GAN recipe: before the
+strategy's scope, the judge (:mod:`dlcli.gan.judge`) and the real examples' features;
+inside it, the two networks (:mod:`dlcli.gan.networks`) in a :class:`~dlcli.gan.model.GAN`
+whose train step alternates the updates. The run directory holds the generator as
+``model.keras`` (what export, predict and package use), ``discriminator.keras``,
+``judge.keras`` (unless the recipe names a judge run) and ``samples/epoch-NNN.png``.
+
+Importing this module does not import TensorFlow.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from dlcli.errors import DataError
+
+JUDGE_FILE = "judge.keras"
+
+
+def example_shape(bundle) -> tuple:
+    shape = bundle.preprocessor.input_shape
+    if isinstance(shape, dict):
+        raise DataError("task gan needs a single input, not data.inputs")
+    return tuple(shape)
+
+
+def _judge(recipe, bundle, run_dir: Path, chief: bool):
+    """The recipe's judge run, else the one this run trained (RUN_DIR/judge.keras), else a new one."""
+    from dlcli.atomic import atomic_path
+    from dlcli.gan.judge import Judge, load_judge, train_judge
+    from dlcli.gan.scoring import split_arrays
+
+    spec, shape = recipe.model.gan, example_shape(bundle)
+    if spec.judge:
+        return Judge(load_judge(Path(spec.judge), shape))
+    saved = run_dir / JUDGE_FILE
+    if saved.exists():
+        return Judge(load_judge(saved, shape))
+    x, y = split_arrays(bundle.splits["train"])
+    model = train_judge(x, y, bundle.num_classes, spec.judge_epochs, recipe.seed)
+    if chief:
+        with atomic_path(saved, ".keras") as tmp:
+            model.save(tmp)
+    return Judge(model)
+
+
+def gan_stage(recipe, allow_code: bool = False):
+    from dlcli.train.stage import Stage
+
+    gan = _GanParts(recipe, allow_code)
+    return Stage("train", recipe, gan.build, train=_train_spec(recipe), prepare=gan.prepare, finish=gan.finish,
+                 env={"gan": {"loss": recipe.model.gan.loss, "conditional": recipe.model.gan.conditional}})
+
+
+def _train_spec(recipe):
+    """The recipe's training settings, with the GAN's score as the default quantity to watch."""
+    tr = recipe.train
+    c = tr.callbacks
+    updates = {}
+    for key in ("early_stopping", "checkpoint", "reduce_lr_on_plateau"):
+        sub = getattr(c, key)
+        if sub is not None and sub.monitor == "val_loss":  # the default: a GAN has no single loss
+            updates[key] = sub.model_copy(update={"monitor": "val_frechet_distance"})
+    return tr.model_copy(update={"callbacks": c.model_copy(update=updates)}) if updates else tr
+
+
+class _GanParts:
+    def __init__(self, recipe, allow_code: bool):
+        self.recipe, self.spec, self.allow_code = recipe, recipe.model.gan, allow_code
+        self.judge = self.real = None
+        self.splits: dict = {}
+
+    def prepare(self, bundle, run_dir: Path, chief: bool) -> None:
+        from dlcli.gan.networks import check_conditional
+        from dlcli.gan.scoring import split_arrays
+
+        self.shape, self.classes = example_shape(bundle), bundle.num_classes
+        check_conditional(self.spec, self.classes)
+        self.judge = _judge(self.recipe, bundle, run_dir, chief)
+        self.splits = {name: self.judge.features(split_arrays(split)[0]) for name, split in bundle.splits.items()}
+        self.reference = "validation" if "validation" in self.splits else "train"
+        self.value_range = bundle.train.value_range()
+        self.run_dir, self.chief = run_dir, chief
+
+    def build(self, ctx, steps: int, replicas: int):
+        from dlcli.gan.model import GAN
+        from dlcli.gan.networks import build_discriminator, build_generator
+        from dlcli.gan.scoring import GanScore
+        from dlcli.train.optim import make_optimizer
+        from dlcli.train.stage import Trainable, scaled_optimizer
+
+        spec, tr, seed = self.spec, self.recipe.train, self.recipe.seed
+        g = build_generator(spec, self.shape, self.classes, seed, self.allow_code)
+        d = build_discriminator(spec, self.shape, self.classes, seed, self.allow_code)
+        model = GAN(g, d, spec, seed)
+
+        def optimizer(which):
+            return make_optimizer(scaled_optimizer(tr.model_copy(update={"optimizer": which or tr.optimizer}),
+                                                   replicas), steps, tr.epochs)
+
+        model.compile(optimizer(spec.generator_optimizer), optimizer(spec.discriminator_optimizer),
+                      jit_compile=tr.jit_compile)
+        prefix = "val_" if self.reference == "validation" else ""
+        self.score = GanScore(g, self.judge, self.splits[self.reference], spec, self.classes, seed,
+                              self.value_range, prefix, self.run_dir if self.chief else None)
+        return Trainable(model, output=g, state=model.extra_state, callbacks=[self.score], evaluated=model,
+                         final=self.final)
+
+    def final(self, metrics: dict) -> dict:
+        """Every split's metrics plus the Frechet distance of the kept generator's samples to
+        that split (and the conditional class accuracy)."""
+        from dlcli.gan.judge import frechet_distance
+
+        self.score.prefix = ""
+        scores = self.score.scores()
+        fake = self.judge.features(self.score.generator.predict(self.score.inputs, batch_size=256, verbose=0))
+        out = {}
+        for name, m in metrics.items():
+            out[name] = {**m, "frechet_distance": frechet_distance(fake, self.splits[name])}
+            if "class_accuracy" in scores:
+                out[name]["class_accuracy"] = scores["class_accuracy"]
+        return out
+
+    def finish(self, run_dir: Path, trainable, metrics: dict) -> dict:
+        from dlcli.gan.scoring import SAMPLES_DIR
+        from dlcli.train.callbacks import save_model_atomic
+
+        save_model_atomic(trainable.model.discriminator, run_dir / "discriminator.keras")
+        self.score.write_grid(run_dir / SAMPLES_DIR / "final.png")
+        judge = str(Path(self.spec.judge).resolve()) if self.spec.judge else JUDGE_FILE
+        return {"gan": {"loss": self.spec.loss, "conditional": self.spec.conditional, "judge": judge,
+                        "score": "Frechet distance of judge features (generated vs real)"}}

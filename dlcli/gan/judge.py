@@ -1,0 +1,85 @@
+"""Judging a generator offline: the Frechet distance between generated and real examples in
+the feature space of a classifier trained on the same data (the judge), and, for a
+conditional GAN, the judge's accuracy on generated examples of each class.
+
+The judge is a classification run named by ``model.gan.judge``, or a small MLP dlcli trains
+on the training split before the GAN (RUN_DIR/judge.keras, reused on resume). Its features
+are the input of its last layer. The Frechet distance is FID's formula (Heusel et al.
+2017) on those features instead of Inception's: comparable between runs on the same data
+and judge, not with published FID figures.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+
+from dlcli.errors import DataError, RunDirError
+
+
+def frechet_distance(a: np.ndarray, b: np.ndarray) -> float:
+    """||mu_a - mu_b||^2 + Tr(S_a + S_b - 2 (S_a S_b)^1/2) of two feature sets (rows)."""
+    a, b = np.asarray(a, np.float64), np.asarray(b, np.float64)
+    mu_a, mu_b = a.mean(0), b.mean(0)
+    s_a, s_b = np.cov(a, rowvar=False), np.cov(b, rowvar=False)
+    w, v = np.linalg.eigh(s_a)  # Tr((S_a S_b)^1/2) = Tr((S_a^1/2 S_b S_a^1/2)^1/2): symmetric, PSD
+    root = (v * np.sqrt(np.clip(w, 0, None))) @ v.T
+    cross = np.sqrt(np.clip(np.linalg.eigvalsh(root @ s_b @ root), 0, None)).sum()
+    return float(((mu_a - mu_b) ** 2).sum() + np.trace(s_a) + np.trace(s_b) - 2.0 * cross)
+
+
+def _classifier(shape: tuple, classes: int, seed: int):
+    import keras
+
+    keras.utils.set_random_seed(seed)
+    x = inputs = keras.Input(shape, name="example")
+    x = keras.layers.Flatten()(x)
+    x = keras.layers.Dense(128, activation="relu")(x)
+    x = keras.layers.Dense(64, activation="relu", name="features")(x)
+    model = keras.Model(inputs, keras.layers.Dense(classes, activation="softmax")(x), name="judge")
+    model.compile(optimizer=keras.optimizers.Adam(1e-3), loss="sparse_categorical_crossentropy", metrics=["accuracy"])
+    return model
+
+
+def train_judge(x: np.ndarray, y: np.ndarray, classes: int, epochs: int, seed: int):
+    """A small MLP classifier on (x, y), seeded: the same data gives the same judge. Called
+    outside any distribution strategy's scope (a plain one-device model)."""
+    if classes < 2:
+        raise DataError("model.gan: judging samples needs labelled data with at least 2 classes "
+                        "(data.label_column), or a classification run as model.gan.judge")
+    model = _classifier(tuple(x.shape[1:]), classes, seed)
+    model.fit(x, y.reshape(-1), batch_size=64, epochs=epochs, verbose=0, shuffle=True)
+    return model
+
+
+def load_judge(path: Path, example_shape: tuple):
+    from dlcli.inspect import is_run_dir, load_keras_model
+
+    path = Path(path)
+    model = load_keras_model(path / "model.keras" if is_run_dir(path) else path)
+    have = tuple(model.inputs[0].shape[1:])
+    if len(model.inputs) != 1 or have != tuple(example_shape):
+        raise RunDirError(f"model.gan.judge {path}: its input {(None, *have)} does not take the data's examples "
+                          f"{(None, *example_shape)}")
+    return model
+
+
+class Judge:
+    """Features (the last layer's input) and class predictions of a classifier."""
+
+    def __init__(self, model):
+        import keras
+
+        self.model = model
+        last = model.layers[-1]
+        self.features_model = keras.Model(model.inputs, last.input, name="judge_features")
+
+    def features(self, x: np.ndarray) -> np.ndarray:
+        return np.asarray(self.features_model.predict(x, batch_size=256, verbose=0)).reshape(len(x), -1)
+
+    def classes(self, x: np.ndarray) -> np.ndarray:
+        return np.asarray(self.model.predict(x, batch_size=256, verbose=0)).argmax(-1)
+
+    def accuracy(self, x: np.ndarray, y: np.ndarray) -> float:
+        return float(np.mean(self.classes(x) == np.asarray(y).reshape(-1)))

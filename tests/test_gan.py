@@ -1,0 +1,180 @@
+"""GANs (task: gan): recipes, the adversarial step in the one trainer, the judge's scores,
+sample grids, export of the generator with the parity gate, resume, and bad input."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+
+from conftest import REPO, one_line_error, sigkill_after_mid_epoch_checkpoint
+
+DIGITS = str(REPO / "data" / "digits" / "digits.csv.gz")
+
+TINY = """
+version: 1
+name: tiny_gan
+seed: 3
+task: gan
+data:
+  source: csv
+  path: {digits}
+  header: false
+  label_column: 64
+  reshape: [8, 8, 1]
+  normalize: {{method: rescale, scale: 0.125, offset: -1.0}}
+  split: {{validation: 0.2, test: 0.2, stratify: true}}
+model:
+  gan:
+    latent_dim: 8
+    loss: {loss}
+    conditional: {conditional}
+    judge_epochs: 3
+    score_samples: 200
+    grid: 4
+    generator:
+      layers:
+        - {{type: Dense, units: 32, activation: relu}}
+        - {{type: Dense, units: 64, activation: tanh}}
+        - {{type: Reshape, target_shape: [8, 8, 1]}}
+    discriminator:
+      layers:
+        - {{type: Flatten}}
+        - {{type: Dense, units: 32}}
+        - {{type: LeakyReLU, negative_slope: 0.2}}
+        - {{type: Dense, units: 1}}
+train:
+  epochs: {epochs}
+  batch_size: 64
+  steps_per_execution: 1
+  optimizer: {{name: adam, learning_rate: 0.001, beta_1: 0.5}}
+  callbacks: {{tensorboard: false, checkpoint: {{min_interval_seconds: 0.2}}}}
+"""
+
+
+def tiny(write_recipe, loss="non_saturating", conditional=False, epochs=2, name="gan.yaml", **replace):
+    text = TINY.format(digits=DIGITS, loss=loss, conditional=str(conditional).lower(), epochs=epochs)
+    for old, new in replace.items():
+        assert old in text, old
+        text = text.replace(old, new)
+    return write_recipe(text, name)
+
+
+def test_frechet_distance_is_zero_for_the_same_set_and_the_mean_shift_squared_for_a_shifted_one():
+    from dlcli.gan.judge import frechet_distance
+
+    a = np.random.default_rng(0).standard_normal((500, 6))
+    assert frechet_distance(a, a) == pytest.approx(0.0, abs=1e-6)
+    assert frechet_distance(a, a + 2.0) == pytest.approx(6 * 4.0, rel=1e-6)  # same covariance: |mu_a - mu_b|^2
+    assert frechet_distance(a, a * 3.0) > 10.0
+
+
+def test_a_gan_trains_through_the_one_trainer_and_is_judged(cli, write_recipe, tmp_path):
+    import keras
+
+    run = tmp_path / "run"
+    r = cli("train", tiny(write_recipe, epochs=3), "--run-dir", run, "--json", "--quiet")
+    assert r.exit_code == 0, r.stderr
+    out = json.loads(r.stdout)
+    assert out["epochs"] == 3
+    for split in ("train", "validation", "test"):
+        m = out["metrics"][split]
+        assert {"d_loss", "g_loss", "frechet_distance"} <= set(m) and np.isfinite(m["frechet_distance"])
+    history = (run / "history.csv").read_text().splitlines()
+    assert "val_frechet_distance" in history[0] and len(history) == 4
+    fd = [float(row.split(",")[history[0].split(",").index("val_frechet_distance")]) for row in history[1:]]
+    assert fd[-1] < fd[0]  # three epochs already bring the samples closer to the digits
+    for name in ("epoch-001.png", "epoch-003.png", "final.png"):
+        assert (run / "samples" / name).read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    generator = keras.saving.load_model(run / "model.keras", safe_mode=True)
+    assert tuple(generator.inputs[0].shape) == (None, 8) and tuple(generator.outputs[0].shape) == (None, 8, 8, 1)
+    critic = keras.saving.load_model(run / "discriminator.keras", safe_mode=True)
+    assert tuple(critic.outputs[0].shape) == (None, 1)
+    env = json.loads((run / "env.json").read_text())
+    assert env["gan"]["judge"] == "judge.keras" and (run / "judge.keras").exists()
+    assert (run / "checkpoints" / "best.keras").exists()  # picked by val_frechet_distance, the default for a GAN
+
+
+def test_conditional_gan_reports_class_accuracy_and_exports_with_the_gate(cli, write_recipe, tmp_path):
+    run = tmp_path / "run"
+    recipe = tiny(write_recipe, loss="hinge", conditional=True, epochs=2)
+    r = cli("train", recipe, "--run-dir", run, "--json", "--quiet")
+    assert r.exit_code == 0, r.stderr
+    metrics = json.loads(r.stdout)["metrics"]["test"]
+    assert 0.0 <= metrics["class_accuracy"] <= 1.0
+    r = cli("export", run, "--tflite", "--onnx", "--quantize", "int8", "--onnx-quantize", "int8", "--json")
+    assert r.exit_code == 0, r.stderr
+    manifest = json.loads(r.stdout)
+    assert manifest["passed"] and len(manifest["artifacts"]) == 4
+    for a in manifest["artifacts"]:
+        names = sorted(i["name"] for i in a["inputs"])  # runtimes decorate them (serving_default_label:0)
+        assert len(names) == 2 and "label" in names[0] and "latent" in names[1], names
+        assert a["checks"]["metric"] == "sample_error"
+    int8 = next(a for a in manifest["artifacts"] if a["name"] == "model_int8.tflite")
+    assert int8["checks"]["gate"]["max_metric_drop"] == 0.1 and int8["checks"]["artifact_metric"] < 0.1
+    # the real runtime, fed the class ids, answers like the Keras generator
+    from dlcli.export.tflite import load
+    from dlcli.inspect import load_keras_model
+
+    z = np.random.default_rng(1).standard_normal((5, 8)).astype(np.float32)
+    labels = np.arange(5, dtype=np.int32).reshape(-1, 1)
+    keras_out = load_keras_model(run / "model.keras").predict({"latent": z, "label": labels}, verbose=0)
+    lite = load(run / "export" / "model_float32.tflite").predict({"latent": z, "label": labels})
+    assert np.abs(lite - keras_out).max() < 1e-4
+
+
+def test_wasserstein_gp_with_two_critic_steps_trains(cli, write_recipe, tmp_path):
+    recipe = tiny(write_recipe, loss="wasserstein_gp", epochs=1, **{"    judge_epochs: 3": "    judge_epochs: 3\n    d_steps: 2"})
+    r = cli("train", recipe, "--run-dir", tmp_path / "run", "--json", "--quiet",
+            "--set", "train.steps_per_epoch=4")
+    assert r.exit_code == 0, r.stderr
+    assert np.isfinite(json.loads(r.stdout)["metrics"]["test"]["d_loss"])
+
+
+@pytest.mark.parametrize("replace,code,where", [
+    ({"latent_dim: 8": "latent_dim: 0"}, 2, "model.gan.latent_dim"),
+    ({"    discriminator:\n      layers:\n        - {type: Flatten}\n        - {type: Dense, units: 32}\n"
+      "        - {type: LeakyReLU, negative_slope: 0.2}\n        - {type: Dense, units: 1}\n": ""},
+     2, "model.gan.discriminator"),
+    ({"task: gan": "task: classification"}, 2, "model.gan needs task: gan"),
+    ({"units: 64, activation: tanh": "units: 32, activation: tanh", "target_shape: [8, 8, 1]": "target_shape: [4, 8, 1]"},
+     3, "model.gan.generator"),
+    ({"- {type: Dense, units: 1}": "- {type: Dense, units: 3}"}, 3, "model.gan.discriminator"),
+])
+def test_bad_gan_recipes_get_one_line_naming_the_key(cli, write_recipe, tmp_path, replace, code, where):
+    r = cli("train", tiny(write_recipe, **replace), "--run-dir", tmp_path / "run")
+    line = one_line_error(r, code)
+    assert where in line, line
+
+
+def test_conditional_gan_on_data_with_one_class_is_a_data_error(cli, write_recipe, tmp_path):
+    csv = tmp_path / "one_class.csv"
+    rows = np.loadtxt(DIGITS, delimiter=",")[:300]
+    rows[:, 64] = 0
+    np.savetxt(csv, rows, delimiter=",", fmt="%d")
+    recipe = tiny(write_recipe, conditional=True, **{DIGITS: str(csv), "stratify: true": "stratify: false"})
+    r = cli("train", recipe, "--run-dir", tmp_path / "run")
+    assert "model.gan.conditional" in one_line_error(r, 3)
+    assert not (tmp_path / "run" / "model.keras").exists()
+
+
+@pytest.mark.slow
+def test_a_gan_killed_mid_epoch_resumes_to_the_same_weights(write_recipe, tmp_path):
+    recipe = tiny(write_recipe, conditional=True, epochs=5, **{"batch_size: 64": "batch_size: 8"})  # 135 steps an epoch
+
+    def cmd(run_dir):
+        return [sys.executable, "-m", "dlcli", "train", str(recipe), "--run-dir", str(run_dir), "--json", "--quiet"]
+
+    ref = subprocess.run(cmd(tmp_path / "ref"), capture_output=True, text=True, timeout=300)
+    assert ref.returncode == 0, ref.stderr
+    run_dir = tmp_path / "killed"
+    sigkill_after_mid_epoch_checkpoint(cmd(run_dir), run_dir)
+    done = subprocess.run(cmd(run_dir), capture_output=True, text=True, timeout=300)
+    assert done.returncode == 0, done.stderr
+    a, b = json.loads(ref.stdout), json.loads(done.stdout)
+    assert b["weights_sha256"] == a["weights_sha256"]
+    assert b["metrics"] == a["metrics"]
+    assert "resuming" in done.stderr
