@@ -113,6 +113,19 @@ def _size(path: Path) -> int:
     return path.stat().st_size if path.is_file() else sum(p.stat().st_size for p in path.rglob("*") if p.is_file())
 
 
+def _inputs(run, gan_samples: int = 256):
+    """(x, y) that every artifact answers: the held-out split (test, else validation, else
+    train); a generator's fixed latents, y its Keras samples (the metric: sample_error)."""
+    from dlcli.inspect import run_split
+
+    if run.recipe.task != "gan":
+        return run_split(run, run.split_names()[-1])
+    from dlcli.export import gan_inputs
+
+    x = gan_inputs(run, gan_samples, 13)
+    return x, np.asarray(run.load_model().predict(x, verbose=0, batch_size=256))
+
+
 def _measure(name, fmt, quant, runtime, path: Path, load, x: np.ndarray, y: np.ndarray, task: str,
              batch_size: int, runs: int, warmup: int) -> tuple[Measure, bool]:
     from dlcli.data.inputs import num_rows, take_rows
@@ -209,14 +222,13 @@ def benchmark(paths: list[str | Path], batch_size: int = 32, runs: int = 100, wa
             quant = next((q for q in ("int16x8", "int8", "float16", "dynamic") if q in p.name), "none")
             jobs.append((p.name, fmt.name, quant, fmt.runtime, p, (lambda p=p: load_artifact(p, allow_code, threads)),
                          takes_raw(p)))
-    split = run.split_names()[-1]  # test, else validation, else train
-    inputs = {False: run_split(run, split)}
+    inputs = {False: _inputs(run)}
     results = []
     method_ok = True
     for name, fmt, quant, runtime, path, load, raw in jobs:
         log(f"benchmarking {name} ...")
         if raw not in inputs:  # an artifact with the preprocessing inside takes the values before it
-            inputs[raw] = run_split(run, split, normalize=False)
+            inputs[raw] = run_split(run, run.split_names()[-1], normalize=False)
         x, y = inputs[raw]
         m, reset = _measure(name, fmt, quant, runtime, path, load, x, y, run.recipe.task, batch_size, runs, warmup)
         method_ok &= reset

@@ -55,10 +55,13 @@ def _stats(times_ms: list[float]) -> dict[str, float]:
 
 def _random_input(dtype: str, shape: list[int], rng: np.random.Generator) -> np.ndarray:
     """Random values of the tensor's type, as litert-benchmark feeds (latency does not
-    depend on them for these models)."""
+    depend on them for these models); integer ids are 0, the one id every embedding holds
+    (a random one past the table's end makes the lookup fail)."""
     shape = [max(1, int(d)) for d in shape]
     if dtype.startswith("float"):
         return rng.uniform(-1.0, 1.0, shape).astype(dtype)
+    if dtype in ("int32", "int64"):  # ids (tokens, categories, a generator's class): 0 is valid for every embedding
+        return np.zeros(shape, dtype=dtype)
     if dtype.startswith(("int", "uint")):
         info = np.iinfo(dtype)
         return rng.integers(max(info.min, -128), min(info.max, 127) + 1, shape).astype(dtype)
@@ -114,10 +117,15 @@ def tflite(path: Path, threads: int = 1, warmup: int = 50, runs: int = 500) -> N
     try:
         with _compiled(path, threads) as model:
             unheld = _unheld_dtypes(model)
-            times = [] if unheld else _time_compiled(model, warmup, runs)
             full = bool(model.is_fully_accelerated())
+            times = [] if unheld else _time_compiled(model, warmup, runs)
     except (RuntimeError, ValueError, OSError) as exc:
-        raise TargetError(f"{path}: LiteRT could not run it natively: {exc}") from exc
+        if "full" not in locals():  # not even compiled: the file is at fault
+            raise TargetError(f"{path}: LiteRT could not run it natively: {exc}") from exc
+        # compiled, but LiteRT's buffers refuse it (e.g. an output that aliases a reshaped tensor)
+        return Native("litert CompiledModel", threads, warmup, runs, {}, XNNPACK, full,
+                      [] if full else xnnpack_fallback_ops(path),
+                      f"LiteRT's CompiledModel could not run it: {' '.join(str(exc).split())[:200]}")
     skipped = f"LiteRT's Python buffers cannot hold {'/'.join(unheld)} inputs or outputs" if unheld else None
     return Native("litert CompiledModel", threads, warmup, runs, _stats(times) if times else {}, XNNPACK, full,
                   [] if full else xnnpack_fallback_ops(path), skipped)

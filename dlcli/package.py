@@ -207,8 +207,10 @@ def _sources(run, target: Target, entry: dict[str, Any], log) -> tuple[dict[str,
         arena = mcu.measure_arena(model, info, entry["name"])
         files.update(mcu.c_files(model, entry["name"], hashlib.sha256(model).hexdigest(), info, arena, entry["inputs"],
                                  entry["outputs"], dlcli.__version__))
+    gan = ({"latent_dim": run.recipe.model.gan.latent_dim, "conditional": run.recipe.model.gan.conditional}
+           if run.recipe.task == "gan" else None)
     files["README.md"] = readme(target.name, entry, pre, "labels.txt" in files, arena, run.path.name,
-                                run.env.get("recipe_hash")).encode()
+                                run.env.get("recipe_hash"), gan).encode()
     return files, arena
 
 
@@ -402,7 +404,8 @@ def _io_lines(entry: dict[str, Any], pre: dict[str, Any], has_labels: bool) -> l
 
 
 def readme(target: str, entry: dict[str, Any], pre: dict[str, Any], has_labels: bool,
-           arena: dict[str, Any] | None, run_name: str, recipe_hash: str | None) -> str:
+           arena: dict[str, Any] | None, run_name: str, recipe_hash: str | None, gan: dict | None = None) -> str:
+    """The package's README.md; ``gan`` (latent_dim, conditional): the model is a generator."""
     t = TARGETS[target]
     c = entry.get("checks") or {}
     agree = f", top-1 agreement {c['top1_agreement']:.3f}" if c.get("top1_agreement") is not None else ""
@@ -421,8 +424,15 @@ def readme(target: str, entry: dict[str, Any], pre: dict[str, Any], has_labels: 
              f"{c.get('metric', 'metric')} {c.get('artifact_metric', float('nan')):.4f} "
              f"(Keras {c.get('keras_metric', float('nan')):.4f})."), "",
              "| file | contents |", "|---|---|", *(f"| `{f}` | {d} |" for f, d in files), "",
-             "## Input and output", "", *_io_lines(entry, pre, has_labels)]
-    if "inputs" in pre:  # several named inputs: each prepared as its entry in preprocessing.json says
+             "## Input and output", "", *(_io_lines(entry, pre, has_labels) if gan is None else [])]
+    if gan is not None:
+        from dlcli.gan import package as gan_package
+
+        lines += gan_package.io_lines(entry, gan)
+        if target != "mcu":
+            lines += [f"## Python ({t.runtime})", "", "Run in the unzipped folder:", "", "```python",
+                      gan_package.python_example(t.format, entry, pre, gan) + "```", ""]
+    elif "inputs" in pre:  # several named inputs: each prepared as its entry in preprocessing.json says
         lines += [("Each input is prepared as its entry under `inputs` in `preprocessing.json` says (its columns, "
                    "type, fitted normalisation or vocabulary), then fed to the input of the same name."), ""]
     else:

@@ -24,6 +24,7 @@ class Prediction:
     outputs: np.ndarray
     labels: list[str] | None
     top_k: int
+    value_range: tuple[float, float] | None = None  # a generator's: how its samples map to pixels
 
     def rows(self) -> list[dict[str, Any]]:
         rows = []
@@ -146,22 +147,30 @@ def _check_finite(x, path: Path) -> None:
             raise DataError(f"{path}: {where}example {row + 1} holds NaN or infinity")
 
 
-def predict(path: str | Path, input_path: str | Path, top_k: int = 3, allow_code: bool = False) -> Prediction:
+def predict(path: str | Path, input_path: str | Path, top_k: int = 3, allow_code: bool = False,
+            label: str | None = None, seed: int | None = None) -> Prediction:
     """``path``: a run directory (its Keras model) or an exported artifact (its runtime;
-    a SavedModel dlcli did not export only with ``allow_code``)."""
+    a SavedModel dlcli did not export only with ``allow_code``). A GAN run's generator
+    takes a number of samples or latent vectors (:mod:`dlcli.gan.sample`; ``label``, ``seed``)."""
+    from dlcli.errors import UsageError
     from dlcli.inspect import find_artifact_run, is_run_dir, load_artifact, open_run, takes_raw
 
     path = Path(path)
-    if is_run_dir(path):
-        run = open_run(path)
-        x, names = read_input(Path(input_path), run)
-        _check_finite(x, Path(input_path))
-        out = np.asarray(run.load_model().predict(x, verbose=0, batch_size=256))
+    artifact = not is_run_dir(path)
+    runner = load_artifact(path, allow_code) if artifact else None
+    run = find_artifact_run(path) if artifact else open_run(path)
+    if run.recipe.task == "gan":
+        from dlcli.gan.sample import generator_inputs
+
+        x, names = generator_inputs(run, str(input_path), label, seed)
+    elif label is not None or seed is not None:
+        raise UsageError("--label and --seed apply to a GAN's generator only")
     else:
-        runner = load_artifact(path, allow_code)
-        run = find_artifact_run(path)
-        x, names = read_input(Path(input_path), run, normalize=not takes_raw(path))
+        x, names = read_input(Path(input_path), run, normalize=not (artifact and takes_raw(path)))
         _check_finite(x, Path(input_path))
-        out = runner.predict(x)
+    out = runner.predict(x) if artifact else np.asarray(run.load_model().predict(x, verbose=0, batch_size=256))
     labels = run.preprocessor.labels if run.recipe.task == "classification" else None
-    return Prediction(names, out, labels, max(1, min(top_k, len(labels) if labels else 1)))
+    pred = Prediction(names, out, labels, max(1, min(top_k, len(labels) if labels else 1)))
+    if run.recipe.task == "gan":
+        pred.value_range = tuple((run.env.get("gan") or {}).get("value_range") or (-1.0, 1.0))
+    return pred

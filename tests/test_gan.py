@@ -113,6 +113,7 @@ def test_conditional_gan_reports_class_accuracy_and_exports_with_the_gate(cli, w
         names = sorted(i["name"] for i in a["inputs"])  # runtimes decorate them (serving_default_label:0)
         assert len(names) == 2 and "label" in names[0] and "latent" in names[1], names
         assert a["checks"]["metric"] == "sample_error"
+    _generator_downstream(cli, run, tmp_path)
     int8 = next(a for a in manifest["artifacts"] if a["name"] == "model_int8.tflite")
     assert int8["checks"]["gate"]["max_metric_drop"] == 0.1 and int8["checks"]["artifact_metric"] < 0.1
     # the real runtime, fed the class ids, answers like the Keras generator
@@ -178,3 +179,44 @@ def test_a_gan_killed_mid_epoch_resumes_to_the_same_weights(write_recipe, tmp_pa
     assert b["weights_sha256"] == a["weights_sha256"]
     assert b["metrics"] == a["metrics"]
     assert "resuming" in done.stderr
+
+
+def _generator_downstream(cli, run, tmp_path):
+    """predict draws samples of a class (Keras and the int8 artifact), benchmark measures every
+    artifact against the Keras samples, the report shows the grids, a package's README runs."""
+    import os
+    import re
+    import zipfile
+
+    r = cli("predict", run, "6", "--label", "4", "--out", tmp_path / "samples", "--json")
+    assert r.exit_code == 0, r.stderr
+    rows = json.loads(r.stdout)["predictions"]
+    assert [row["input"] for row in rows] == [f"sample-{i} (4)" for i in range(1, 7)]
+    assert sorted(p.name for p in (tmp_path / "samples").iterdir()) == [
+        "grid.png", *[f"sample-{i}.png" for i in range(1, 7)], "samples.npz"]
+    assert np.load(tmp_path / "samples" / "samples.npz")["outputs"].shape == (6, 8, 8, 1)
+    r = cli("predict", run / "export" / "model_int8.tflite", "3", "--json")
+    assert r.exit_code == 0, r.stderr
+    assert [row["input"] for row in json.loads(r.stdout)["predictions"]] == ["sample-1 (0)", "sample-2 (1)",
+                                                                              "sample-3 (2)"]
+    r = cli("predict", run, "3", "--label", "eleven")
+    assert "--label 'eleven'" in one_line_error(r, 2)
+    r = cli("benchmark", run, "--runs", "5", "--warmup", "1", "--json")
+    assert r.exit_code == 0, r.stderr
+    bench = json.loads(r.stdout)
+    assert all(m["metric"]["name"] == "sample_error" for m in bench["results"]), bench["results"]
+    assert len(bench["results"]) == 5  # keras and the four exported files
+    r = cli("report", run, "--json")
+    assert r.exit_code == 0, r.stderr
+    report = json.loads(r.stdout)
+    assert "samples" in report["sections"] and any("samples_final" in p for p in report["images"])
+    r = cli("package", run, "--target", "tflite-int8", "--out", tmp_path / "gen.zip")
+    assert r.exit_code == 0, r.stderr
+    with zipfile.ZipFile(tmp_path / "gen.zip") as zf:
+        zf.extractall(tmp_path / "pkg")
+    code = re.search(r"```python\n(.*?)```", (tmp_path / "pkg" / "README.md").read_text(), re.S).group(1)
+    done = subprocess.run([sys.executable, "-c", code], cwd=tmp_path / "pkg", capture_output=True, text=True,
+                          timeout=120, env={**os.environ, "TF_CPP_MIN_LOG_LEVEL": "3"})
+    assert done.returncode == 0, done.stderr
+    shape, lo, hi = done.stdout.strip().splitlines()[-1].rsplit(" ", 2)
+    assert shape.startswith("(8, 8, 1)") and -0.5 <= float(lo) <= float(hi) <= 16.5  # raw pixels: 0..16

@@ -11,13 +11,17 @@ from dlcli.cli.common import emit_json, handle_errors, native_quiet, quiet_frame
 def predict(
     run_dir: Path = typer.Argument(..., metavar="RUN_DIR|ARTIFACT",
                                    help="A finished run, or an exported .tflite / .onnx / SavedModel."),
-    input_path: Path = typer.Argument(..., metavar="INPUT", help=".npy, .npz, .csv, image file or folder, .txt"),
+    input_path: Path = typer.Argument(..., metavar="INPUT", help=".npy, .npz, .csv, image file or folder, .txt; "
+                                      "a GAN's generator: a number of samples, or a .npy / .npz of latent vectors"),
     top_k: int = typer.Option(3, "--top-k", min=1, help="Classes to show per example."),
     json_out: bool = typer.Option(False, "--json", help="Print one JSON object."),
     allow_code: bool = typer.Option(False, "--allow-code", help="Allow a SavedModel that dlcli did not export "
                                     "(it runs its own graph)."),
     out: Path = typer.Option(None, "--out", help="Also save every output whole (e.g. an autoencoder's "
-                             "reconstructions) to FILE.npz: arrays `outputs` and `inputs` (the input names)."),
+                             "reconstructions) to FILE.npz: arrays `outputs` and `inputs` (the input names); a "
+                             "generator's samples also to a folder: one PNG each, grid.png, samples.npz."),
+    label: str = typer.Option(None, "--label", help="Conditional generator: draw this class (name or id) only."),
+    seed: int = typer.Option(None, "--seed", help="Generator: seed of the latent draws (default: the recipe's)."),
 ) -> None:
     """Predict with a run's model or an exported artifact.
 
@@ -27,11 +31,15 @@ def predict(
     from dlcli.errors import UsageError
     from dlcli.predict import predict as predict_fn
 
-    if out is not None and out.suffix != ".npz":
-        raise UsageError(f"--out {out}: give a .npz file name")
     with native_quiet():
-        pred = predict_fn(run_dir, input_path, top_k, allow_code)
-    if out is not None:
+        pred = predict_fn(run_dir, input_path, top_k, allow_code, label, seed)
+    if out is not None and pred.value_range is not None and out.suffix != ".npz":
+        from dlcli.gan.sample import write_samples
+
+        write_samples(out, pred.outputs, pred.value_range)
+    elif out is not None:
+        if out.suffix != ".npz":
+            raise UsageError(f"--out {out}: give a .npz file name")
         pred.save(out)
     if json_out:
         emit_json(pred.to_json())

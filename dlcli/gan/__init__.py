@@ -131,4 +131,5 @@ class _GanParts:
         self.score.write_grid(run_dir / SAMPLES_DIR / "final.png")
         judge = str(Path(self.spec.judge).resolve()) if self.spec.judge else JUDGE_FILE
         return {"gan": {"loss": self.spec.loss, "conditional": self.spec.conditional, "judge": judge,
-                        "score": "Frechet distance of judge features (generated vs real)"}}
+                        "score": "Frechet distance of judge features (generated vs real)",
+                        "value_range": [float(v) for v in self.value_range]}}

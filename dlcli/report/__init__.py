@@ -21,6 +21,7 @@ from pathlib import Path
 from typing import Any
 
 from dlcli.errors import RunDirError, UsageError
+from dlcli.report import generative
 from dlcli.report.context import _Ctx, _load_recipe, _read_json
 from dlcli.report.html import _page
 from dlcli.report.sections import _benchmark, _evaluation, _export, _history, _summary
@@ -47,6 +48,7 @@ def _run_sections(ctx: _Ctx, run_dir: Path):
     sections: list[tuple[str, str, str]] = [("summary", "Run", _summary(recipe, env, metrics))]
     for key, title, fn in (("history", "Training curves", lambda: _history(ctx)),
                            ("test", "Model on held-out data", lambda: _evaluation(ctx, recipe)),
+                           ("samples", "Generated samples", lambda: generative.section(ctx, recipe, metrics)),
                            ("export", "Exported artifacts", lambda: _export(ctx, metrics)),
                            ("benchmark", "Benchmark", lambda: _benchmark(ctx))):
         body = fn()

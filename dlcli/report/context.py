@@ -31,7 +31,10 @@ class _Ctx:
     plots: list[Plot] = field(default_factory=list)
 
     def add_plot(self, name: str, title: str, fig) -> str:
-        plot = Plot(name, title, _png(fig))
+        return self.add_png(name, title, _png(fig))
+
+    def add_png(self, name: str, title: str, png: bytes) -> str:
+        plot = Plot(name, title, png)
         self.plots.append(plot)
         data = base64.b64encode(plot.png).decode("ascii")
         return f'<figure><img alt="{_e(title)}" src="data:image/png;base64,{data}"><figcaption>{_e(title)}</figcaption></figure>'

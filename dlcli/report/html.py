@@ -137,6 +137,10 @@ def _data_text(d: Any) -> str:
 
 
 def _model_text(m: Any) -> str:
+    gan = getattr(m, "gan", None)
+    if gan is not None:
+        return (f"GAN ({gan.loss}{', conditional' if gan.conditional else ''}, latent {gan.latent_dim}): "
+                f"generator {_model_text(gan.generator)}, discriminator {_model_text(gan.discriminator)}")
     arch = getattr(m, "architecture", None)
     if arch:
         return str(arch)

@@ -82,7 +82,9 @@ def _history(ctx: _Ctx) -> str:
         ctx.notes.append("history.csv has no epochs")
         return ""
     epochs = [int(r["epoch"]) if not math.isnan(r.get("epoch", math.nan)) else i + 1 for i, r in enumerate(rows)]
-    bases = [c for c in columns if c not in ("epoch", "learning_rate") and not c.startswith("val_")]
+    # every quantity once, including those measured on validation data only (a GAN's score)
+    bases = list(dict.fromkeys(c.removeprefix("val_") for c in columns
+                               if c not in ("epoch", "learning_rate")))
     if not any(c.startswith("val_") for c in columns):
         ctx.notes.append("no validation split: the curves show training values only")
     figs = []
@@ -112,7 +114,7 @@ def _history(ctx: _Ctx) -> str:
 
 
 def _evaluation(ctx: _Ctx, recipe) -> str:
-    if recipe is None:
+    if recipe is None or recipe.task == "gan":  # a generator: its samples and scores (report.generative)
         return ""
     if not (ctx.run_dir / "model.keras").exists():
         ctx.notes.append("model.keras not found (the run did not finish?): no test-set evaluation")
