@@ -44,7 +44,24 @@ def evaluate_artifact(run_dir: str | Path, artifact: str | Path, split: str = "t
     metrics = {name: value}
     if run.recipe.task != "classification":
         metrics["mse"] = float(np.mean((out.reshape(len(out), -1) - y.reshape(len(y), -1)) ** 2))
+    if not takes_raw(Path(artifact)):
+        metrics.update(anomaly_metrics(run, split, runner.predict))
     return EvalResult(Path(run_dir), split, len(y), metrics, False)
+
+
+def anomaly_metrics(run, split: str, predict) -> dict[str, float]:
+    """With ``anomaly.json`` and labels that mark anomalies in ``split``: ROC AUC of the
+    reconstruction error, and precision / recall / F1 / false positive rate of the flags."""
+    from dlcli import anomaly
+
+    calibrated = anomaly.load(run.path) if run.recipe.anomaly is not None else None
+    if calibrated is None:
+        return {}
+    scores, positive = anomaly.split_scores(run, split, predict)
+    if positive is None or positive.all() or not positive.any():
+        return {}
+    m = anomaly.flag_metrics(scores, positive, float(calibrated["threshold"]))
+    return {f"anomaly_{k}": float(m[k]) for k in ("roc_auc", "precision", "recall", "f1", "false_positive_rate")}
 
 
 def evaluate(run_dir: str | Path, split: str = "test", batch_size: int | None = None) -> EvalResult:
@@ -58,6 +75,7 @@ def evaluate(run_dir: str | Path, split: str = "test", batch_size: int | None = 
     k = len(pre.labels) if needs_one_hot(recipe.train.loss, recipe.task, recipe.train.metrics) else None
     model = run.load_model()
     res = model.evaluate(data.dataset(batch_size or recipe.train.batch_size, k), verbose=0, return_dict=True)
+    res.update(anomaly_metrics(run, split, lambda x: model.predict(x, verbose=0, batch_size=256)))
     changed = False
     if recipe.data.source != "synthetic" and run.env.get("data_fingerprint"):
         changed = bundle.fingerprint != run.env["data_fingerprint"]

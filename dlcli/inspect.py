@@ -110,23 +110,28 @@ def is_run_dir(path: Path) -> bool:
     return Path(path).is_dir() and (Path(path) / "recipe.yaml").exists() and (Path(path) / "model.keras").exists()
 
 
-def run_split(run: Run, split: str, return_files: bool = False, pick=None, normalize: bool = True):
+def run_split(run: Run, split: str, return_files: bool = False, pick=None, normalize: bool = True,
+              raw_labels: bool = False):
     """(x, y) of one split of the run's data, through the run's saved preprocessing
     (and the data files read, with ``return_files``). ``pick(n) -> row indices``: only
     those rows are decoded (a bounded sample of a large split). ``normalize=False``: the
-    featurized values before reshape and normalization (for a model exported with them)."""
+    featurized values before reshape and normalization (for a model exported with them).
+    ``raw_labels``: also the labels as read (e.g. what marks a reconstruction run's anomalies)."""
     import numpy as np
 
-    from dlcli.data import data_task, raw_inputs, read_raw_splits
+    from dlcli.data import data_task, keep_normal, raw_inputs, read_raw_splits
     from dlcli.errors import UsageError
 
     recipe, pre = run.recipe, run.preprocessor
     raws, files = read_raw_splits(recipe.data, Path("."), recipe.seed, data_task(recipe))
+    raws = keep_normal(recipe, raws)
     if split not in raws:
         raise UsageError(f"this run has no {split} split (it has: {', '.join(raws)})")
     raw = raws[split] if pick is None else raws[split].take(np.asarray(pick(len(raws[split])), np.int64))
     x = pre.transform_x(raw_inputs(recipe.data, raw), normalize)
     y = np.asarray(x if recipe.task == "reconstruction" else pre.encode_y(raw.y, split))
+    if raw_labels:
+        return x, y, raw.y
     return (x, y, files) if return_files else (x, y)
 
 

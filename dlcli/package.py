@@ -194,8 +194,9 @@ def _sources(run, target: Target, entry: dict[str, Any], log) -> tuple[dict[str,
     files: dict[str, Any] = dict(_artifact_files(model_path, entry["name"]))
     pre = preprocessing_doc(run, entry)
     files["preprocessing.json"] = (json.dumps(pre, indent=2) + "\n").encode()
-    if (run.path / "labels.txt").exists():
-        files["labels.txt"] = (run.path / "labels.txt").read_bytes()
+    for extra in ("labels.txt", "anomaly.json"):  # anomaly.json: the calibrated reconstruction-error threshold
+        if (run.path / extra).exists():
+            files[extra] = (run.path / extra).read_bytes()
     arena = None
     if target.name == "mcu":
         import dlcli

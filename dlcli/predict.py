@@ -25,11 +25,16 @@ class Prediction:
     labels: list[str] | None
     top_k: int
     value_range: tuple[float, float] | None = None  # a generator's: how its samples map to pixels
+    anomaly: dict[str, Any] | None = None  # a reconstruction run with anomaly.json: scores and threshold
 
     def rows(self) -> list[dict[str, Any]]:
         rows = []
-        for name, out in zip(self.inputs, self.outputs):
-            if self.labels:
+        for i, (name, out) in enumerate(zip(self.inputs, self.outputs)):
+            if self.anomaly is not None:
+                rows.append({"input": name, "score": float(self.anomaly["scores"][i]),
+                             "anomaly": bool(self.anomaly["scores"][i] > self.anomaly["threshold"]),
+                             "output": np.asarray(out).tolist()})
+            elif self.labels:
                 order = np.argsort(-out)[: self.top_k]
                 rows.append({"input": name, "label": self.labels[order[0]],
                              "top": [{"label": self.labels[i], "probability": float(out[i])} for i in order]})
@@ -163,6 +168,8 @@ def predict(path: str | Path, input_path: str | Path, top_k: int = 3, allow_code
         from dlcli.gan.sample import generator_inputs
 
         x, names = generator_inputs(run, str(input_path), label, seed)
+    elif not artifact and getattr(run.recipe.model, "architecture", None) == "vae" and str(input_path).isdigit():
+        return _vae_samples(run, str(input_path), seed)
     elif label is not None or seed is not None:
         raise UsageError("--label and --seed apply to a GAN's generator only")
     else:
@@ -171,6 +178,28 @@ def predict(path: str | Path, input_path: str | Path, top_k: int = 3, allow_code
     out = runner.predict(x) if artifact else np.asarray(run.load_model().predict(x, verbose=0, batch_size=256))
     labels = run.preprocessor.labels if run.recipe.task == "classification" else None
     pred = Prediction(names, out, labels, max(1, min(top_k, len(labels) if labels else 1)))
+    if run.recipe.anomaly is not None and not (artifact and takes_raw(path)):
+        _flag(pred, run, x)
     if run.recipe.task == "gan":
         pred.value_range = tuple((run.env.get("gan") or {}).get("value_range") or (-1.0, 1.0))
     return pred
+
+
+def _vae_samples(run, text: str, seed: int | None) -> Prediction:
+    """New examples from a VAE run's decoder (INPUT: how many)."""
+    from dlcli.gan.sample import vae_decoder, vae_samples
+
+    out, names = vae_samples(vae_decoder(run.load_model()), text, run.recipe.seed if seed is None else seed)
+    pred = Prediction(names, out, None, 1)
+    pred.value_range = (float(min(0.0, out.min())), float(max(1.0, out.max())))
+    return pred
+
+
+def _flag(pred: Prediction, run, x) -> None:
+    """Each example's reconstruction error and whether it exceeds the run's calibrated threshold."""
+    from dlcli.anomaly import errors, load
+
+    calibrated = load(run.path)
+    if calibrated is not None:
+        pred.anomaly = {"threshold": float(calibrated["threshold"]), "score": calibrated["score"],
+                        "scores": errors(pred.outputs, x, calibrated["score"])}

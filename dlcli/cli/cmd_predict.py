@@ -50,7 +50,11 @@ def predict(
     table = Table("input", "prediction", "top classes" if pred.labels else "output")
     for row in rows:
         shown = row["input"] if len(row["input"]) <= 40 else row["input"][:39] + "…"  # --json has it whole
-        if pred.labels:
+        if "anomaly" in row:
+            verdict = "anomaly" if row["anomaly"] else "normal"
+            table.add_row(shown, verdict, f"{pred.anomaly['score']} {row['score']:.4g} "
+                          f"(threshold {pred.anomaly['threshold']:.4g})")
+        elif pred.labels:
             table.add_row(shown, row["label"],
                           ", ".join(f"{t['label']} {t['probability']:.3f}" for t in row["top"]))
         else:

@@ -143,6 +143,29 @@ def _hash_split(raw: sources.Raw, root: Path, fractions: dict[str, float], seed:
     return {k: np.asarray(v, dtype=np.int64) for k, v in out.items()}
 
 
+def keep_normal(recipe, raws: dict) -> dict:
+    """``anomaly.normal_classes``: the training and validation splits keep the examples of
+    those labels only (an anomaly detector learns what normal looks like); test keeps all."""
+    anomaly = getattr(recipe, "anomaly", None)
+    if anomaly is None or not anomaly.normal_classes:
+        return raws
+    normal = {str(c) for c in anomaly.normal_classes}
+    for name in ("train", "validation"):
+        raw = raws.get(name)
+        if raw is None:
+            continue
+        if raw.y is None:
+            raise DataError("anomaly.normal_classes: the data has no labels to pick the normal examples by "
+                            "(set data.label_column)")
+        keep = np.fromiter((str(v) in normal for v in raw.y), bool, len(raw.y))
+        if not keep.any():
+            seen = sorted({str(v) for v in raw.y})
+            raise DataError(f"anomaly.normal_classes {sorted(normal)}: no {name} example has one of these labels "
+                            f"(labels: {', '.join(seen[:20])})")
+        raws[name] = raw.take(np.flatnonzero(keep))
+    return raws
+
+
 def data_task(recipe) -> str:
     """What the data's labels are for ``recipe``: a GAN's labels are class ids (for the judge
     and conditional GANs), read like a classifier's."""
@@ -337,6 +360,7 @@ def load_data(recipe, base_dir: Path | None = None, preprocessor: Preprocessor |
     spec = recipe.data
     base = Path(base_dir if base_dir is not None else (recipe._base_dir or "."))
     raws, files = read_raw_splits(spec, base, recipe.seed, data_task(recipe))
+    raws = keep_normal(recipe, raws)
     pre = preprocessor or _fit_preprocessor(recipe, raws["train"])
     splits: dict[str, ArraySplit | FileSplit] = {}
     value_range = pre.fit_range

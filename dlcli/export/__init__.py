@@ -317,7 +317,7 @@ def export_run(run_dir: str | Path, formats: list[str] | None = None, quantize: 
         art.status = "passed" if checks.passed else "failed"
         artifacts.append(art)
 
-    for extra in ("preprocessing.json", "labels.txt"):
+    for extra in ("preprocessing.json", "labels.txt", "anomaly.json"):
         if (run.path / extra).exists() and out.resolve() != run.path.resolve():
             copy_file(run.path / extra, out / extra)
     result = ExportResult(run.path, out, artifacts, keras_info, calibration)

@@ -1,7 +1,8 @@
-"""``dlcli predict`` on a generator: INPUT is a count of samples to draw (seeded standard
-normal latents) or a .npy / .npz of latent vectors (an .npz may hold ``latent`` and
-``label``); a conditional generator draws the classes in turn, or one class (``label``).
-``--out DIR`` writes one PNG per sample, ``grid.png`` and ``samples.npz``."""
+"""``dlcli predict`` on a generator (a GAN's, or a VAE's decoder): INPUT is a count of
+samples to draw (seeded standard normal latents) or a .npy / .npz of latent vectors (an
+.npz may hold ``latent`` and ``label``); a conditional generator draws the classes in turn,
+or one class (``label``). ``--out DIR`` writes one PNG per sample, ``grid.png`` and
+``samples.npz``."""
 
 from __future__ import annotations
 
@@ -81,3 +82,15 @@ def write_samples(out: Path, samples: np.ndarray, value_range: tuple[float, floa
     with atomic_path(out / "samples.npz", suffix=".npz") as tmp:
         np.savez(tmp, outputs=samples)
     return [*written, out / "samples.npz"]
+
+
+def vae_decoder(model):
+    """The nested ``decoder`` of a dlcli VAE (architecture vae), else None."""
+    names = {layer.name for layer in model.layers}
+    return model.get_layer("decoder") if {"decoder", "vae_sampling"} <= names else None
+
+
+def vae_samples(decoder, text: str, seed: int) -> tuple[np.ndarray, list[str]]:
+    """Samples of a VAE's decoder for INPUT ``text`` (a count or latent vectors)."""
+    z, _ = _latents(text, int(decoder.inputs[0].shape[-1]), seed)
+    return np.asarray(decoder.predict(z, verbose=0, batch_size=256)), [f"sample-{i + 1}" for i in range(len(z))]

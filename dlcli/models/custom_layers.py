@@ -28,3 +28,33 @@ class PositionEmbedding(keras.layers.Layer):
 
     def get_config(self):
         return {**super().get_config(), "sequence_length": self.sequence_length}
+
+
+@keras.saving.register_keras_serializable(package="dlcli")
+class VaeSampling(keras.layers.Layer):
+    """A VAE's latent draw: ``[z_mean, z_log_var] -> z``. Training: the reparameterised
+    sample ``mean + exp(log_var / 2) * eps`` (eps from a seeded generator, a model
+    variable, so a resumed run draws the same), and the KL divergence to N(0, I) added as
+    a loss, per latent vector, times ``kl_weight / elements`` (the reconstruction loss is a
+    mean over the ``elements`` values of an example). Inference: the mean (deterministic,
+    exportable)."""
+
+    def __init__(self, kl_weight: float = 1.0, elements: int = 1, seed: int | None = None, **kwargs):
+        super().__init__(**kwargs)
+        self.kl_weight, self.elements, self.seed = float(kl_weight), int(elements), seed
+        self.seeds = keras.random.SeedGenerator(seed)
+
+    def call(self, inputs, training=None):
+        mean, log_var = inputs
+        kl = -0.5 * keras.ops.sum(1.0 + log_var - keras.ops.square(mean) - keras.ops.exp(log_var), axis=-1)
+        self.add_loss(keras.ops.mean(kl) * (self.kl_weight / self.elements))
+        if not training:
+            return mean
+        eps = keras.random.normal(keras.ops.shape(mean), seed=self.seeds)
+        return mean + keras.ops.exp(0.5 * log_var) * eps
+
+    def compute_output_shape(self, input_shape):
+        return input_shape[0]
+
+    def get_config(self):
+        return {**super().get_config(), "kl_weight": self.kl_weight, "elements": self.elements, "seed": self.seed}

@@ -358,5 +358,6 @@ def recipe_to_yaml(recipe, relative_to: str | Path | None = None) -> str:
 def recipe_hash(recipe) -> str:
     """What a run trains: every section but ``tracking`` and ``tune`` (where it is logged,
     how it was searched), so changing those never blocks a resume."""
-    data = recipe.model_dump(mode="json", exclude={"tracking", "tune"})
+    unset = {"anomaly"} if getattr(recipe, "anomaly", None) is None else set()  # hashes of recipes before it stay
+    data = recipe.model_dump(mode="json", exclude={"tracking", "tune", *unset})
     return hashlib.sha256(json.dumps(data, sort_keys=True).encode()).hexdigest()

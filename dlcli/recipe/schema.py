@@ -139,6 +139,32 @@ class CompressSpec(StrictModel):
         return self.prune or PruneSpec()
 
 
+class AnomalySpec(StrictModel):
+    """Anomaly detection by reconstruction error (task: reconstruction): after training, the
+    threshold is calibrated on the validation split; ``dlcli predict`` flags examples above
+    it and ``dlcli evaluate`` scores the flags against labels that mark anomalies."""
+
+    normal_classes: list[int | str] | None = Field(
+        None, description="Label values of normal examples: the training and validation splits keep only these; "
+        "the test split keeps every example, and its other labels mark anomalies (needs data.label_column).")
+    percentile: float | None = Field(None, gt=0, lt=100, description="Threshold: this percentile of the validation "
+                                     "split's errors (default 99 unless false_positive_rate is set).")
+    false_positive_rate: float | None = Field(None, gt=0, lt=1, description="Threshold: the error that this "
+                                              "fraction of normal validation examples exceeds.")
+    score: Literal["mse", "mae"] = Field("mse", description="Reconstruction error per example.")
+
+    @model_validator(mode="after")
+    def _one_rule(self):
+        if self.percentile is not None and self.false_positive_rate is not None:
+            raise ValueError("give percentile or false_positive_rate, not both")
+        return self
+
+    def threshold_percentile(self) -> float:
+        if self.false_positive_rate is not None:
+            return 100.0 * (1.0 - self.false_positive_rate)
+        return 99.0 if self.percentile is None else self.percentile
+
+
 class Recipe(StrictModel):
     version: Literal[1] = Field(1, description="Recipe schema version.")
     name: str = Field(..., min_length=1, pattern=r"^[A-Za-z0-9_.\-]+$", description="Run name (letters, digits, _ . -).")
@@ -155,6 +181,8 @@ class Recipe(StrictModel):
     compress: CompressSpec = Field(default_factory=CompressSpec, description="Compression stages.")
     tracking: TrackingSpec = Field(default_factory=TrackingSpec, description="Experiment tracking (MLflow).")
     tune: TuneSpec | None = Field(None, description="Hyperparameter search for dlcli tune (dlcli train ignores it).")
+    anomaly: AnomalySpec | None = Field(None, description="Anomaly detection by reconstruction error "
+                                        "(task: reconstruction).")
 
     _source: Any = PrivateAttr(None)
     _base_dir: Any = PrivateAttr(None)
@@ -162,11 +190,13 @@ class Recipe(StrictModel):
     @model_validator(mode="after")
     def _cross(self):
         arch = getattr(self.model, "architecture", None)
+        if self.anomaly is not None and self.task != "reconstruction":
+            raise ValueError(f"anomaly needs task: reconstruction (an autoencoder or a VAE), not {self.task}")
         if (self.task == "gan") != hasattr(self.model, "gan"):
             raise ValueError("task: gan and model: {gan: ...} go together" if self.task == "gan"
                              else f"model.gan needs task: gan (the recipe says task: {self.task})")
-        if arch == "autoencoder" and self.task != "reconstruction":
-            raise ValueError("model.architecture autoencoder needs task: reconstruction")
+        if arch in ("autoencoder", "vae") and self.task != "reconstruction":
+            raise ValueError(f"model.architecture {arch} needs task: reconstruction")
         if self.task == "reconstruction" and self.train.loss.name in (
             "sparse_categorical_crossentropy", "categorical_crossentropy"
         ):

@@ -21,7 +21,7 @@ from pathlib import Path
 from typing import Any
 
 from dlcli.errors import RunDirError, UsageError
-from dlcli.report import generative
+from dlcli.report import anomaly, generative
 from dlcli.report.context import _Ctx, _load_recipe, _read_json
 from dlcli.report.html import _page
 from dlcli.report.sections import _benchmark, _evaluation, _export, _history, _summary
@@ -49,6 +49,7 @@ def _run_sections(ctx: _Ctx, run_dir: Path):
     for key, title, fn in (("history", "Training curves", lambda: _history(ctx)),
                            ("test", "Model on held-out data", lambda: _evaluation(ctx, recipe)),
                            ("samples", "Generated samples", lambda: generative.section(ctx, recipe, metrics)),
+                           ("anomaly", "Anomaly detection", lambda: anomaly.section(ctx, recipe)),
                            ("export", "Exported artifacts", lambda: _export(ctx, metrics)),
                            ("benchmark", "Benchmark", lambda: _benchmark(ctx))):
         body = fn()

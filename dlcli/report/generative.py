@@ -1,5 +1,6 @@
-"""The report section of a generative run (``task: gan``): the sample grids the trainer
-wrote (first, best and last epoch, and the kept generator) beside the judge's scores."""
+"""The report section of a generative run: a GAN's sample grids the trainer wrote (first,
+best and last epoch, and the kept generator) beside the judge's scores; a VAE's new
+examples, drawn from its decoder."""
 
 from __future__ import annotations
 
@@ -32,7 +33,29 @@ def _grid(ctx: _Ctx, name: str, title: str) -> str:
     return ctx.add_png(f"samples_{name}", title, png)
 
 
+def _vae(ctx: _Ctx, recipe) -> str:
+    import numpy as np
+
+    from dlcli.errors import DlcliError
+    from dlcli.gan.sample import vae_decoder
+    from dlcli.gan.scoring import grid_png
+    from dlcli.inspect import load_keras_model
+
+    try:
+        decoder = vae_decoder(load_keras_model(ctx.run_dir / "model.keras"))
+    except DlcliError as exc:
+        ctx.notes.append(f"no VAE samples: {exc}")
+        return ""
+    z = np.random.default_rng(recipe.seed).standard_normal((64, int(decoder.inputs[0].shape[-1])))
+    out = np.asarray(decoder.predict(z.astype(np.float32), verbose=0))
+    png = grid_png(out, 8, (float(min(0.0, out.min())), float(max(1.0, out.max()))))
+    return ("<p>New examples: the decoder of standard normal latent vectors (seeded by the recipe's seed).</p>"
+            f'<div class="plots">{ctx.add_png("vae_samples.png", "64 samples of the VAE decoder", png)}</div>')
+
+
 def section(ctx: _Ctx, recipe, metrics: dict) -> str:
+    if recipe is not None and getattr(recipe.model, "architecture", None) == "vae":
+        return _vae(ctx, recipe)
     if recipe is None or recipe.task != "gan":
         return ""
     score, rows = _epochs(ctx)

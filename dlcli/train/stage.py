@@ -68,7 +68,16 @@ def model_stage(recipe, allow_code: bool = False) -> Stage:
         compile_like_recipe(model, recipe, ctx, steps, scaled_optimizer(recipe.train, replicas))
         return Trainable(model)
 
-    return Stage("train", recipe, build)
+    finish = None
+    if recipe.anomaly is not None:
+        def finish(run_dir, trainable, metrics):
+            from dlcli.anomaly import calibrate
+
+            out = calibrate(run_dir, trainable.output, list(metrics))
+            return {"anomaly": {k: out[k] for k in ("threshold", "rule") if k in out}
+                    | ({"test_roc_auc": out["test"]["roc_auc"]} if "test" in out else {})}
+
+    return Stage("train", recipe, build, finish=finish)
 
 
 def compile_like_recipe(model, recipe, ctx, steps: int, optimizer_spec, train=None) -> None:

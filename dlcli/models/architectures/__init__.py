@@ -1,3 +1,3 @@
 """Built-in architectures; importing this package registers them (no Keras import)."""
 
-from dlcli.models.architectures import autoencoder, cnn, mlp, rnn, transformer  # noqa: F401
+from dlcli.models.architectures import autoencoder, cnn, mlp, rnn, transformer, vae  # noqa: F401
