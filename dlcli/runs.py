@@ -20,7 +20,7 @@ RUN_ENTRIES = frozenset({
     "env.json", "recipe.yaml", "model.keras", "preprocessing.json", "labels.txt", "metrics.json",
     "history.csv", "checkpoints", "tensorboard", "export", "data-cache", "sparsity.json", "distill.json",
     "pipeline.json", "pruned", "distilled", "student-alone", "report.html", "report_files", "benchmark.json",
-    ".write-test",
+    "judge", "discriminator.keras", "samples", "anomaly.json", ".write-test",
 })
 
 

@@ -94,7 +94,10 @@ def test_a_gan_trains_through_the_one_trainer_and_is_judged(cli, write_recipe, t
     critic = keras.saving.load_model(run / "discriminator.keras", safe_mode=True)
     assert tuple(critic.outputs[0].shape) == (None, 1)
     env = json.loads((run / "env.json").read_text())
-    assert env["gan"]["judge"] == "judge.keras" and (run / "judge.keras").exists()
+    assert env["gan"]["judge"] == "judge"  # the judge is a classification run of its own, by the one trainer
+    judge_env = json.loads((run / "judge" / "env.json").read_text())
+    assert judge_env["status"] == "completed" and judge_env["stage"] == "judge"
+    assert json.loads((run / "judge" / "metrics.json").read_text())["test"]["accuracy"] > 0.5
     assert (run / "checkpoints" / "best.keras").exists()  # picked by val_frechet_distance, the default for a GAN
 
 

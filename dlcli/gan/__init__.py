@@ -5,7 +5,8 @@ strategy's scope, the judge (:mod:`dlcli.gan.judge`) and the real examples' feat
 inside it, the two networks (:mod:`dlcli.gan.networks`) in a :class:`~dlcli.gan.model.GAN`
 whose train step alternates the updates. The run directory holds the generator as
 ``model.keras`` (what export, predict and package use), ``discriminator.keras``,
-``judge.keras`` (unless the recipe names a judge run) and ``samples/epoch-NNN.png``.
+``judge/`` (the classifier run that scores the samples, unless the recipe names one) and
+``samples/epoch-NNN.png``.
 
 Importing this module does not import TensorFlow.
 """
@@ -16,7 +17,7 @@ from pathlib import Path
 
 from dlcli.errors import DataError
 
-JUDGE_FILE = "judge.keras"
+JUDGE_DIR = "judge"
 
 
 def example_shape(bundle) -> tuple:
@@ -27,23 +28,27 @@ def example_shape(bundle) -> tuple:
 
 
 def _judge(recipe, bundle, run_dir: Path, chief: bool):
-    """The recipe's judge run, else the one this run trained (RUN_DIR/judge.keras), else a new one."""
-    from dlcli.atomic import atomic_path
-    from dlcli.gan.judge import Judge, load_judge, train_judge
-    from dlcli.gan.scoring import split_arrays
+    """The recipe's judge run, else the classifier trained here first, by the one trainer,
+    into RUN_DIR/judge (reused when complete, resumed when cut; other workers of a
+    multi-worker run train their own copy, the same, in a temporary folder)."""
+    import tempfile
+
+    from dlcli.gan.judge import Judge, judge_recipe, load_judge
+    from dlcli.train.stage import model_stage
+    from dlcli.train.trainer import run_stage, seed_everything
 
     spec, shape = recipe.model.gan, example_shape(bundle)
     if spec.judge:
         return Judge(load_judge(Path(spec.judge), shape))
-    saved = run_dir / JUDGE_FILE
-    if saved.exists():
-        return Judge(load_judge(saved, shape))
-    x, y = split_arrays(bundle.splits["train"])
-    model = train_judge(x, y, bundle.num_classes, spec.judge_epochs, recipe.seed)
-    if chief:
-        with atomic_path(saved, ".keras") as tmp:
-            model.save(tmp)
-    return Judge(model)
+    if bundle.num_classes < 2:
+        raise DataError("model.gan: judging samples needs labelled data with at least 2 classes "
+                        "(data.label_column), or a classification run as model.gan.judge")
+    stage = model_stage(judge_recipe(recipe))
+    stage.kind, stage.preprocessor = "judge", bundle.preprocessor
+    target = run_dir / JUDGE_DIR if chief else Path(tempfile.mkdtemp(prefix="dlcli-judge-")) / JUDGE_DIR
+    run_stage(stage, target, reuse=True, progress="none")
+    seed_everything(recipe.seed, recipe.train.deterministic)  # the GAN starts from the same state either way
+    return Judge(load_judge(target, shape))
 
 
 def gan_stage(recipe, allow_code: bool = False):
@@ -129,7 +134,7 @@ class _GanParts:
 
         save_model_atomic(trainable.model.discriminator, run_dir / "discriminator.keras")
         self.score.write_grid(run_dir / SAMPLES_DIR / "final.png")
-        judge = str(Path(self.spec.judge).resolve()) if self.spec.judge else JUDGE_FILE
+        judge = str(Path(self.spec.judge).resolve()) if self.spec.judge else JUDGE_DIR
         return {"gan": {"loss": self.spec.loss, "conditional": self.spec.conditional, "judge": judge,
                         "score": "Frechet distance of judge features (generated vs real)",
                         "value_range": [float(v) for v in self.value_range]}}

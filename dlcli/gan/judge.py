@@ -3,8 +3,9 @@ the feature space of a classifier trained on the same data (the judge), and, for
 conditional GAN, the judge's accuracy on generated examples of each class.
 
 The judge is a classification run named by ``model.gan.judge``, or a small MLP dlcli trains
-on the training split before the GAN (RUN_DIR/judge.keras, reused on resume). Its features
-are the input of its last layer. The Frechet distance is FID's formula (Heusel et al.
+on the training split before the GAN, through the one trainer, into RUN_DIR/judge/ (a
+classification run of its own: resumed or reused like any). Its features are the input of
+its last layer. The Frechet distance is FID's formula (Heusel et al.
 2017) on those features instead of Inception's: comparable between runs on the same data
 and judge, not with published FID figures.
 """
@@ -15,7 +16,7 @@ from pathlib import Path
 
 import numpy as np
 
-from dlcli.errors import DataError, RunDirError
+from dlcli.errors import RunDirError
 
 
 def frechet_distance(a: np.ndarray, b: np.ndarray) -> float:
@@ -29,28 +30,21 @@ def frechet_distance(a: np.ndarray, b: np.ndarray) -> float:
     return float(((mu_a - mu_b) ** 2).sum() + np.trace(s_a) + np.trace(s_b) - 2.0 * cross)
 
 
-def _classifier(shape: tuple, classes: int, seed: int):
-    import keras
+def judge_recipe(recipe):
+    """The judge dlcli trains for a GAN recipe: an MLP (128, 64) classifier on the same data
+    (64 features), trained by the one trainer on one device, with the recipe's seed."""
+    from dlcli.recipe.schema import Recipe
 
-    keras.utils.set_random_seed(seed)
-    x = inputs = keras.Input(shape, name="example")
-    x = keras.layers.Flatten()(x)
-    x = keras.layers.Dense(128, activation="relu")(x)
-    x = keras.layers.Dense(64, activation="relu", name="features")(x)
-    model = keras.Model(inputs, keras.layers.Dense(classes, activation="softmax")(x), name="judge")
-    model.compile(optimizer=keras.optimizers.Adam(1e-3), loss="sparse_categorical_crossentropy", metrics=["accuracy"])
-    return model
-
-
-def train_judge(x: np.ndarray, y: np.ndarray, classes: int, epochs: int, seed: int):
-    """A small MLP classifier on (x, y), seeded: the same data gives the same judge. Called
-    outside any distribution strategy's scope (a plain one-device model)."""
-    if classes < 2:
-        raise DataError("model.gan: judging samples needs labelled data with at least 2 classes "
-                        "(data.label_column), or a classification run as model.gan.judge")
-    model = _classifier(tuple(x.shape[1:]), classes, seed)
-    model.fit(x, y.reshape(-1), batch_size=64, epochs=epochs, verbose=0, shuffle=True)
-    return model
+    spec = recipe.model.gan
+    judge = Recipe.model_validate({
+        "name": f"{recipe.name}-judge", "seed": recipe.seed, "task": "classification",
+        "description": f"the classifier that judges the samples of {recipe.name}",
+        "data": recipe.data.model_dump(mode="python"), "model": {"architecture": "mlp", "units": [128, 64]},
+        "train": {"epochs": spec.judge_epochs, "batch_size": 64, "optimizer": {"name": "adam", "learning_rate": 1e-3},
+                  "metrics": ["accuracy"], "strategy": "default", "deterministic": recipe.train.deterministic,
+                  "callbacks": {"tensorboard": False, "checkpoint": None}}})
+    judge._base_dir = recipe._base_dir
+    return judge
 
 
 def load_judge(path: Path, example_shape: tuple):

@@ -221,7 +221,7 @@ class GanSpec(StrictModel):
     discriminator_optimizer: OptimizerSpec | None = Field(None, description="Default: train.optimizer.")
     judge: str | None = Field(None, description="A classification run (folder, relative to the recipe) whose "
                               "model scores the samples; default: a small classifier dlcli trains on the "
-                              "training split first (RUN_DIR/judge.keras).")
+                              "training split first, through the one trainer (RUN_DIR/judge/, a run of its own).")
     judge_epochs: int = Field(20, ge=1, description="Epochs of the classifier dlcli trains as judge.")
     score_samples: int = Field(1000, ge=100, description="Generated samples per epoch for the Frechet distance.")
     grid: int = Field(8, ge=1, le=32, description="The sample grid written each epoch is grid x grid images.")

@@ -80,6 +80,6 @@ def section(ctx: _Ctx, recipe, metrics: dict) -> str:
     figs.append(_grid(ctx, "final.png", "the kept generator" + (f": test frechet_distance {kept:.2f}" if kept else "")))
     about = ("<p>Samples of fixed latents (the same in every grid). The score is the Frechet distance between "
              "generated and real examples in the features of the judge, a classifier trained on the same data "
-             f"({_e(str(recipe.model.gan.judge or 'judge.keras'))}): lower is closer; comparable between runs that "
+             f"({_e(str(recipe.model.gan.judge or 'judge/'))}): lower is closer; comparable between runs that "
              "share data and judge, not with published FID figures.</p>")
     return about + table + f'<div class="plots">{"".join(f for f in figs if f)}</div>'
