@@ -223,3 +223,25 @@ def _generator_downstream(cli, run, tmp_path):
     assert done.returncode == 0, done.stderr
     shape, lo, hi = done.stdout.strip().splitlines()[-1].rsplit(" ", 2)
     assert shape.startswith("(8, 8, 1)") and -0.5 <= float(lo) <= float(hi) <= 16.5  # raw pixels: 0..16
+
+
+def test_a_diverging_gan_exits_4_and_keeps_the_last_finite_generator(write_recipe, tmp_path):
+    import keras
+
+    from dlcli.errors import TrainingDivergedError
+    from dlcli.recipe.loader import load_recipe
+    from dlcli.train import train
+
+    # epoch 1 trains normally; from epoch 2 both rates are 1e8 and the critic's scores blow up
+    rate = "{name: sgd, learning_rate: {schedule: step, initial: 0.001, boundaries: [1], factor: 1.0e+11}}"
+    recipe = load_recipe(tiny(write_recipe, loss="wasserstein_gp", epochs=4), [
+        f"model.gan.generator_optimizer={rate}", f"model.gan.discriminator_optimizer={rate}",
+        "model.gan.gp_weight=0", "train.callbacks.checkpoint.min_interval_seconds=0"])
+    run = tmp_path / "run"
+    with pytest.raises(TrainingDivergedError, match="epoch 2") as info:
+        train(recipe, run, progress="none")
+    assert info.value.exit_code == 4
+    assert json.loads((run / "env.json").read_text())["status"] == "diverged"
+    last = keras.saving.load_model(run / "checkpoints" / "last.keras", safe_mode=True)
+    assert last.name == "generator" and all(np.isfinite(w).all() for w in last.get_weights())
+    assert not (run / "model.keras").exists()

@@ -113,7 +113,7 @@ def test_architectures_with_every_option_build_repeatedly_in_one_session(tmp_pat
 
 
 def test_architecture_registry():
-    assert set(architectures()) == {"mlp", "cnn", "rnn", "transformer", "autoencoder"}
+    assert set(architectures()) == {"mlp", "cnn", "rnn", "transformer", "autoencoder", "vae"}
     assert get_architecture("cnn").name == "cnn" and get_architecture("cnn").summary
     with pytest.raises(ModelError, match=r"unknown architecture 'mpl', did you mean 'mlp'\?.*known: autoencoder"):
         get_architecture("mpl")

@@ -22,11 +22,17 @@ from dlcli.errors import RunDirError
 def frechet_distance(a: np.ndarray, b: np.ndarray) -> float:
     """||mu_a - mu_b||^2 + Tr(S_a + S_b - 2 (S_a S_b)^1/2) of two feature sets (rows)."""
     a, b = np.asarray(a, np.float64), np.asarray(b, np.float64)
-    mu_a, mu_b = a.mean(0), b.mean(0)
-    s_a, s_b = np.cov(a, rowvar=False), np.cov(b, rowvar=False)
-    w, v = np.linalg.eigh(s_a)  # Tr((S_a S_b)^1/2) = Tr((S_a^1/2 S_b S_a^1/2)^1/2): symmetric, PSD
-    root = (v * np.sqrt(np.clip(w, 0, None))) @ v.T
-    cross = np.sqrt(np.clip(np.linalg.eigvalsh(root @ s_b @ root), 0, None)).sum()
+    with np.errstate(all="ignore"):
+        mu_a, mu_b = a.mean(0), b.mean(0)
+        s_a, s_b = np.cov(a, rowvar=False), np.cov(b, rowvar=False)
+    if not (np.isfinite(s_a).all() and np.isfinite(s_b).all() and np.isfinite(mu_a).all()):
+        return float("nan")  # samples beyond float64: a generator that diverged
+    try:
+        w, v = np.linalg.eigh(s_a)  # Tr((S_a S_b)^1/2) = Tr((S_a^1/2 S_b S_a^1/2)^1/2): symmetric, PSD
+        root = (v * np.sqrt(np.clip(w, 0, None))) @ v.T
+        cross = np.sqrt(np.clip(np.linalg.eigvalsh(root @ s_b @ root), 0, None)).sum()
+    except np.linalg.LinAlgError:
+        return float("nan")
     return float(((mu_a - mu_b) ** 2).sum() + np.trace(s_a) + np.trace(s_b) - 2.0 * cross)
 
 

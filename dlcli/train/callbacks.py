@@ -124,7 +124,8 @@ class EpochTensorBoard(keras.callbacks.TensorBoard):
 
 
 class DivergenceGuard(keras.callbacks.Callback):
-    """Stops training at the first NaN / inf loss, per execution or per epoch.
+    """Stops training at the first NaN / inf loss (any ``*_loss``, and a generator's score), per
+    execution or per epoch.
 
     Per execution (``per_batch``) it reads the loss once every ``steps_per_execution``
     steps, where the loop already waits for the device: no extra host sync.
@@ -139,9 +140,14 @@ class DivergenceGuard(keras.callbacks.Callback):
     def on_epoch_begin(self, epoch, logs=None):
         self.epoch = epoch
 
+    @staticmethod
+    def watched(name: str) -> bool:
+        """Every loss (a GAN's d_loss and g_loss too) and a generator's sample score."""
+        return name == "loss" or name.endswith(("_loss", "frechet_distance"))
+
     def _check(self, logs, batch):
-        loss = (logs or {}).get("loss")
-        if loss is not None and not math.isfinite(float(loss)):
+        bad = [k for k, v in (logs or {}).items() if self.watched(k) and not math.isfinite(float(v))]
+        if bad:
             self.diverged_at = (self.epoch + 1, batch)
             self.model.stop_training = True
 
