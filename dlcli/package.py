@@ -427,12 +427,9 @@ def readme(target: str, entry: dict[str, Any], pre: dict[str, Any], has_labels: 
              "| file | contents |", "|---|---|", *(f"| `{f}` | {d} |" for f, d in files), "",
              "## Input and output", "", *(_io_lines(entry, pre, has_labels) if gan is None else [])]
     if gan is not None:
-        from dlcli.gan import package as gan_package
+        from dlcli.gan.package import readme_sections
 
-        lines += gan_package.io_lines(entry, gan)
-        if target != "mcu":
-            lines += [f"## Python ({t.runtime})", "", "Run in the unzipped folder:", "", "```python",
-                      gan_package.python_example(t.format, entry, pre, gan) + "```", ""]
+        lines += readme_sections(target, t, entry, pre, gan)
     elif "inputs" in pre:  # several named inputs: each prepared as its entry in preprocessing.json says
         lines += [("Each input is prepared as its entry under `inputs` in `preprocessing.json` says (its columns, "
                    "type, fitted normalisation or vocabulary), then fed to the input of the same name."), ""]

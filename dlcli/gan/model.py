@@ -82,32 +82,28 @@ class GAN(keras.Model):
         norm = tf.sqrt(tf.reduce_sum(tf.square(tf.reshape(grads, [tf.shape(grads)[0], -1])), axis=1) + 1e-12)
         return tf.reduce_mean(tf.square(norm - 1.0))
 
-    def _d_update(self, real, label):
-        batch = tf.shape(real)[0]
+    def _update(self, loss_fn, network, optimizer):
+        """One optimizer step of ``network`` on ``loss_fn()`` (plus its own regularization losses)."""
         with tf.GradientTape() as tape:
-            fake = self._fake(batch, label, training=True)
-            d_real = self.discriminator(self._cond(real, label), training=True)
-            d_fake = self.discriminator(self._cond(fake, label), training=True)
-            loss = d_loss_of(self.kind, d_real, d_fake)
-            if self.kind == "wasserstein_gp" and self.gp_weight > 0:
-                loss += self.gp_weight * self._penalty(real, fake, label)
-            loss += tf.add_n(self.discriminator.losses) if self.discriminator.losses else 0.0
+            loss = loss_fn()
+            loss += tf.add_n(network.losses) if network.losses else 0.0
             scaled = loss / _replicas()
-        d_vars = self.discriminator.trainable_variables
-        grads = tape.gradient(scaled, d_vars)
-        self.d_optimizer.apply(grads, d_vars)
+        variables = network.trainable_variables
+        optimizer.apply(tape.gradient(scaled, variables), variables)
         return loss
 
-    def _g_update(self, batch, label):
-        with tf.GradientTape() as tape:
-            fake = self._fake(batch, label, training=True)
-            loss = g_loss_of(self.kind, self.discriminator(self._cond(fake, label), training=True))
-            loss += tf.add_n(self.generator.losses) if self.generator.losses else 0.0
-            scaled = loss / _replicas()
-        g_vars = self.generator.trainable_variables
-        grads = tape.gradient(scaled, g_vars)
-        self.optimizer.apply(grads, g_vars)
+    def _d_loss(self, real, label):
+        fake = self._fake(tf.shape(real)[0], label, training=True)
+        d_real = self.discriminator(self._cond(real, label), training=True)
+        d_fake = self.discriminator(self._cond(fake, label), training=True)
+        loss = d_loss_of(self.kind, d_real, d_fake)
+        if self.kind == "wasserstein_gp" and self.gp_weight > 0:
+            loss += self.gp_weight * self._penalty(real, fake, label)
         return loss
+
+    def _g_loss(self, batch, label):
+        fake = self._fake(batch, label, training=True)
+        return g_loss_of(self.kind, self.discriminator(self._cond(fake, label), training=True))
 
     @staticmethod
     def _unpack(data):
@@ -118,8 +114,8 @@ class GAN(keras.Model):
     def train_step(self, data):
         real, label = self._unpack(data)
         for _ in range(self.d_steps):  # the same real batch for every critic update
-            d_loss = self._d_update(real, label)
-        g_loss = self._g_update(tf.shape(real)[0], label)
+            d_loss = self._update(lambda: self._d_loss(real, label), self.discriminator, self.d_optimizer)
+        g_loss = self._update(lambda: self._g_loss(tf.shape(real)[0], label), self.generator, self.optimizer)
         self.d_loss_tracker.update_state(d_loss)
         self.g_loss_tracker.update_state(g_loss)
         return {m.name: m.result() for m in self.metrics}

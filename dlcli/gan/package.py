@@ -76,3 +76,12 @@ def python_example(fmt: str, entry: dict[str, Any], pre: dict[str, Any], gan: di
             + f"    return {_RAW[method]}\n\n\n"
             "rng = np.random.default_rng(0)\n" + draw
             + "sample = to_raw(generate(inputs))\nprint(sample.shape, float(sample.min()), float(sample.max()))\n")
+
+
+def readme_sections(target: str, t, entry: dict[str, Any], pre: dict[str, Any], gan: dict[str, Any]) -> list[str]:
+    """The generator's inputs and output, and (but for MCU targets) its Python example."""
+    lines = io_lines(entry, gan)
+    if target != "mcu":
+        lines += [f"## Python ({t.runtime})", "", "Run in the unzipped folder:", "", "```python",
+                  python_example(t.format, entry, pre, gan) + "```", ""]
+    return lines

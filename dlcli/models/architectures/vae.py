@@ -11,19 +11,17 @@ from typing import Literal
 from pydantic import Field
 
 from dlcli.errors import ModelError
-from dlcli.models.common import ArchCommon, activation_layer
+from dlcli.models.architectures.autoencoder import AutoencoderParams
+from dlcli.models.common import activation_layer
 from dlcli.models.registry import register_architecture
 from dlcli.recipe.base import Width
 
 
-class VaeParams(ArchCommon):
-    architecture: Literal["vae"]
-    kind: Literal["dense", "conv"] = Field("dense", description="Dense or convolutional encoder/decoder.")
+class VaeParams(AutoencoderParams):
+    architecture: Literal["vae"]  # type: ignore[assignment]
     units: list[Width] = Field([128], description="Dense encoder widths (decoder mirrors them).")
-    filters: list[Width] = Field([16, 32], description="Conv encoder filters, each block halves the size.")
     latent_dim: int = Field(8, ge=1, description="Size of the latent Gaussian.")
     kl_weight: float = Field(1.0, ge=0, description="Weight of the KL term (beta; 0: a plain autoencoder).")
-    output_activation: str = Field("linear", description="Reconstruction activation (sigmoid for data in [0,1]).")
 
 
 def _encoder_body(p: VaeParams, x, shape):
