@@ -168,10 +168,12 @@ def predict(path: str | Path, input_path: str | Path, top_k: int = 3, allow_code
         from dlcli.gan.sample import generator_inputs
 
         x, names = generator_inputs(run, str(input_path), label, seed)
-    elif not artifact and getattr(run.recipe.model, "architecture", None) == "vae" and str(input_path).isdigit():
+    elif (not artifact and label is None and getattr(run.recipe.model, "architecture", None) == "vae"
+          and str(input_path).isdigit()):
         return _vae_samples(run, str(input_path), seed)
     elif label is not None or seed is not None:
-        raise UsageError("--label and --seed apply to a GAN's generator only")
+        raise UsageError("--label and --seed apply to generators only (a GAN run or artifact; --seed also to a "
+                         "VAE run drawing N samples)")
     else:
         x, names = read_input(Path(input_path), run, normalize=not (artifact and takes_raw(path)))
         _check_finite(x, Path(input_path))

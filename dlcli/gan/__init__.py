@@ -74,7 +74,7 @@ def _train_spec(recipe):
 class _GanParts:
     def __init__(self, recipe, allow_code: bool):
         self.recipe, self.spec, self.allow_code = recipe, recipe.model.gan, allow_code
-        self.judge = self.real = None
+        self.judge = None
         self.splits: dict = {}
 
     def prepare(self, bundle, run_dir: Path, chief: bool) -> None:
@@ -118,14 +118,13 @@ class _GanParts:
         that split (and the conditional class accuracy)."""
         from dlcli.gan.judge import frechet_distance
 
-        self.score.prefix = ""
-        scores = self.score.scores()
-        fake = self.judge.features(self.score.generator.predict(self.score.inputs, batch_size=256, verbose=0))
+        features, accuracy = self.score.judged()
         out = {}
         for name, m in metrics.items():
-            out[name] = {**m, "frechet_distance": frechet_distance(fake, self.splits[name])}
-            if "class_accuracy" in scores:
-                out[name]["class_accuracy"] = scores["class_accuracy"]
+            distance = float("nan") if features is None else frechet_distance(features, self.splits[name])
+            out[name] = {**m, "frechet_distance": distance}
+            if accuracy is not None:
+                out[name]["class_accuracy"] = accuracy
         return out
 
     def finish(self, run_dir: Path, trainable, metrics: dict) -> dict:

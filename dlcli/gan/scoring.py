@@ -76,13 +76,21 @@ class GanScore(keras.callbacks.Callback):
         self.inputs = latent_inputs(spec, spec.score_samples, seed + 7, num_classes)
         self.grid_inputs = latent_inputs(spec, spec.grid * spec.grid, seed + 11, num_classes)
 
-    def scores(self) -> dict[str, float]:
+    def judged(self) -> tuple[np.ndarray | None, float | None]:
+        """The judge's features of the fixed latents' samples (None if any is not finite) and,
+        conditional, its accuracy on them."""
         fake = np.asarray(self.generator.predict(self.inputs, batch_size=256, verbose=0))
         if not np.all(np.isfinite(fake)):
-            return {f"{self.prefix}frechet_distance": float("nan")}
-        out = {f"{self.prefix}frechet_distance": frechet_distance(self.judge.features(fake), self.real)}
-        if self.spec.conditional:
-            out["class_accuracy"] = self.judge.accuracy(fake, self.inputs["label"])
+            return None, None
+        accuracy = self.judge.accuracy(fake, self.inputs["label"]) if self.spec.conditional else None
+        return self.judge.features(fake), accuracy
+
+    def scores(self) -> dict[str, float]:
+        features, accuracy = self.judged()
+        distance = float("nan") if features is None else frechet_distance(features, self.real)
+        out = {f"{self.prefix}frechet_distance": distance}
+        if accuracy is not None:
+            out["class_accuracy"] = accuracy
         return out
 
     def on_epoch_end(self, epoch, logs=None):

@@ -39,7 +39,7 @@ class Stage:
     (e.g. a GAN's judge); ``finish(run_dir, trainable, metrics)`` writes the stage's own
     files (chief only) and returns extra ``env.json`` keys."""
 
-    kind: str  # train | prune | distill | student-alone
+    kind: str  # train | prune | distill | student-alone | judge (a GAN's)
     recipe: Any  # written as recipe.yaml and compared on resume; its data: section is read
     build: Callable[[Any, int, int], Trainable]
     train: Any = None  # the TrainSpec that drives the loop (default: recipe.train)
