@@ -120,7 +120,7 @@ def _inputs(run, gan_samples: int = 256):
 
     if run.recipe.task != "gan":
         return run_split(run, run.split_names()[-1])
-    from dlcli.export import gan_inputs
+    from dlcli.export.quality import gan_inputs
 
     x = gan_inputs(run, gan_samples, 13)
     return x, np.asarray(run.load_model().predict(x, verbose=0, batch_size=256))

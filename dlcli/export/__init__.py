@@ -23,11 +23,11 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from dlcli.recipe.schema import CALIBRATED, ONNX_CALIBRATIONS, ONNX_QUANTIZE_MODES, QUANTIZE_MODES
+from dlcli.export.quality import _inspect_tflite, _quant_debug, calibration_report, gan_inputs
+from dlcli.recipe.schema import CALIBRATED
 from dlcli.runs import owner_alive
 
 FORMAT_ORDER = ("saved_model", "tflite", "onnx")
-MIN_CALIBRATION_ROWS = 100  # fewer representative rows than this gets a warning
 
 
 @dataclass
@@ -175,6 +175,38 @@ def artifact_name(fmt: str, quantization: str) -> str:
     return "saved_model" if fmt == "saved_model" else f"model_{'float32' if quantization == 'none' else quantization}.tflite"
 
 
+@dataclass
+class _Reference:
+    """What every artifact is compared with: the inputs fed, the Keras model's outputs on
+    them, the labels (a generator: its own samples), the model converted."""
+
+    x: Any
+    y: Any
+    ref: Any
+    model: Any  # the Keras model converted (with the preprocessing inside when ``raw``)
+    raw: bool
+    keras: dict[str, Any]
+
+
+_FLAGS = {"formats": "--saved-model / --tflite / --onnx", "representative_samples": "--representative-samples"}
+
+
+def export_options(spec, overrides: dict[str, Any]):
+    """The recipe's ``export:`` section with ``overrides`` (CLI flags, library arguments)
+    applied and validated by its schema: the one options object of an export."""
+    from pydantic import ValidationError
+
+    from dlcli.errors import UsageError
+
+    try:
+        return type(spec).model_validate({**spec.model_dump(), **overrides})
+    except ValidationError as exc:
+        err = exc.errors()[0]
+        key = str(err["loc"][0]) if err["loc"] else "export"
+        flag = _FLAGS.get(key, "--" + key.replace("_", "-"))
+        raise UsageError(f"{flag} {overrides.get(key)!r}: {err['msg'][0].lower()}{err['msg'][1:]}") from exc
+
+
 def export_run(run_dir: str | Path, formats: list[str] | None = None, quantize: str | None = None,
                out_dir: str | Path | None = None, representative_samples: int | None = None,
                gate=None, opset: int | None = None, int8_float_fallback: bool | None = None,
@@ -184,149 +216,187 @@ def export_run(run_dir: str | Path, formats: list[str] | None = None, quantize: 
                onnx_calibration: str | None = None, options: dict[str, Any] | None = None) -> ExportResult:
     """Export ``run_dir``'s model; the recipe's ``export:`` section fills unset arguments.
     ``include_preprocessing``: the artifacts take raw feature values (the gate feeds them).
-    ``options``: ``export:`` keys overriding the recipe's (validated by its schema), e.g.
-    ``{"fallback": "auto", "explain": True}``."""
-    import numpy as np
-
-    from dlcli.atomic import copy_file, write_json
-    from dlcli.errors import UsageError
-    from dlcli.export.parity import compare, resolve_gate, task_metric
-    from dlcli.export.registry import get_format
-    from dlcli.export.signature import has_recurrent_layers
-    from dlcli.inspect import open_run, run_split
+    ``options``: further ``export:`` keys overriding the recipe's, e.g. ``{"fallback": "auto"}``.
+    Every setting is validated by the ``export:`` schema (:func:`export_options`)."""
+    from dlcli import tracking
+    from dlcli.inspect import open_run
 
     log = log or (lambda msg: None)
     run = open_run(run_dir)
-    spec = run.recipe.export
-    if options:
-        from pydantic import ValidationError
-
-        try:
-            spec = type(spec).model_validate({**spec.model_dump(), **options})
-        except ValidationError as exc:
-            raise UsageError(f"export options {options}: {exc.errors()[0]['msg']}") from exc
-    formats = list(formats or spec.formats or FORMAT_ORDER)
-    for f in formats:
-        get_format(f)
-    quantize = quantize or spec.quantize
-    if quantize not in QUANTIZE_MODES:
-        raise UsageError(f"--quantize {quantize!r}: expected one of {', '.join(QUANTIZE_MODES)}")
-    onnx_quantize = onnx_quantize or spec.onnx_quantize
-    onnx_calibration = onnx_calibration or spec.onnx_calibration
-    for flag, value, allowed in (("--onnx-quantize", onnx_quantize, ONNX_QUANTIZE_MODES),
-                                 ("--onnx-calibration", onnx_calibration, ONNX_CALIBRATIONS)):
-        if value not in allowed:
-            raise UsageError(f"{flag} {value!r}: expected one of {', '.join(allowed)}")
-    n_rep = representative_samples or spec.representative_samples
-    n_parity = parity_samples or spec.parity_samples
-    gate_overrides = gate if gate is not None else spec.gate
+    given = {"formats": formats or None, "quantize": quantize, "representative_samples": representative_samples,
+             "gate": gate, "opset": opset, "int8_float_fallback": int8_float_fallback,
+             "tflite_batch_size": tflite_batch_size, "parity_samples": parity_samples,
+             "int8_per_channel": int8_per_channel, "include_preprocessing": include_preprocessing,
+             "onnx_quantize": onnx_quantize, "onnx_calibration": onnx_calibration}
+    spec = export_options(run.recipe.export, {**(options or {}), **{k: v for k, v in given.items() if v is not None}})
     out = Path(out_dir) if out_dir else run.path / "export"
     _make_folder(out)
+    reference = _reference(run, spec)
+    jobs = _jobs(spec)
+    rep, calibration = _calibration(run, spec, jobs, reference.raw)
+    sweep_stale_temps(out)
+    batch = _tflite_batch(spec, reference.model)
+    artifacts = [_export_one(fmt, q, out, Plan(q, rep, batch, spec.int8_float_fallback, spec.opset,
+                                                   spec.int8_per_channel, spec.onnx_calibration),
+                             reference, spec, run.recipe.task, log) for fmt, q in jobs]
+    _copy_beside(run.path, out)
+    result = ExportResult(run.path, out, artifacts, reference.keras, calibration)
+    _write_manifest(result, out)
+    tracking.log_files(run.path, [out], log=log)  # the run's MLflow run, when it has one
+    return result
 
-    model = run.load_model()
-    task = run.recipe.task
-    parity_split = run.split_names()[-1]  # test, else validation, else train
-    raw = spec.include_preprocessing if include_preprocessing is None else include_preprocessing
-    raw = raw and task != "gan"  # a generator takes latents: nothing to preprocess
-    first = lambda n: np.arange(min(n, n_parity))
-    if task == "gan":  # the generator on fixed latents (and labels); the gate compares its samples
-        x_test, parity_split = gan_inputs(run, n_parity, 13), "latent"
-    else:
-        x_test, y_test = run_split(run, parity_split, pick=first)
-    ref = np.asarray(model.predict(x_test, verbose=0, batch_size=256))
-    y_test = ref if task == "gan" else y_test
-    exported_model = model
-    if raw:  # the artifacts take (and the gate feeds) the values before reshape and normalization
-        from dlcli.export.preprocessing import with_preprocessing
 
-        x_test, _ = run_split(run, parity_split, pick=first, normalize=False)
-        exported_model = with_preprocessing(model, run.preprocessor, x_test)
-    k_name, k_value = task_metric(ref, y_test, task)
-    keras_info = {"metric": k_name, "value": k_value, "samples": len(y_test), "split": parity_split,
-                  "parameters": int(model.count_params())}
+def _jobs(spec) -> list[tuple[str, str]]:
+    """(format, quantization) of every artifact, in format order."""
+    from dlcli.export.registry import get_format
 
-    batch_setting = tflite_batch_size if tflite_batch_size is not None else spec.tflite_batch_size
-    if batch_setting == "auto":
-        tflite_batch = 1 if has_recurrent_layers(exported_model) else None
-    else:
-        tflite_batch = None if batch_setting == "dynamic" else int(batch_setting)
+    formats = list(spec.formats or FORMAT_ORDER)
+    for f in formats:
+        get_format(f)
     jobs: list[tuple[str, str]] = []
     for f in sorted(formats, key=FORMAT_ORDER.index):
         jobs.append((f, "none"))
-        if f == "tflite" and quantize != "none":
-            jobs.append((f, quantize))
-        if f == "onnx" and onnx_quantize != "none":  # static int8 / dynamic through onnxruntime.quantization
-            jobs.append((f, onnx_quantize))
-    rep, calibration = None, None
-    if any(q in CALIBRATED for _, q in jobs) and task == "gan":  # calibrated on other latents than the gate's
-        rep = gan_inputs(run, n_rep, 17)
-        calibration = calibration_report(np.zeros(n_rep), task, None)
-    elif any(q in CALIBRATED for _, q in jobs):  # TFLite int8 / int16x8, ONNX int8
-        rep, rep_y = run_split(run, "train", normalize=not raw,
-                               pick=lambda n: np.sort(np.random.default_rng(run.recipe.seed).permutation(n)[:n_rep]))
-        calibration = calibration_report(rep_y, task, run.preprocessor.labels)
+        if f == "tflite" and spec.quantize != "none":
+            jobs.append((f, spec.quantize))
+        if f == "onnx" and spec.onnx_quantize != "none":  # static int8 / dynamic through onnxruntime.quantization
+            jobs.append((f, spec.onnx_quantize))
+    return jobs
 
-    sweep_stale_temps(out)
-    artifacts = []
-    for fmt_name, q in jobs:
-        fmt = get_format(fmt_name)
-        name = artifact_name(fmt_name, q)
-        target = out / name
-        art = Artifact(name, fmt_name, q, name, fmt.runtime, preprocessing="included" if raw else "separate")
-        plan = Plan(q, rep, tflite_batch, int8_float_fallback if int8_float_fallback is not None
-                    else spec.int8_float_fallback, opset or spec.opset,
-                    spec.int8_per_channel if int8_per_channel is None else int8_per_channel,
-                    onnx_calibration)
-        log(f"exporting {name} ...")
-        tmp = out / f".{name}.tmp-{os.getpid()}{fmt.suffix}"
-        t0 = time.perf_counter()
-        try:
-            fmt.export(exported_model, tmp, plan)
-            art.conversion_seconds = round(time.perf_counter() - t0, 3)
-            if not tmp.exists() or (tmp.is_file() and tmp.stat().st_size == 0):
-                raise RuntimeError("the converter reported success but produced no file")
-            _place(tmp, target)
-        except Exception as exc:  # noqa: BLE001 - any converter failure is recorded, not fatal
-            art.error = f"conversion failed: {type(exc).__name__}: {_first_line(exc)}"
-            art.conversion_seconds = round(time.perf_counter() - t0, 3)
-            shutil.rmtree(tmp, ignore_errors=True) if tmp.is_dir() else tmp.unlink(missing_ok=True)
-            artifacts.append(art)
-            continue
-        art.sha256, art.size_bytes = sha256_path(target)
-        try:
-            runner = fmt.load(target)
-            art.inputs = [t.to_json() for t in runner.inputs]
-            art.outputs = [t.to_json() for t in runner.outputs]
-            got = runner.predict(x_test)
-        except Exception as exc:  # noqa: BLE001 - the runtime refusing the artifact is a failure
-            art.error = f"{fmt.runtime} could not run it: {type(exc).__name__}: {_first_line(exc)}"
-            artifacts.append(art)
-            continue
-        checks = compare(ref, got, y_test, task, resolve_gate(q, task, gate_overrides), art.outputs[0]["name"],
-                         art.outputs[0])
-        if fmt_name == "tflite" and q == "int8" and (spec.explain or (spec.fallback == "auto" and not checks.passed)):
-            def gate_file(path, fmt=fmt, q=q):
-                runner = fmt.load(path)
-                return compare(ref, runner.predict(x_test), y_test, task, resolve_gate(q, task, gate_overrides),
-                               runner.outputs[0].name, runner.outputs[0].to_json())
 
-            checks = _quant_debug(art, target, exported_model, plan, spec, checks, gate_file, log)
-        if fmt_name == "tflite":
-            _inspect_tflite(art, target)
-        art.checks = checks.to_json()
-        art.status = "passed" if checks.passed else "failed"
-        artifacts.append(art)
+def _reference(run, spec) -> _Reference:
+    """The parity data (the held-out split, else a generator's fixed latents) and the Keras
+    model's outputs on them."""
+    import numpy as np
+
+    from dlcli.export.parity import task_metric
+    from dlcli.inspect import run_split
+
+    model, task = run.load_model(), run.recipe.task
+    split = run.split_names()[-1]  # test, else validation, else train
+    raw = spec.include_preprocessing and task != "gan"  # a generator takes latents: nothing to preprocess
+
+    def first(n):
+        return np.arange(min(n, spec.parity_samples))
+
+    if task == "gan":  # the generator on fixed latents (and labels); the gate compares its samples
+        x, y, split = gan_inputs(run, spec.parity_samples, 13), None, "latent"
+    else:
+        x, y = run_split(run, split, pick=first)
+    ref = np.asarray(model.predict(x, verbose=0, batch_size=256))
+    y = ref if task == "gan" else y
+    exported = model
+    if raw:  # the artifacts take (and the gate feeds) the values before reshape and normalization
+        from dlcli.export.preprocessing import with_preprocessing
+
+        x, _ = run_split(run, split, pick=first, normalize=False)
+        exported = with_preprocessing(model, run.preprocessor, x)
+    name, value = task_metric(ref, y, task)
+    return _Reference(x, y, ref, exported, raw, {"metric": name, "value": value, "samples": len(y), "split": split,
+                                                 "parameters": int(model.count_params())})
+
+
+def _tflite_batch(spec, model) -> int | None:
+    from dlcli.export.signature import has_recurrent_layers
+
+    if spec.tflite_batch_size == "auto":
+        return 1 if has_recurrent_layers(model) else None
+    return None if spec.tflite_batch_size == "dynamic" else int(spec.tflite_batch_size)
+
+
+def _calibration(run, spec, jobs, raw: bool):
+    """The representative rows of int8 / int16x8 TFLite and int8 ONNX, and their report."""
+    import numpy as np
+
+    from dlcli.inspect import run_split
+
+    if not any(q in CALIBRATED for _, q in jobs):
+        return None, None
+    n = spec.representative_samples
+    if run.recipe.task == "gan":  # calibrated on other latents than the gate's
+        return gan_inputs(run, n, 17), calibration_report(np.zeros(n), "gan", None)
+    rep, rep_y = run_split(run, "train", normalize=not raw,
+                           pick=lambda k: np.sort(np.random.default_rng(run.recipe.seed).permutation(k)[:n]))
+    return rep, calibration_report(rep_y, run.recipe.task, run.preprocessor.labels)
+
+
+def _export_one(fmt_name: str, q: str, out: Path, plan: Plan, reference: _Reference, spec, task: str,
+                log) -> Artifact:
+    """Convert one artifact into a temporary name, move it into place, run it in its runtime
+    and gate it. A converter or runtime failure is recorded in the artifact."""
+    from dlcli.export.registry import get_format
+
+    fmt = get_format(fmt_name)
+    name = artifact_name(fmt_name, q)
+    target = out / name
+    art = Artifact(name, fmt_name, q, name, fmt.runtime, preprocessing="included" if reference.raw else "separate")
+    log(f"exporting {name} ...")
+    tmp = out / f".{name}.tmp-{os.getpid()}{fmt.suffix}"
+    t0 = time.perf_counter()
+    try:
+        fmt.export(reference.model, tmp, plan)
+        art.conversion_seconds = round(time.perf_counter() - t0, 3)
+        if not tmp.exists() or (tmp.is_file() and tmp.stat().st_size == 0):
+            raise RuntimeError("the converter reported success but produced no file")
+        _place(tmp, target)
+    except Exception as exc:  # noqa: BLE001 - any converter failure is recorded, not fatal
+        art.error = f"conversion failed: {type(exc).__name__}: {_first_line(exc)}"
+        art.conversion_seconds = round(time.perf_counter() - t0, 3)
+        shutil.rmtree(tmp, ignore_errors=True) if tmp.is_dir() else tmp.unlink(missing_ok=True)
+        return art
+    art.sha256, art.size_bytes = sha256_path(target)
+    checks = _gate(art, fmt, target, reference, spec.gate, task)
+    if checks is None:
+        return art
+    if fmt_name == "tflite" and q == "int8" and (spec.explain or (spec.fallback == "auto" and not checks.passed)):
+        checks = _quant_debug(art, target, reference.model, plan, spec, checks,
+                              lambda path: _gate(None, fmt, path, reference, spec.gate, task), log)
+    if fmt_name == "tflite":
+        _inspect_tflite(art, target)
+    art.checks = checks.to_json()
+    art.status = "passed" if checks.passed else "failed"
+    return art
+
+
+def _gate(art: Artifact | None, fmt, path: Path, reference: _Reference, gate, task: str):
+    """The artifact at ``path`` in its runtime against the Keras outputs (its tensors recorded
+    in ``art``); None, with the error in ``art``, when the runtime refuses it."""
+    from dlcli.export.parity import compare, resolve_gate
+
+    try:
+        runner = fmt.load(path)
+        got = runner.predict(reference.x)
+    except Exception as exc:  # the runtime refusing the artifact is a failure (a fallback candidate: raised)
+        if art is None:
+            raise
+        art.error = f"{fmt.runtime} could not run it: {type(exc).__name__}: {_first_line(exc)}"
+        return None
+    outputs = [t.to_json() for t in runner.outputs]
+    if art is not None:
+        art.inputs, art.outputs = [t.to_json() for t in runner.inputs], outputs
+    quantization = art.quantization if art is not None else "int8"
+    return compare(reference.ref, got, reference.y, task, resolve_gate(quantization, task, gate),
+                   outputs[0]["name"], outputs[0])
+
+
+def _copy_beside(run_path: Path, out: Path) -> None:
+    """What a device needs beside the model: preprocessing, labels, an anomaly threshold."""
+    from dlcli.atomic import copy_file
 
     for extra in ("preprocessing.json", "labels.txt", "anomaly.json"):
-        if (run.path / extra).exists() and out.resolve() != run.path.resolve():
-            copy_file(run.path / extra, out / extra)
-    result = ExportResult(run.path, out, artifacts, keras_info, calibration)
+        if (run_path / extra).exists() and out.resolve() != run_path.resolve():
+            copy_file(run_path / extra, out / extra)
+
+
+def _write_manifest(result: ExportResult, out: Path) -> None:
+    """manifest.json, keeping the earlier artifacts of this folder that this call did not
+    re-export (and that still exist)."""
+    import json
+
+    from dlcli.atomic import write_json
+
     manifest = result.manifest()
-    # keep earlier artifacts of this folder that this call did not re-export (and that still exist)
     previous = out / "manifest.json"
     if previous.exists():
-        import json
-
         try:
             old = json.loads(previous.read_text())
         except ValueError:
@@ -337,85 +407,6 @@ def export_run(run_dir: str | Path, formats: list[str] | None = None, quantize: 
             manifest["artifacts"] = kept + manifest["artifacts"]
             manifest["passed"] = all(a["status"] == "passed" for a in manifest["artifacts"])
     write_json(out / "manifest.json", manifest)
-    from dlcli import tracking
-
-    tracking.log_files(run.path, [out], log=log)  # the run's MLflow run, when it has one
-    return result
-
-
-def gan_inputs(run, n: int, offset: int):
-    """``n`` fixed generator inputs of a GAN run (seeded by the recipe's seed + ``offset``)."""
-    from dlcli.gan.scoring import latent_inputs
-
-    return latent_inputs(run.recipe.model.gan, n, run.recipe.seed + offset, len(run.preprocessor.labels or []))
-
-
-def calibration_report(y, task: str, labels: list[str] | None) -> dict[str, Any]:
-    """How many rows calibrate the quantized files, and (classification) the classes they
-    miss: ranges calibrated without a class can clip what only that class produces."""
-    import numpy as np
-
-    y = np.asarray(y)
-    out: dict[str, Any] = {"rows": len(y), "warnings": []}
-    if len(y) < MIN_CALIBRATION_ROWS:
-        out["warnings"].append(f"quantization calibrated on {len(y)} rows, fewer than {MIN_CALIBRATION_ROWS}: "
-                               "ranges the test data reaches may be clipped (raise export.representative_samples)")
-    if task == "classification" and labels:
-        ids = y.argmax(-1) if y.ndim == 2 and y.shape[1] > 1 else y.reshape(-1)
-        missing = [labels[i] for i in sorted(set(range(len(labels))) - {int(v) for v in ids})]
-        out["classes_missing"] = missing
-        if missing:
-            out["warnings"].append(f"the calibration rows hold no example of {len(missing)} class(es): "
-                                   f"{', '.join(missing[:10])}{' ...' if len(missing) > 10 else ''}")
-    return out
-
-
-def _quant_debug(art: Artifact, target: Path, model, plan, spec, checks, gate_file, log):
-    """int8 TFLite: per-layer errors (explain) and, when the gate failed and fallback is
-    auto, the worst layers kept in float until it passes. Returns the checks of the file kept."""
-    from dlcli.export.sensitivity import auto_fallback, debug
-    from dlcli.export.tflite import load
-
-    log(f"measuring the quantization error of every layer of {art.name} ...")
-    dbg, layers = debug(model, plan)
-    art.sensitivity = [e.to_json() for e in layers]
-    if checks.passed or spec.fallback != "auto":
-        return checks
-    record, fixed = auto_fallback(dbg, layers, target, gate_file, spec.fallback_budget, log)
-    art.fallback = {**record, "plain": {"size_bytes": art.size_bytes, "checks": checks.to_json()}}
-    if fixed is None:
-        art.warnings.append(f"--fallback auto: the gate still fails with {len(record['steps'])} layer(s) in float "
-                            f"(fallback_budget {spec.fallback_budget}); the int8 file without fallback is kept")
-        return checks
-    art.sha256, art.size_bytes = sha256_path(target)
-    runner = load(target)
-    art.inputs = [t.to_json() for t in runner.inputs]
-    art.outputs = [t.to_json() for t in runner.outputs]
-    art.warnings.append(f"--fallback auto kept {len(record['layers'])} layer(s) in float to pass the gate: "
-                        + ", ".join(s["op"] for s in record["steps"]) + "; the file takes and returns float")
-    return fixed
-
-
-def _inspect_tflite(art: Artifact, path: Path) -> None:
-    """What a TFLite file holds beyond its outputs: XNNPACK delegation, the ops an int8 file
-    runs in float, and whether a quantized file quantized anything at all."""
-    from dlcli import mcu
-    from dlcli.latency import delegation
-
-    art.delegation = delegation(path)
-    if art.quantization == "none":
-        return
-    info = mcu.inspect_model(path.read_bytes())
-    if art.quantization in CALIBRATED:
-        art.float_ops = mcu.float_ops(info)
-        if art.float_ops and not (art.fallback or {}).get("passed"):  # a fallback's float ops are said already
-            art.warnings.append(f"ops run in float inside the {art.quantization} model: {', '.join(art.float_ops)} "
-                                "(dlcli validate RECIPE --target tflite-int8 names the recipe keys)")
-    want = "FLOAT16" if art.quantization == "float16" else "INT8"
-    if not info.constants.get(want):
-        art.warnings.append(f"nothing was quantized: the file holds no {want.lower()} weights"
-                            + (" (dynamic-range quantization leaves weight tensors under 1,024 values in float)"
-                               if art.quantization == "dynamic" else ""))
 
 
 def _first_line(exc: Exception) -> str:
