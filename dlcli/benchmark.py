@@ -113,17 +113,19 @@ def _size(path: Path) -> int:
     return path.stat().st_size if path.is_file() else sum(p.stat().st_size for p in path.rglob("*") if p.is_file())
 
 
-def _inputs(run, gan_samples: int = 256):
+def _inputs(run, part: str | None = None, samples: int = 256):
     """(x, y) that every artifact answers: the held-out split (test, else validation, else
-    train); a generator's fixed latents, y its Keras samples (the metric: sample_error)."""
+    train); a generator's (a GAN's, a VAE's decoder) fixed latents, y its Keras samples
+    (the metric: sample_error)."""
     from dlcli.inspect import run_split
 
-    if run.recipe.task != "gan":
+    if run.recipe.task != "gan" and part is None:
         return run_split(run, run.split_names()[-1])
-    from dlcli.export.quality import gan_inputs
+    from dlcli.export.reference import latents_of, model_part
 
-    x = gan_inputs(run, gan_samples, 13)
-    return x, np.asarray(run.load_model().predict(x, verbose=0, batch_size=256))
+    model = model_part(run, part)
+    x = latents_of(run, model, part)(samples, 13)
+    return x, np.asarray(model.predict(x, verbose=0, batch_size=256))
 
 
 def _measure(name, fmt, quant, runtime, path: Path, load, x: np.ndarray, y: np.ndarray, task: str,
@@ -188,7 +190,15 @@ def benchmark(paths: list[str | Path], batch_size: int = 32, runs: int = 100, wa
 
     from dlcli import latency
     from dlcli.export.registry import format_of
-    from dlcli.inspect import find_artifact_run, is_run_dir, load_artifact, open_run, run_split, takes_raw
+    from dlcli.inspect import (
+        artifact_part,
+        find_artifact_run,
+        is_run_dir,
+        load_artifact,
+        open_run,
+        run_split,
+        takes_raw,
+    )
 
     log = log or (lambda m: None)
     if batch_size < 1 or runs < 1 or threads < 1 or warmup < 0:
@@ -222,7 +232,12 @@ def benchmark(paths: list[str | Path], batch_size: int = 32, runs: int = 100, wa
             quant = next((q for q in ("int16x8", "int8", "float16", "dynamic") if q in p.name), "none")
             jobs.append((p.name, fmt.name, quant, fmt.runtime, p, (lambda p=p: load_artifact(p, allow_code, threads)),
                          takes_raw(p)))
-    inputs = {False: _inputs(run)}
+    parts = {artifact_part(p) for p in paths} if run is not None and not is_run_dir(paths[0]) else {None}
+    if len(parts) > 1:
+        raise UsageError("a VAE's decoder and the run's model take different inputs: benchmark them separately")
+    part = parts.pop()
+    inputs = {False: _inputs(run, part)}
+    task = "gan" if part == "decoder" else run.recipe.task  # any generator: sample_error against Keras
     results = []
     method_ok = True
     for name, fmt, quant, runtime, path, load, raw in jobs:
@@ -230,7 +245,7 @@ def benchmark(paths: list[str | Path], batch_size: int = 32, runs: int = 100, wa
         if raw not in inputs:  # an artifact with the preprocessing inside takes the values before it
             inputs[raw] = run_split(run, run.split_names()[-1], normalize=False)
         x, y = inputs[raw]
-        m, reset = _measure(name, fmt, quant, runtime, path, load, x, y, run.recipe.task, batch_size, runs, warmup)
+        m, reset = _measure(name, fmt, quant, runtime, path, load, x, y, task, batch_size, runs, warmup)
         method_ok &= reset
         if native:
             m.add_native(latency.native(path, fmt, threads, warmup, runs))

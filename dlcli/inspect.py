@@ -96,6 +96,12 @@ def _exported_by_dlcli(artifact: Path) -> bool:
     return False
 
 
+def artifact_part(artifact: Path) -> str | None:
+    """Which part of its run an exported artifact is (``decoder``: a VAE's), from its manifest."""
+    found = _manifest_of(Path(artifact))
+    return found[1].get("part") if found is not None and isinstance(found[1], dict) else None
+
+
 def takes_raw(artifact: Path) -> bool:
     """Whether an exported artifact has the run's preprocessing inside (it is fed raw values)."""
     found = _manifest_of(Path(artifact))

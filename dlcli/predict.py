@@ -158,18 +158,20 @@ def predict(path: str | Path, input_path: str | Path, top_k: int = 3, allow_code
     a SavedModel dlcli did not export only with ``allow_code``). A GAN run's generator
     takes a number of samples or latent vectors (:mod:`dlcli.gan.sample`; ``label``, ``seed``)."""
     from dlcli.errors import UsageError
-    from dlcli.inspect import find_artifact_run, is_run_dir, load_artifact, open_run, takes_raw
+    from dlcli.inspect import artifact_part, find_artifact_run, is_run_dir, load_artifact, open_run, takes_raw
 
     path = Path(path)
     artifact = not is_run_dir(path)
     runner = load_artifact(path, allow_code) if artifact else None
     run = find_artifact_run(path) if artifact else open_run(path)
+    if artifact and artifact_part(path) == "decoder" and label is None:  # a VAE's decoder: latents in
+        return _vae_samples(run, str(input_path), seed, runner)
     if run.recipe.task == "gan":
         from dlcli.gan.sample import generator_inputs
 
         x, names = generator_inputs(run, str(input_path), label, seed)
     elif (not artifact and label is None and getattr(run.recipe.model, "architecture", None) == "vae"
-          and str(input_path).isdigit()):
+          and str(input_path).isdigit()):  # a VAE run with a count: samples of its decoder
         return _vae_samples(run, str(input_path), seed)
     elif label is not None or seed is not None:
         raise UsageError("--label and --seed apply to generators only (a GAN run or artifact; --seed also to a "
@@ -187,11 +189,12 @@ def predict(path: str | Path, input_path: str | Path, top_k: int = 3, allow_code
     return pred
 
 
-def _vae_samples(run, text: str, seed: int | None) -> Prediction:
-    """New examples from a VAE run's decoder (INPUT: how many)."""
+def _vae_samples(run, text: str, seed: int | None, runner=None) -> Prediction:
+    """New examples from a VAE run's decoder, Keras's or an exported one (``runner``)."""
     from dlcli.gan.sample import vae_decoder, vae_samples
 
-    out, names = vae_samples(vae_decoder(run.load_model()), text, run.recipe.seed if seed is None else seed)
+    decoder = runner if runner is not None else vae_decoder(run.load_model())
+    out, names = vae_samples(decoder, text, run.recipe.seed if seed is None else seed)
     pred = Prediction(names, out, None, 1)
     pred.value_range = (float(min(0.0, out.min())), float(max(1.0, out.max())))
     return pred

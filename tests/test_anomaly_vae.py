@@ -118,6 +118,28 @@ def test_a_vae_trains_samples_reconstructs_and_exports(cli, write_recipe, tmp_pa
     r = cli("report", run, "--json")
     assert r.exit_code == 0, r.stderr
     assert "samples" in json.loads(r.stdout)["sections"]
+    # the decoder alone: latent vectors in, new digits out, gated on fixed latents
+    r = cli("export", run, "--decoder", "--tflite", "--quantize", "int8", "--json")
+    assert r.exit_code == 0, r.stderr
+    manifest = json.loads(r.stdout)
+    assert manifest["passed"] and manifest["part"] == "decoder"
+    assert {a["inputs"][0]["shape"][-1] for a in manifest["artifacts"]} == {4}  # latent_dim
+    assert {a["checks"]["metric"] for a in manifest["artifacts"]} == {"sample_error"}
+    decoder = run / "export" / "decoder" / "model_int8.tflite"
+    r = cli("predict", decoder, "3", "--out", tmp_path / "decoded", "--json")
+    assert r.exit_code == 0, r.stderr
+    assert np.load(tmp_path / "decoded" / "samples.npz")["outputs"].shape == (3, 8, 8, 1)
+    r = cli("benchmark", decoder, "--runs", "3", "--warmup", "1", "--json")
+    assert r.exit_code == 0, r.stderr
+    assert json.loads(r.stdout)["results"][0]["metric"]["name"] == "sample_error"
+
+
+def test_decoder_export_of_a_run_without_one_is_refused(cli, write_recipe, tmp_path):
+    run = tmp_path / "run"
+    assert cli("train", recipe(write_recipe, epochs=1), "--run-dir", run, "--quiet").exit_code == 0
+    r = cli("export", run, "--decoder")
+    assert "has no decoder" in one_line_error(r, 2)
+    assert not (run / "export" / "decoder").exists()
 
 
 def test_the_kl_term_is_in_the_loss(write_recipe, tmp_path):

@@ -52,6 +52,8 @@ def export(
     include_preprocessing: bool = typer.Option(
         None, "--include-preprocessing/--separate-preprocessing",
         help="Bake the fitted reshape and normalization into the models (a device feeds raw values)."),
+    decoder: bool = typer.Option(False, "--decoder", help="A VAE run: export its decoder (latent vectors in, new "
+                                 "examples out) into RUN_DIR/export/decoder, gated on fixed latents."),
     json_out: bool = typer.Option(False, "--json", help="Print the manifest as one JSON object."),
 ) -> None:
     """Export a run to SavedModel / TFLite / ONNX and check every artifact in its real runtime.
@@ -76,7 +78,7 @@ def export(
         result = export_run(run_dir, formats or None, quantize, out, representative_samples, gate, opset,
                             int8_float_fallback, int8_per_channel=int8_per_channel, log=log,
                             include_preprocessing=include_preprocessing, onnx_quantize=onnx_quantize,
-                            onnx_calibration=onnx_calibration, options=options)
+                            onnx_calibration=onnx_calibration, options=options, part="decoder" if decoder else None)
     if json_out:
         emit_json(result.manifest())
     else:

@@ -23,7 +23,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from dlcli.export.quality import _inspect_tflite, _quant_debug, calibration_report, gan_inputs
+from dlcli.export.quality import _inspect_tflite, _quant_debug, calibration_report
+from dlcli.export.reference import Reference, reference_of
 from dlcli.recipe.schema import CALIBRATED
 from dlcli.runs import owner_alive
 
@@ -81,6 +82,7 @@ class ExportResult:
     artifacts: list[Artifact]
     keras: dict[str, Any]
     calibration: dict[str, Any] | None = None  # rows and missing classes of int8 / int16x8 calibration
+    part: str | None = None  # "decoder": a VAE's decoder, not the run's model
 
     @property
     def failed(self) -> list[Artifact]:
@@ -96,6 +98,7 @@ class ExportResult:
             "created": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
             "keras": self.keras,
             "passed": not self.failed,
+            **({"part": self.part} if self.part else {}),
             **({"calibration": self.calibration} if self.calibration else {}),
             "artifacts": [a.to_json() for a in self.artifacts],
         }
@@ -175,19 +178,6 @@ def artifact_name(fmt: str, quantization: str) -> str:
     return "saved_model" if fmt == "saved_model" else f"model_{'float32' if quantization == 'none' else quantization}.tflite"
 
 
-@dataclass
-class _Reference:
-    """What every artifact is compared with: the inputs fed, the Keras model's outputs on
-    them, the labels (a generator: its own samples), the model converted."""
-
-    x: Any
-    y: Any
-    ref: Any
-    model: Any  # the Keras model converted (with the preprocessing inside when ``raw``)
-    raw: bool
-    keras: dict[str, Any]
-
-
 _FLAGS = {"formats": "--saved-model / --tflite / --onnx", "representative_samples": "--representative-samples"}
 
 
@@ -213,8 +203,10 @@ def export_run(run_dir: str | Path, formats: list[str] | None = None, quantize: 
                tflite_batch_size: int | str | None = None, parity_samples: int | None = None,
                int8_per_channel: bool | None = None, log=None,
                include_preprocessing: bool | None = None, onnx_quantize: str | None = None,
-               onnx_calibration: str | None = None, options: dict[str, Any] | None = None) -> ExportResult:
-    """Export ``run_dir``'s model; the recipe's ``export:`` section fills unset arguments.
+               onnx_calibration: str | None = None, options: dict[str, Any] | None = None,
+               part: str | None = None) -> ExportResult:
+    """Export ``run_dir``'s model (``part="decoder"``: a VAE's decoder, into export/decoder);
+    the recipe's ``export:`` section fills unset arguments.
     ``include_preprocessing``: the artifacts take raw feature values (the gate feeds them).
     ``options``: further ``export:`` keys overriding the recipe's, e.g. ``{"fallback": "auto"}``.
     Every setting is validated by the ``export:`` schema (:func:`export_options`)."""
@@ -229,18 +221,18 @@ def export_run(run_dir: str | Path, formats: list[str] | None = None, quantize: 
              "int8_per_channel": int8_per_channel, "include_preprocessing": include_preprocessing,
              "onnx_quantize": onnx_quantize, "onnx_calibration": onnx_calibration}
     spec = export_options(run.recipe.export, {**(options or {}), **{k: v for k, v in given.items() if v is not None}})
-    out = Path(out_dir) if out_dir else run.path / "export"
+    out = Path(out_dir) if out_dir else run.path / "export" / (part or "")
+    reference = reference_of(run, spec, part)
     _make_folder(out)
-    reference = _reference(run, spec)
     jobs = _jobs(spec)
-    rep, calibration = _calibration(run, spec, jobs, reference.raw)
+    rep, calibration = _calibration(run, spec, jobs, reference)
     sweep_stale_temps(out)
     batch = _tflite_batch(spec, reference.model)
     artifacts = [_export_one(fmt, q, out, Plan(q, rep, batch, spec.int8_float_fallback, spec.opset,
                                                    spec.int8_per_channel, spec.onnx_calibration),
-                             reference, spec, run.recipe.task, log) for fmt, q in jobs]
+                             reference, spec, log) for fmt, q in jobs]
     _copy_beside(run.path, out)
-    result = ExportResult(run.path, out, artifacts, reference.keras, calibration)
+    result = ExportResult(run.path, out, artifacts, reference.keras, calibration, part)
     _write_manifest(result, out)
     tracking.log_files(run.path, [out], log=log)  # the run's MLflow run, when it has one
     return result
@@ -263,38 +255,6 @@ def _jobs(spec) -> list[tuple[str, str]]:
     return jobs
 
 
-def _reference(run, spec) -> _Reference:
-    """The parity data (the held-out split, else a generator's fixed latents) and the Keras
-    model's outputs on them."""
-    import numpy as np
-
-    from dlcli.export.parity import task_metric
-    from dlcli.inspect import run_split
-
-    model, task = run.load_model(), run.recipe.task
-    split = run.split_names()[-1]  # test, else validation, else train
-    raw = spec.include_preprocessing and task != "gan"  # a generator takes latents: nothing to preprocess
-
-    def first(n):
-        return np.arange(min(n, spec.parity_samples))
-
-    if task == "gan":  # the generator on fixed latents (and labels); the gate compares its samples
-        x, y, split = gan_inputs(run, spec.parity_samples, 13), None, "latent"
-    else:
-        x, y = run_split(run, split, pick=first)
-    ref = np.asarray(model.predict(x, verbose=0, batch_size=256))
-    y = ref if task == "gan" else y
-    exported = model
-    if raw:  # the artifacts take (and the gate feeds) the values before reshape and normalization
-        from dlcli.export.preprocessing import with_preprocessing
-
-        x, _ = run_split(run, split, pick=first, normalize=False)
-        exported = with_preprocessing(model, run.preprocessor, x)
-    name, value = task_metric(ref, y, task)
-    return _Reference(x, y, ref, exported, raw, {"metric": name, "value": value, "samples": len(y), "split": split,
-                                                 "parameters": int(model.count_params())})
-
-
 def _tflite_batch(spec, model) -> int | None:
     from dlcli.export.signature import has_recurrent_layers
 
@@ -303,7 +263,7 @@ def _tflite_batch(spec, model) -> int | None:
     return None if spec.tflite_batch_size == "dynamic" else int(spec.tflite_batch_size)
 
 
-def _calibration(run, spec, jobs, raw: bool):
+def _calibration(run, spec, jobs, reference: Reference):
     """The representative rows of int8 / int16x8 TFLite and int8 ONNX, and their report."""
     import numpy as np
 
@@ -312,15 +272,14 @@ def _calibration(run, spec, jobs, raw: bool):
     if not any(q in CALIBRATED for _, q in jobs):
         return None, None
     n = spec.representative_samples
-    if run.recipe.task == "gan":  # calibrated on other latents than the gate's
-        return gan_inputs(run, n, 17), calibration_report(np.zeros(n), "gan", None)
-    rep, rep_y = run_split(run, "train", normalize=not raw,
+    if reference.latents is not None:  # calibrated on other latents than the gate's
+        return reference.latents(n, 17), calibration_report(np.zeros(n), "gan", None)
+    rep, rep_y = run_split(run, "train", normalize=not reference.raw,
                            pick=lambda k: np.sort(np.random.default_rng(run.recipe.seed).permutation(k)[:n]))
     return rep, calibration_report(rep_y, run.recipe.task, run.preprocessor.labels)
 
 
-def _export_one(fmt_name: str, q: str, out: Path, plan: Plan, reference: _Reference, spec, task: str,
-                log) -> Artifact:
+def _export_one(fmt_name: str, q: str, out: Path, plan: Plan, reference: Reference, spec, log) -> Artifact:
     """Convert one artifact into a temporary name, move it into place, run it in its runtime
     and gate it. A converter or runtime failure is recorded in the artifact."""
     from dlcli.export.registry import get_format
@@ -344,12 +303,12 @@ def _export_one(fmt_name: str, q: str, out: Path, plan: Plan, reference: _Refere
         shutil.rmtree(tmp, ignore_errors=True) if tmp.is_dir() else tmp.unlink(missing_ok=True)
         return art
     art.sha256, art.size_bytes = sha256_path(target)
-    checks = _gate(art, fmt, target, reference, spec.gate, task)
+    checks = _gate(art, fmt, target, reference, spec.gate)
     if checks is None:
         return art
     if fmt_name == "tflite" and q == "int8" and (spec.explain or (spec.fallback == "auto" and not checks.passed)):
         checks = _quant_debug(art, target, reference.model, plan, spec, checks,
-                              lambda path: _gate(None, fmt, path, reference, spec.gate, task), log)
+                              lambda path: _gate(None, fmt, path, reference, spec.gate), log)
     if fmt_name == "tflite":
         _inspect_tflite(art, target)
     art.checks = checks.to_json()
@@ -357,7 +316,7 @@ def _export_one(fmt_name: str, q: str, out: Path, plan: Plan, reference: _Refere
     return art
 
 
-def _gate(art: Artifact | None, fmt, path: Path, reference: _Reference, gate, task: str):
+def _gate(art: Artifact | None, fmt, path: Path, reference: Reference, gate):
     """The artifact at ``path`` in its runtime against the Keras outputs (its tensors recorded
     in ``art``); None, with the error in ``art``, when the runtime refuses it."""
     from dlcli.export.parity import compare, resolve_gate
@@ -374,7 +333,7 @@ def _gate(art: Artifact | None, fmt, path: Path, reference: _Reference, gate, ta
     if art is not None:
         art.inputs, art.outputs = [t.to_json() for t in runner.inputs], outputs
     quantization = art.quantization if art is not None else "int8"
-    return compare(reference.ref, got, reference.y, task, resolve_gate(quantization, task, gate),
+    return compare(reference.ref, got, reference.y, reference.task, resolve_gate(quantization, reference.task, gate),
                    outputs[0]["name"], outputs[0])
 
 

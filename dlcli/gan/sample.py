@@ -91,6 +91,11 @@ def vae_decoder(model):
 
 
 def vae_samples(decoder, text: str, seed: int) -> tuple[np.ndarray, list[str]]:
-    """Samples of a VAE's decoder for INPUT ``text`` (a count or latent vectors)."""
-    z, _ = _latents(text, int(decoder.inputs[0].shape[-1]), seed)
-    return np.asarray(decoder.predict(z, verbose=0, batch_size=256)), [f"sample-{i + 1}" for i in range(len(z))]
+    """Samples of a VAE's decoder (a Keras model or an exported artifact's runner) for INPUT
+    ``text`` (a count or latent vectors)."""
+    shape = decoder.inputs[0].shape
+    z, _ = _latents(text, int(shape[-1]), seed)
+    names = [f"sample-{i + 1}" for i in range(len(z))]
+    if hasattr(decoder, "layers"):  # Keras
+        return np.asarray(decoder.predict(z, verbose=0, batch_size=256)), names
+    return np.asarray(decoder.predict(z)), names
