@@ -20,12 +20,7 @@ from typing import Any
 import numpy as np
 
 from dlcli.atomic import write_json
-from dlcli.errors import DlcliError, ExitCode, UsageError
-
-
-class ThresholdError(DlcliError):
-    exit_code = ExitCode.THRESHOLD
-    kind = "threshold missed"
+from dlcli.errors import ThresholdError, UsageError
 
 
 def _rss_kb(field_name: str) -> int | None:

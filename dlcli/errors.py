@@ -67,6 +67,13 @@ class DataError(DlcliError):
     kind = "data error"
 
 
+class ThresholdError(DlcliError):
+    """A benchmark missed a --fail-under / --max-latency-ms threshold."""
+
+    exit_code = ExitCode.THRESHOLD
+    kind = "threshold missed"
+
+
 class ShapeMismatchError(DataError):
     kind = "shape mismatch"
 
