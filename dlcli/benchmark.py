@@ -181,56 +181,17 @@ def benchmark(paths: list[str | Path], batch_size: int = 32, runs: int = 100, wa
     manifest), or artifacts (.tflite, .onnx, SavedModel folders) of one run. ``threads``:
     the runtimes' CPU threads. ``native``: also time TFLite and ONNX artifacts in their
     runtimes' own loops (:mod:`dlcli.latency`), with the same warm-up and runs."""
-    import json
-
     from dlcli import latency
-    from dlcli.export.registry import format_of
-    from dlcli.inspect import (
-        artifact_part,
-        find_artifact_run,
-        is_run_dir,
-        load_artifact,
-        open_run,
-        run_split,
-        takes_raw,
-    )
+    from dlcli.inspect import is_run_dir, run_split
 
     log = log or (lambda m: None)
     if batch_size < 1 or runs < 1 or threads < 1 or warmup < 0:
         raise UsageError("--batch-size, --runs and --threads must be at least 1, --warmup at least 0")
     thresholds = _parse_fail_under(fail_under or [])
     paths = [Path(p) for p in paths]
-    jobs = []  # (name, format, quantization, runtime, path, loader, takes raw values)
-    if len(paths) == 1 and is_run_dir(paths[0]):
-        run = open_run(paths[0])
-        jobs.append(("keras", "keras", "none", "keras", run.model_path,
-                     lambda: _KerasRunner(run.load_model()), False))
-        manifest = run.path / "export" / "manifest.json"
-        if manifest.exists():
-            for a in json.loads(manifest.read_text())["artifacts"]:
-                p = run.path / "export" / a["path"]
-                if a["status"] == "passed" and p.exists():
-                    fmt = format_of(p)
-                    jobs.append((a["name"], a["format"], a["quantization"], fmt.runtime, p,
-                                 (lambda p=p: load_artifact(p, allow_code, threads)),
-                                 a.get("preprocessing") == "included"))
-    else:
-        run = None
-        for p in paths:
-            if not p.exists():
-                raise UsageError(f"{p}: not found")
-            fmt = format_of(p)
-            r = find_artifact_run(p)
-            if run is not None and r.path.resolve() != run.path.resolve():
-                raise UsageError(f"{p}: belongs to another run than {paths[0]}; benchmark one run at a time")
-            run = r
-            quant = next((q for q in ("int16x8", "int8", "float16", "dynamic") if q in p.name), "none")
-            jobs.append((p.name, fmt.name, quant, fmt.runtime, p, (lambda p=p: load_artifact(p, allow_code, threads)),
-                         takes_raw(p)))
-    parts = {artifact_part(p) for p in paths} if run is not None and not is_run_dir(paths[0]) else {None}
-    if len(parts) > 1:
-        raise UsageError("a VAE's decoder and the run's model take different inputs: benchmark them separately")
-    part = parts.pop()
+    whole_run = len(paths) == 1 and is_run_dir(paths[0])
+    run, jobs = _run_jobs(paths[0], allow_code, threads) if whole_run else _artifact_jobs(paths, allow_code, threads)
+    part = _part_of(paths, whole_run)
     inputs = {False: _inputs(run, part)}
     task = "gan" if part == "decoder" else run.recipe.task  # any generator: sample_error against Keras
     results = []
@@ -248,19 +209,75 @@ def benchmark(paths: list[str | Path], batch_size: int = 32, runs: int = 100, wa
     res = BenchmarkResult(run.path, batch_size, runs, results, threads, warmup,
                           {"fail_under": thresholds, "max_latency_ms": max_latency_ms},
                           memory_method="VmHWM reset per model" if method_ok else "ru_maxrss growth (cumulative)")
-    for m in results:
-        for metric, floor in thresholds.items():
-            if metric != m.metric["name"]:
-                if not any(metric == r.metric["name"] for r in results):
-                    res.failures.append(f"{m.name}: no metric {metric!r} (have {m.metric['name']!r})")
-                continue
-            if m.metric["value"] < floor:
-                res.failures.append(f"{m.name}: {metric} {m.metric['value']:.4f} < {floor:g}")
-        if max_latency_ms is not None and m.latency_ms["p50"] > max_latency_ms:
-            res.failures.append(f"{m.name}: p50 latency {m.latency_ms['p50']:.3f} ms > {max_latency_ms:g} ms")
-    if len(paths) == 1 and is_run_dir(paths[0]):
+    res.failures += _missed(results, thresholds, max_latency_ms)
+    if whole_run:
         write_json(run.path / "benchmark.json", res.to_json())
         from dlcli import tracking
 
         tracking.log_files(run.path, [run.path / "benchmark.json"], log=log)
     return res
+
+
+def _run_jobs(path: Path, allow_code: bool, threads: int):
+    """A run's Keras model and every passed artifact of its export manifest, as benchmark
+    jobs: (name, format, quantization, runtime, path, loader, takes raw values)."""
+    import json
+
+    from dlcli.export.registry import format_of
+    from dlcli.inspect import load_artifact, open_run
+
+    run = open_run(path)
+    jobs = [("keras", "keras", "none", "keras", run.model_path, lambda: _KerasRunner(run.load_model()), False)]
+    manifest = run.path / "export" / "manifest.json"
+    for a in json.loads(manifest.read_text())["artifacts"] if manifest.exists() else []:
+        p = run.path / "export" / a["path"]
+        if a["status"] == "passed" and p.exists():
+            jobs.append((a["name"], a["format"], a["quantization"], format_of(p).runtime, p,
+                         (lambda p=p: load_artifact(p, allow_code, threads)), a.get("preprocessing") == "included"))
+    return run, jobs
+
+
+def _artifact_jobs(paths: list[Path], allow_code: bool, threads: int):
+    """Exported artifacts of one run, as benchmark jobs (see :func:`_run_jobs`)."""
+    from dlcli.export.registry import format_of
+    from dlcli.inspect import find_artifact_run, load_artifact, takes_raw
+
+    run, jobs = None, []
+    for p in paths:
+        if not p.exists():
+            raise UsageError(f"{p}: not found")
+        fmt = format_of(p)
+        r = find_artifact_run(p)
+        if run is not None and r.path.resolve() != run.path.resolve():
+            raise UsageError(f"{p}: belongs to another run than {paths[0]}; benchmark one run at a time")
+        run = r
+        quant = next((q for q in ("int16x8", "int8", "float16", "dynamic") if q in p.name), "none")
+        jobs.append((p.name, fmt.name, quant, fmt.runtime, p, (lambda p=p: load_artifact(p, allow_code, threads)),
+                     takes_raw(p)))
+    return run, jobs
+
+
+def _part_of(paths: list[Path], whole_run: bool) -> str | None:
+    """Which part of the run the artifacts are (``decoder``: a VAE's), one for all of them."""
+    from dlcli.inspect import artifact_part
+
+    parts = {None} if whole_run else {artifact_part(p) for p in paths}
+    if len(parts) > 1:
+        raise UsageError("a VAE's decoder and the run's model take different inputs: benchmark them separately")
+    return parts.pop()
+
+
+def _missed(results: list, thresholds: dict[str, float], max_latency_ms: float | None) -> list[str]:
+    """Every --fail-under floor and --max-latency-ms ceiling a model missed."""
+    failures = []
+    for m in results:
+        for metric, floor in thresholds.items():
+            if metric != m.metric["name"]:
+                if not any(metric == r.metric["name"] for r in results):
+                    failures.append(f"{m.name}: no metric {metric!r} (have {m.metric['name']!r})")
+                continue
+            if m.metric["value"] < floor:
+                failures.append(f"{m.name}: {metric} {m.metric['value']:.4f} < {floor:g}")
+        if max_latency_ms is not None and m.latency_ms["p50"] > max_latency_ms:
+            failures.append(f"{m.name}: p50 latency {m.latency_ms['p50']:.3f} ms > {max_latency_ms:g} ms")
+    return failures
