@@ -167,7 +167,8 @@ def test_conditional_gan_on_data_with_one_class_is_a_data_error(cli, write_recip
 
 @pytest.mark.slow
 def test_a_gan_killed_mid_epoch_resumes_to_the_same_weights(write_recipe, tmp_path):
-    recipe = tiny(write_recipe, conditional=True, epochs=5, **{"batch_size: 64": "batch_size: 8"})  # 135 steps an epoch
+    # 540 steps an epoch: several mid-epoch checkpoints (every 0.2 s) in each, for the killer to catch
+    recipe = tiny(write_recipe, conditional=True, epochs=3, **{"batch_size: 64": "batch_size: 2"})
 
     def cmd(run_dir):
         return [sys.executable, "-m", "dlcli", "train", str(recipe), "--run-dir", str(run_dir), "--json", "--quiet"]
