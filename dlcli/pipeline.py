@@ -1,5 +1,5 @@
 """The recipe pipeline ``dlcli train`` runs after training: compress (distill, then
-prune), then export with the parity gate, each stage in its own run directory under
+prune, then quantization-aware training), then export with the parity gate, each stage in its own run directory under
 RUN_DIR, and a summary of every stage (size, sparsity, metric) in RUN_DIR/pipeline.json.
 """
 
@@ -18,7 +18,7 @@ from dlcli.errors import UsageError
 
 def wants_pipeline(recipe) -> bool:
     c = recipe.compress
-    return bool(c.prune or c.distill or recipe.export.formats)
+    return bool(c.prune or c.distill or c.qat or recipe.export.formats)
 
 
 @dataclass
@@ -75,12 +75,13 @@ def _stage(name: str, run_dir: Path) -> Stage:
 
 def run_pipeline(recipe, run_dir: Path, *, allow_code: bool = False, log=None, chief: bool = True,
                  progress: str = "none", console=None, quiet_native=None) -> PipelineResult:
-    """Distill, then prune, then export the run in ``run_dir``, each stage in its own run
-    directory under it. Every training stage goes through the one trainer: a stage that
+    """Distill, then prune, then quantization-aware training, then export the run in
+    ``run_dir``, each stage in its own run directory under it. Every training stage goes through the one trainer: a stage that
     finished is kept, an interrupted one resumes. In a multi-worker run every worker trains
     every stage; only the chief writes, summarises and exports."""
     from dlcli.compress.distill import distill
     from dlcli.compress.prune import prune
+    from dlcli.compress.qat import qat
     from dlcli.export import export_run
 
     log = log or (lambda msg: None)
@@ -104,12 +105,21 @@ def run_pipeline(recipe, run_dir: Path, *, allow_code: bool = False, log=None, c
         current = run_dir / "pruned"
         if chief:
             result.stages.append(_stage("prune", current))
+    if c.qat:
+        log(f"quantization-aware training into {run_dir / 'qat'} ...")
+        result.weights["qat"] = qat(current, run_dir / "qat", spec=c.qat, **common).weights_sha256
+        current = run_dir / "qat"
+        if chief:
+            result.stages.append(_stage("qat", current))
     if not chief:
         return result
-    if recipe.export.formats or c.prune or c.distill:
+    if recipe.export.formats or c.prune or c.distill or c.qat:
         log(f"exporting {current} ...")
+        quantize = recipe.export.quantize
+        if c.qat and quantize == "none":
+            quantize = "int8"  # what quantization-aware training is for
         with (quiet_native or contextlib.nullcontext)():
-            result.export = export_run(current, recipe.export.formats or None, recipe.export.quantize)
+            result.export = export_run(current, recipe.export.formats or None, quantize)
     write_json(run_dir / "pipeline.json", {**result.to_json(), "created": time.strftime("%Y-%m-%dT%H:%M:%S%z")})
     from dlcli import tracking
 

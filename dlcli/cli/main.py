@@ -15,6 +15,7 @@ from dlcli.cli import (
     cmd_package,
     cmd_predict,
     cmd_prune,
+    cmd_qat,
     cmd_report,
     cmd_schema,
     cmd_track,
@@ -56,6 +57,7 @@ app.command("train")(cmd_train.train)
 app.command("export")(cmd_export.export)
 app.command("prune")(cmd_prune.prune)
 app.command("distill")(cmd_distill.distill)
+app.command("qat")(cmd_qat.qat)
 app.command("evaluate")(cmd_evaluate.evaluate)
 app.command("benchmark")(cmd_benchmark.benchmark)
 app.add_typer(cmd_package.package_app, name="package")

@@ -145,3 +145,31 @@ def _assign(v, m):
 
 def _multiply(v, m):
     return v.assign(v * tf.cast(m, v.dtype))
+
+
+class FixedMasks:
+    """Holds a pruned model's zeros at zero while it trains on (quantization-aware training
+    after pruning): the masks are the kernels' non-zeros when built, multiplied in after
+    every step in cross-replica context, and checkpointed with the run."""
+
+    def __init__(self, kernels: list):
+        self.kernels = kernels
+        self.masks = [keras.Variable((np.asarray(k.numpy()) != 0).astype(k.dtype), trainable=False,
+                                     name=f"keep_mask_{i}", aggregation="only_first_replica")
+                      for i, k in enumerate(kernels)]
+
+    @property
+    def variables(self) -> list:
+        return list(self.masks)
+
+    def wrap(self, train_step):
+        def step(data):
+            logs = train_step(data)
+            tf.distribute.get_replica_context().merge_call(self._apply)
+            return logs
+
+        return step
+
+    def _apply(self, strategy) -> None:
+        for kernel, mask in zip(self.kernels, self.masks, strict=True):
+            strategy.extended.update(kernel.value, _multiply, args=(mask.value,), group=False)

@@ -139,38 +139,12 @@ def prune(run_dir: str | Path, out_dir: str | Path | None = None, *, sparsity: f
 
 def _resolve_spec(run, spec, **given):
     """The PruneSpec used: ``spec`` (or the run's recipe) with the given arguments on top, validated."""
-    from pydantic import ValidationError
+    from dlcli.recipe.overrides import apply_overrides
 
-    from dlcli.recipe.schema import PruneSpec
-
-    base = spec or run.recipe.compress.prune_spec()
-    update = {k: v for k, v in given.items() if v is not None}
-    try:
-        used = PruneSpec.model_validate({**base.model_dump(), **update})
-    except ValidationError as exc:
-        err = exc.errors()[0]
-        key = ".".join(str(p) for p in err["loc"])
-        field = PruneSpec.model_fields.get(key)
-        bounds = _bounds(field) if field is not None else ""
-        expected = f"expected a value in {bounds}" if bounds else err["msg"]
-        raise UsageError(f"--{key.replace('_', '-')} {update.get(key, '')}: {expected}") from exc
+    used = apply_overrides(spec or run.recipe.compress.prune_spec(), given)
     if used.learning_rate is None:
         used = used.model_copy(update={"learning_rate": _base_lr(run.recipe.train.optimizer.learning_rate) / 3})
     return used
-
-
-def _bounds(field) -> str:
-    """A numeric field's interval as text ("[0, 1)"), from its pydantic constraints."""
-    lo, hi = ("(", "-inf"), ("inf", ")")
-    for m in field.metadata:
-        for attr, side in (("ge", "["), ("gt", "("), ("le", "]"), ("lt", ")")):
-            value = getattr(m, attr, None)
-            if value is not None:
-                if attr in ("ge", "gt"):
-                    lo = (side, f"{value:g}")
-                else:
-                    hi = (f"{value:g}", side)
-    return "" if lo[1] == "-inf" and hi[0] == "inf" else f"{lo[0]}{lo[1]}, {hi[0]}{hi[1]}"
 
 
 def _check_targets(run, spec) -> None:

@@ -184,17 +184,9 @@ _FLAGS = {"formats": "--saved-model / --tflite / --onnx", "representative_sample
 def export_options(spec, overrides: dict[str, Any]):
     """The recipe's ``export:`` section with ``overrides`` (CLI flags, library arguments)
     applied and validated by its schema: the one options object of an export."""
-    from pydantic import ValidationError
+    from dlcli.recipe.overrides import apply_overrides
 
-    from dlcli.errors import UsageError
-
-    try:
-        return type(spec).model_validate({**spec.model_dump(), **overrides})
-    except ValidationError as exc:
-        err = exc.errors()[0]
-        key = str(err["loc"][0]) if err["loc"] else "export"
-        flag = _FLAGS.get(key, "--" + key.replace("_", "-"))
-        raise UsageError(f"{flag} {overrides.get(key)!r}: {err['msg'][0].lower()}{err['msg'][1:]}") from exc
+    return apply_overrides(spec, overrides, _FLAGS)
 
 
 def export_run(run_dir: str | Path, formats: list[str] | None = None, quantize: str | None = None,
@@ -333,8 +325,18 @@ def _gate(art: Artifact | None, fmt, path: Path, reference: Reference, gate):
     if art is not None:
         art.inputs, art.outputs = [t.to_json() for t in runner.inputs], outputs
     quantization = art.quantization if art is not None else "int8"
+    if quantization == "none" and fmt.name == "onnx" and is_quantization_aware(reference.model):
+        quantization = "int8"  # tf2onnx turns fake quantization into QuantizeLinear / DequantizeLinear
+        if art is not None:
+            art.warnings.append("quantization-aware model: onnxruntime runs its fake quantization as "
+                                "QuantizeLinear / DequantizeLinear, so it is gated as int8")
     return compare(reference.ref, got, reference.y, reference.task, resolve_gate(quantization, reference.task, gate),
                    outputs[0]["name"], outputs[0])
+
+
+def is_quantization_aware(model) -> bool:
+    """Whether ``model`` holds dlcli's fake-quantizing layers (a ``dlcli qat`` run)."""
+    return any(hasattr(layer, "range_min") for layer in model._flatten_layers(include_self=False))
 
 
 def _copy_beside(run_path: Path, out: Path) -> None:

@@ -58,3 +58,6 @@ class VaeSampling(keras.layers.Layer):
 
     def get_config(self):
         return {**super().get_config(), "kl_weight": self.kl_weight, "elements": self.elements, "seed": self.seed}
+
+
+from dlcli.models import qat_layers  # noqa: F401  (registers the quantization-aware training layers)

@@ -360,4 +360,6 @@ def recipe_hash(recipe) -> str:
     how it was searched), so changing those never blocks a resume."""
     unset = {"anomaly"} if getattr(recipe, "anomaly", None) is None else set()  # hashes of recipes before it stay
     data = recipe.model_dump(mode="json", exclude={"tracking", "tune", *unset})
+    if data.get("compress", {}).get("qat", 0) is None:
+        del data["compress"]["qat"]  # as for anomaly: sections added later leave earlier hashes alone
     return hashlib.sha256(json.dumps(data, sort_keys=True).encode()).hexdigest()

@@ -129,11 +129,31 @@ class DistillSpec(StrictModel):
     alpha: float = Field(0.5, ge=0, le=1, description="Weight of the distillation loss; 1 - alpha weighs the label loss.")
 
 
+class QatSpec(StrictModel):
+    """Quantization-aware training (``dlcli qat``): fine-tune with int8 fake-quantization of
+    the Dense / Conv / DepthwiseConv kernels and outputs, so the int8 export uses ranges learned
+    in training."""
+
+    epochs: int = Field(3, ge=1, description="Fine-tuning epochs.")
+    learning_rate: float | None = Field(None, gt=0, description="Fine-tuning rate (default: a tenth of the training rate).")
+    fold_batch_norm: bool = Field(True, description="Fold a BatchNormalization that follows a convolution or Dense "
+                                  "layer into its kernel and bias first (as int8 TFLite runs it).")
+    ema_decay: float = Field(0.99, ge=0.0, lt=1.0, description="Decay of the moving min / max that tracks each "
+                             "quantized output's range while training.")
+    exclude: list[str] = Field(default_factory=list, description="Layer names to leave in float (not fake-quantized).")
+
+
 class CompressSpec(StrictModel):
-    """Compression stages, run by ``dlcli train`` after training (distill, then prune), before export."""
+    """Compression stages, run by ``dlcli train`` after training (distill, then prune, then
+    quantization-aware training), before export."""
 
     prune: PruneSpec | None = Field(None, description="Magnitude pruning settings.")
     distill: DistillSpec | None = Field(None, description="Knowledge distillation settings.")
+    qat: QatSpec | None = Field(None, description="Quantization-aware training settings (export it with "
+                                "`--quantize int8`).")
+
+    def qat_spec(self) -> QatSpec:
+        return self.qat or QatSpec()
 
     def prune_spec(self) -> PruneSpec:
         return self.prune or PruneSpec()
