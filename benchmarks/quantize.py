@@ -11,7 +11,11 @@ batch-1 native latency (LiteRT CompiledModel / onnxruntime io_binding, 1 thread,
 
 ``wide_inputs`` is the hostile case: the breast-cancer MLP with ``data.normalize: none``
 (features from 0.001 to 4,000 share one int8 input scale), trained 10 epochs, where plain
-int8 fails its gate and the fallback recovers it. Quantization-aware training is not built yet (issue 12): no QAT column.
+int8 fails its gate and the fallback recovers it.
+
+``qat int8`` is ``dlcli qat RUN`` (quantization-aware fine-tuning, the recipe's defaults:
+3 epochs at a tenth of the training rate) exported as int8 TFLite: its size ratio is to the
+float32 file of the source run, its drop against the source's float Keras model.
 """
 
 from __future__ import annotations
@@ -61,7 +65,7 @@ def bench(name: str, epochs: int | None, root: Path) -> list[list]:
     t0 = time.perf_counter()
     train(_recipe(name, epochs), run, progress="none", pipeline=False, overwrite=True)
     print(f"{name}: trained in {time.perf_counter() - t0:.0f} s", file=sys.stderr, flush=True)
-    rows, ref = [], None
+    rows, ref, keras_float = [], None, None
     for label, formats, q, options, artifact in MODES:
         res = export_run(run, formats, q, out_dir=run / label.replace(" ", "_"), options=options)
         art = next((a for a in res.artifacts if a.name == artifact), None)
@@ -78,7 +82,31 @@ def bench(name: str, epochs: int | None, root: Path) -> list[list]:
         p50 = _native(res.out_dir / art.path, art.format) if art.size_bytes else None
         rows.append([name, label, art.size_bytes, art.size_bytes / ref if ref else None, res.keras["metric"],
                      metric, drop, c.get("top1_agreement"), p50, art.status, note or (art.error or "")[:60]])
+        keras_float = keras_float or res.keras
+    rows.append(_qat_row(name, run, root, ref, keras_float))
     return rows
+
+
+def _qat_row(name: str, run: Path, root: Path, ref: int, keras_float: dict) -> list:
+    """Quantization-aware fine-tuning of ``run``, exported as int8 TFLite, against the float model."""
+    from dlcli.compress.qat import qat
+    from dlcli.errors import DlcliError
+    from dlcli.export import export_run
+
+    t0 = time.perf_counter()
+    try:
+        q = qat(run, root / f"{name}-qat", progress="none", overwrite=True)
+    except DlcliError as exc:
+        return [name, "qat int8", 0, None, keras_float["metric"], None, None, None, None, "-", str(exc)[:60]]
+    print(f"{name}: quantization-aware training in {time.perf_counter() - t0:.0f} s", file=sys.stderr, flush=True)
+    res = export_run(q.run_dir, ["tflite"], "int8")
+    art = next(a for a in res.artifacts if a.quantization == "int8")
+    c = art.checks or {}
+    metric, keras = c.get("artifact_metric"), keras_float["value"]
+    drop = None if metric is None else (keras - metric if keras_float["metric"] == "accuracy" else metric - keras)
+    p50 = _native(res.out_dir / art.path, art.format) if art.size_bytes else None
+    return [name, "qat int8", art.size_bytes, art.size_bytes / ref if ref else None, keras_float["metric"], metric,
+            drop, c.get("top1_agreement"), p50, art.status, (art.error or "")[:60]]
 
 
 def main() -> None:

@@ -1,4 +1,4 @@
-"""One trainer for every stage: prune and distill run through the same loop as train
+"""One trainer for every stage: prune, qat and distill run through the same loop as train
 (augmentation, class weights, strategies, step-exact resume after SIGKILL, SIGTERM, a
 failed stage marked failed), steps_per_execution changes nothing but speed, and the
 library's train() runs the recipe's compress and export stages."""
@@ -170,6 +170,10 @@ def _reference(command: str, dense: Path, out: Path) -> str:
         from dlcli.compress.prune import prune
 
         prune(dense, out, epochs=40, progress="none")
+    elif command == "qat":
+        from dlcli.compress.qat import qat
+
+        qat(dense, out, epochs=40, progress="none")
     else:
         from dlcli.compress.distill import distill
         from dlcli.recipe.loader import load_recipe
@@ -179,14 +183,14 @@ def _reference(command: str, dense: Path, out: Path) -> str:
 
 
 @pytest.mark.slow
-@pytest.mark.parametrize("command", ["prune", "distill"])
+@pytest.mark.parametrize("command", ["prune", "distill", "qat"])
 def test_sigterm_then_sigkill_then_the_same_command_resumes_to_equal_weights(dense, tmp_path, command):
     """SIGTERM mid-run: exit 130 with a checkpoint; the same command resumes and is killed
     (SIGKILL) after its next checkpoint; the same command again ends with the weights of
     an uninterrupted run (sha256-equal), every stage of it."""
     want = _reference(command, dense, tmp_path / "ref")
     run = tmp_path / "out"
-    args = ["prune", dense, "--epochs", "40"] if command == "prune" else \
+    args = [command, dense, "--epochs", "40"] if command in ("prune", "qat") else \
         ["distill", dense, dense.parent / "student.yaml", "--set", "train.epochs=40"]
     args += ["--run-dir", run, "--json"]
     proc = subprocess.Popen([sys.executable, "-m", "dlcli", *map(str, args)], stdout=subprocess.PIPE,

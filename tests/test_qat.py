@@ -128,6 +128,7 @@ def test_depthwise_and_conv1d_fold_and_convert_to_full_int8(runs, tmp_path):
     assert art.status == "passed" and art.float_ops == [], art.failure()
 
 
+@pytest.mark.slow
 def test_qat_after_pruning_keeps_the_zeros(runs, tmp_path):
     from dlcli.compress.prune import prune
 
@@ -136,6 +137,7 @@ def test_qat_after_pruning_keeps_the_zeros(runs, tmp_path):
     assert res.plan["kept_sparsity"] == pytest.approx(pruned.sparsity["prunable_sparsity"], abs=1e-6)
 
 
+@pytest.mark.slow
 def test_pipeline_runs_qat_and_exports_int8(tmp_path):
     text = CNN.replace("name: qat_cnn", "name: qat_pipe") + "compress: {qat: {epochs: 1}}\nexport: {formats: [tflite]}\n"
     (tmp_path / "r.yaml").write_text(text)

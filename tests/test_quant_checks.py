@@ -60,7 +60,11 @@ def test_ops_left_in_float_and_quantization_that_did_nothing_are_reported(runs, 
     int8 = next(a for a in res.artifacts if a.quantization == "int8")
     assert int8.float_ops == ["ELU"], int8.float_ops  # its QUANTIZE / DEQUANTIZE boundary is not listed
     assert any("ops run in float inside the int8 model: ELU" in w for w in int8.warnings)
+    assert int8.status == "failed" and "ops run in float inside the int8 model: ELU" in int8.failure()
+    assert int8.checks["top1_agreement"] >= 0.98  # its outputs alone would pass: the float op fails it
     assert int8.delegation["fully_accelerated"] is not None
+    allowed = export_run(run, ["tflite"], "int8", out_dir=run / "int8_allowed", int8_float_fallback=True)
+    assert next(a for a in allowed.artifacts if a.quantization == "int8").status == "passed"
     # 6x8 and 8x3 kernels: under the 1,024 values dynamic-range quantization needs
     res = export_run(run, ["tflite"], "dynamic", out_dir=run / "dynamic")
     dyn = next(a for a in res.artifacts if a.quantization == "dynamic")

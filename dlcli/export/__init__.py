@@ -303,6 +303,9 @@ def _export_one(fmt_name: str, q: str, out: Path, plan: Plan, reference: Referen
                               lambda path: _gate(None, fmt, path, reference, spec.gate), log)
     if fmt_name == "tflite":
         _inspect_tflite(art, target)
+        if art.float_ops and q == "int8" and not plan.int8_float_fallback and not (art.fallback or {}).get("passed"):
+            checks.failures.append(f"ops run in float inside the int8 model: {', '.join(art.float_ops)} (allow them "
+                                   "with --int8-float-fallback, or see dlcli validate RECIPE --target tflite-int8)")
     art.checks = checks.to_json()
     art.status = "passed" if checks.passed else "failed"
     return art
