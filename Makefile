@@ -7,7 +7,7 @@ VENV   ?= .venv
 BIN     = $(VENV)/bin
 RUN    ?= runs/digits_cnn
 
-.PHONY: demo test test-slow test-all install clean docs
+.PHONY: demo test test-slow test-all install clean docs lint
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -33,6 +33,9 @@ test-slow: $(VENV)/.installed
 
 test-all: $(VENV)/.installed
 	$(BIN)/python -m pytest
+
+lint: $(VENV)/.installed
+	$(BIN)/ruff check dlcli tests benchmarks
 
 docs: $(VENV)/.installed
 	$(BIN)/dlcli schema --markdown --out docs/recipes.md

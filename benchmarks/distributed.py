@@ -98,7 +98,7 @@ def main() -> None:
     default = statistics.median(x["sps"] for x in results[setups[1][0]])
     print(f"digits CNN, {args.epochs} epochs, global batch 32, median of {args.runs} runs, "
           f"{os.cpu_count()} CPU cores\n")
-    print(f"| setup | samples/s | vs plain Keras | vs dlcli default | test accuracy |")
+    print("| setup | samples/s | vs plain Keras | vs dlcli default | test accuracy |")
     print("|---|---:|---:|---:|---:|")
     for name, _ in setups:
         sps = statistics.median(x["sps"] for x in results[name])

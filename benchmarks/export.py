@@ -16,7 +16,7 @@ from pathlib import Path
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from _quickstart import DEFAULT_RUN, quickstart_run  # noqa: E402
+from _quickstart import DEFAULT_RUN, quickstart_run
 
 
 def main() -> None:

@@ -42,10 +42,10 @@ def _gan_lines(run: Path, metrics: dict) -> list[str]:
     fd = [float(r[key]) for r in rows]
     best = min(range(len(fd)), key=fd.__getitem__)
     env = json.loads((run / "env.json").read_text())
-    lines = [f"  {key} per epoch: first {fd[0]:.2f} (epoch 1), best {fd[best]:.2f} (epoch {best + 1}), "
-             f"last {fd[-1]:.2f} (epoch {len(fd)})",
-             f"  kept epoch {env.get('kept_epoch') or len(fd)}: test frechet_distance "
-             f"{metrics['test']['frechet_distance']:.2f}"]
+    lines = [(f"  {key} per epoch: first {fd[0]:.2f} (epoch 1), best {fd[best]:.2f} (epoch {best + 1}), "
+             f"last {fd[-1]:.2f} (epoch {len(fd)})"),
+             (f"  kept epoch {env.get('kept_epoch') or len(fd)}: test frechet_distance "
+             f"{metrics['test']['frechet_distance']:.2f}")]
     if "class_accuracy" in metrics["test"]:
         acc = [float(r["class_accuracy"]) for r in rows]
         lines.append(f"  class_accuracy: first {acc[0]:.3f}, at the best epoch {acc[best]:.3f}, kept "
@@ -57,15 +57,14 @@ def _anomaly_lines(run: Path) -> list[str]:
     a = json.loads((run / "anomaly.json").read_text())
     t = a["test"]
     return [f"  threshold {a['threshold']:.5f} ({a['rule']} of {a['calibrated_on']['split']} errors)",
-            f"  test: {t['examples']} examples, {t['anomalies']} anomalies: ROC AUC {t['roc_auc']:.4f}, precision "
+            (f"  test: {t['examples']} examples, {t['anomalies']} anomalies: ROC AUC {t['roc_auc']:.4f}, precision "
             f"{t['precision']:.3f}, recall {t['recall']:.3f}, F1 {t['f1']:.3f}, false positive rate "
-            f"{t['false_positive_rate']:.3f}"]
+            f"{t['false_positive_rate']:.3f}")]
 
 
 def _export_lines(run: Path) -> list[str]:
-    from dlcli.export import export_run
-
     from dlcli.cli.common import native_quiet
+    from dlcli.export import export_run
 
     with native_quiet():
         res = export_run(run, ["saved_model", "tflite", "onnx"], quantize="int8", onnx_quantize="int8")

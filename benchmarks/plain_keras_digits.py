@@ -17,7 +17,7 @@ from pathlib import Path
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
 
-import numpy as np  # noqa: E402
+import numpy as np
 
 REPO = Path(__file__).resolve().parent.parent
 
@@ -31,7 +31,7 @@ def main(epochs: int, seed: int = 42) -> None:
     x = (raw[:, :64] * 0.0625).reshape(-1, 8, 8, 1)
     y = raw[:, 64].astype(np.int64)
     idx = np.random.default_rng(seed).permutation(len(x))
-    n_test = n_val = int(round(len(x) * 0.15))
+    n_test = n_val = round(len(x) * 0.15)
     tr, va = idx[n_test + n_val:], idx[n_test:n_test + n_val]
 
     inputs = keras.Input((8, 8, 1))

@@ -29,7 +29,7 @@ class Prediction:
 
     def rows(self) -> list[dict[str, Any]]:
         rows = []
-        for i, (name, out) in enumerate(zip(self.inputs, self.outputs)):
+        for i, (name, out) in enumerate(zip(self.inputs, self.outputs, strict=True)):
             if self.anomaly is not None:
                 rows.append({"input": name, "score": float(self.anomaly["scores"][i]),
                              "anomaly": bool(self.anomaly["scores"][i] > self.anomaly["threshold"]),
@@ -136,7 +136,7 @@ def _read_input(path: Path, run, normalize: bool = True) -> tuple[np.ndarray, li
             label = names[idx]
         cols.pop(label, None)
         if not spec.header:
-            cols = {name: values for name, values in zip(pre.featurizer.columns, cols.values())}
+            cols = {name: values for name, values in zip(pre.featurizer.columns, cols.values(), strict=True)}
         x = pre.transform_x(cols, normalize)
         return x, [f"{path.name}:{i + 1}" for i in range(len(x))]
     raise DataError(f"{path}: unsupported input for a {kind} run (use .npy, .npz, .csv, images or .txt)")

@@ -11,13 +11,12 @@ from pathlib import Path
 
 import pytest
 import yaml
-
 from conftest import REPO
 
 
 def workflow_commands() -> list[str]:
     text = (REPO / "docs" / "ci.md").read_text()
-    block = re.search(r"```yaml\n(.*?)```", text, re.S).group(1)
+    block = re.search(r"```yaml\n(.*?)```", text, re.DOTALL).group(1)
     steps = yaml.safe_load(block)["jobs"]["model"]["steps"]
     commands = []
     for step in steps:
@@ -42,7 +41,7 @@ def test_the_example_pipeline_runs_command_by_command(tmp_path):
     env = {**os.environ, "PATH": f"{Path(sys.executable).parent}{os.pathsep}{os.environ['PATH']}", "CI": "true"}
     for command in workflow_commands():
         proc = subprocess.run(command, shell=True, cwd=work, env=env, capture_output=True, text=True,
-                              stdin=subprocess.DEVNULL, timeout=600)
+                              stdin=subprocess.DEVNULL, timeout=600, check=False)
         assert proc.returncode == 0, f"{command}\n{proc.stderr[-2000:]}"
     for path in ("preflight.json", "train.json", "export.json", "benchmark.json", "dist/digits-int8.zip", "dist/report.html",
                  "runs/ci/metrics.json", "runs/ci/export/manifest.json"):

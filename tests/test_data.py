@@ -106,7 +106,7 @@ def test_csv_headerless_gz_with_integer_label_column(tmp_path, label_column):
     rng = np.random.default_rng(1)
     x = rng.normal(size=(12, 2)).round(3)
     y = np.arange(12) % 2
-    write_csv(tmp_path / "d.csv.gz", [[*r, int(c)] for r, c in zip(x, y)])
+    write_csv(tmp_path / "d.csv.gz", [[*r, int(c)] for r, c in zip(x, y, strict=True)])
     assert (tmp_path / "d.csv.gz").read_bytes()[:2] == b"\x1f\x8b"  # really gzip
     b = load_data(make_recipe(tmp_path, f"""
         source: csv
@@ -638,7 +638,7 @@ def test_fingerprint_covers_labels_file_and_class_folders(tmp_path, image_folder
 
 # ---------------------------------------------------------------- augmentation and pipelines
 def _collect(ds):
-    xs, ys = zip(*ds.as_numpy_iterator())
+    xs, ys = zip(*ds.as_numpy_iterator(), strict=True)
     return np.concatenate(xs), np.concatenate(ys)
 
 
@@ -660,7 +660,7 @@ def test_augmentation_changes_training_batches_only(tmp_path):
     tx, ty = _collect(train.dataset(0))
     assert sorted(ty.tolist()) == list(range(12))
     assert tx.shape == x.shape and tx.dtype == np.float32
-    for xi, yi in zip(tx, ty):
+    for xi, yi in zip(tx, ty, strict=True):
         assert not np.allclose(xi, x[yi], atol=1e-3)  # every training example is changed
     tx2, ty2 = _collect(train.dataset(1))  # the next epoch draws new augmentations
     assert not np.allclose(tx2[np.argsort(ty2)], tx[np.argsort(ty)])

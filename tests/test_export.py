@@ -34,10 +34,10 @@ MODELS = {
     "autoencoder": ("task: reconstruction\ndata: {source: synthetic, kind: image, samples: 400, shape: [8, 8, 1], num_classes: 3, noise: 0.3, normalize: minmax, split: {test: 0.25, stratify: false}}",
                     "model: {architecture: autoencoder, kind: conv, filters: [8, 16], output_activation: sigmoid}"),
     "text": ("data: {source: text, path: texts.csv, max_tokens: 50, sequence_length: 12, split: {test: 0.25}}",
-             "model: {layers: [{type: Embedding, input_dim: 50, output_dim: 8}, {type: GlobalAveragePooling1D}, "
-             "{type: Dense, units: 2, activation: softmax}]}"),
-    "augmented": ("data: {source: synthetic, kind: image, samples: 400, shape: [8, 8, 1], num_classes: 3, noise: 0.3, split: {test: 0.25}, "
-                  "augment: {flip: horizontal, rotation: 0.05, zoom: 0.1, noise: 0.05}}",
+             ("model: {layers: [{type: Embedding, input_dim: 50, output_dim: 8}, {type: GlobalAveragePooling1D}, "
+             "{type: Dense, units: 2, activation: softmax}]}")),
+    "augmented": (("data: {source: synthetic, kind: image, samples: 400, shape: [8, 8, 1], num_classes: 3, noise: 0.3, split: {test: 0.25}, "
+                  "augment: {flip: horizontal, rotation: 0.05, zoom: 0.1, noise: 0.05}}"),
                   "model: {architecture: cnn, filters: [8, 16], normalization: batch}"),
 }
 

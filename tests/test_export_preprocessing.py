@@ -32,7 +32,7 @@ def csv_run(tmp_path_factory):
     rng = np.random.default_rng(0)
     y = rng.integers(0, 2, 200)
     x = rng.normal(50 + 20 * y[:, None], 10, (200, 6))  # far from normalized: baking it in matters
-    rows = ["a,b,c,d,e,f,y", *(",".join(f"{v:.3f}" for v in r) + f",{k}" for r, k in zip(x, y))]
+    rows = ["a,b,c,d,e,f,y", *(",".join(f"{v:.3f}" for v in r) + f",{k}" for r, k in zip(x, y, strict=True))]
     (root / "d.csv").write_text("\n".join(rows) + "\n")
     (root / "r.yaml").write_text(CSV_RECIPE)
     train(load_recipe(root / "r.yaml"), root / "run", progress="none", pipeline=False)

@@ -128,7 +128,7 @@ def test_a_killed_exports_temporary_files_are_swept_and_nothing_else(tmp_path):
 
     from dlcli.export import sweep_stale_temps
 
-    dead = subprocess.run([sys.executable, "-c", "import os; print(os.getpid())"], capture_output=True, text=True)
+    dead = subprocess.run([sys.executable, "-c", "import os; print(os.getpid())"], capture_output=True, text=True, check=False)
     pid = int(dead.stdout)
     (tmp_path / f".model.onnx.tmp-{pid}.onnx").write_bytes(b"half")
     (tmp_path / f".saved_model.tmp-{pid}").mkdir()

@@ -6,7 +6,6 @@ import subprocess
 import sys
 
 import pytest
-
 from conftest import REPO
 
 PROBE = """
@@ -29,7 +28,7 @@ run()
     ["validate", "recipes/does-not-exist.yaml"], ["schema", "--markdown"], ["init", "mlp", "/tmp/dlcli-lazy-test.yaml", "--force"],
 ])
 def test_light_commands_do_not_import_tensorflow(args):
-    proc = subprocess.run([sys.executable, "-c", PROBE, *args], cwd=REPO, capture_output=True, text=True, timeout=60)
+    proc = subprocess.run([sys.executable, "-c", PROBE, *args], cwd=REPO, capture_output=True, text=True, timeout=60, check=False)
     assert proc.returncode in (0, 2), proc.stderr
     heavy = [line for line in proc.stderr.splitlines() if line.startswith("HEAVY=")]
     assert heavy == ["HEAVY="], f"{args}: imported {heavy}"
@@ -37,5 +36,5 @@ def test_light_commands_do_not_import_tensorflow(args):
 
 def test_python_dash_m_entry_point():
     proc = subprocess.run([sys.executable, "-m", "dlcli", "--version"], cwd=REPO, capture_output=True, text=True,
-                          timeout=60)
+                          timeout=60, check=False)
     assert proc.returncode == 0 and proc.stdout.startswith("dlcli ")

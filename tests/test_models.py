@@ -329,7 +329,7 @@ def test_application_loads_local_weights_and_frozen_backbone_stays_unchanged(tmp
     m = build_model(recipe, ctx)
     bb = _backbone(m)
     assert len(bb.weights) == len(saved)
-    for got, want in zip(bb.weights, saved):
+    for got, want in zip(bb.weights, saved, strict=True):
         np.testing.assert_array_equal(got.numpy(), want)
     assert not bb.trainable and bb.trainable_weights == []
     head = m.get_layer("head").kernel.numpy().copy()
@@ -337,7 +337,7 @@ def test_application_loads_local_weights_and_frozen_backbone_stays_unchanged(tmp
     m.compile(optimizer=keras.optimizers.Adam(0.05), loss="sparse_categorical_crossentropy")
     x = rng.uniform(0, 1, (8, 32, 32, 3)).astype(np.float32)
     m.fit(x, np.arange(8) % 2, batch_size=4, epochs=1, verbose=0)
-    for got, want in zip(bb.weights, saved):  # moving means / variances too
+    for got, want in zip(bb.weights, saved, strict=True):  # moving means / variances too
         np.testing.assert_array_equal(got.numpy(), want)
     assert not np.allclose(m.get_layer("head").kernel.numpy(), head)
 

@@ -69,7 +69,7 @@ run()
 
 def _dlcli(*args, killer_nth: int | None = None, **kw) -> subprocess.CompletedProcess:
     pre = [sys.executable, "-c", KILLER, str(killer_nth)] if killer_nth else [sys.executable, "-m", "dlcli"]
-    return subprocess.run([*pre, *map(str, args)], capture_output=True, text=True, timeout=300, cwd=REPO, **kw)
+    return subprocess.run([*pre, *map(str, args)], capture_output=True, text=True, timeout=300, cwd=REPO, **kw, check=False)
 
 
 def _digest(run: Path) -> str:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import itertools
 import json
 
 import numpy as np
@@ -46,8 +47,8 @@ def test_global_masks_share_one_threshold():
     ws = [rng.normal(size=(10, 10)).astype(np.float32), 10 * rng.normal(size=(5, 4)).astype(np.float32)]
     ms = global_magnitude_masks(ws, 0.5)
     assert sum(int(m.sum()) for m in ms) == round(0.5 * 120)
-    kept = np.concatenate([np.abs(w[m == 1]) for w, m in zip(ws, ms)])
-    dropped = np.concatenate([np.abs(w[m == 0]) for w, m in zip(ws, ms)])
+    kept = np.concatenate([np.abs(w[m == 1]) for w, m in zip(ws, ms, strict=True)])
+    dropped = np.concatenate([np.abs(w[m == 0]) for w, m in zip(ws, ms, strict=True)])
     assert kept.min() >= dropped.max()
     assert ms[1].mean() > ms[0].mean()  # the large-magnitude layer keeps more
 
@@ -66,7 +67,7 @@ def test_n_of_m_mask_groups_along_the_input_axis():
 def test_polynomial_schedule():
     vals = [polynomial_sparsity(s, 0, 100, 0.0, 0.8) for s in range(0, 121, 10)]
     assert vals[0] == 0.0 and vals[-1] == pytest.approx(0.8) and vals[10] == pytest.approx(0.8)
-    assert all(b >= a for a, b in zip(vals, vals[1:]))
+    assert all(b >= a for a, b in itertools.pairwise(vals))
 
 
 def test_graph_masks_match_the_numpy_reference():
@@ -81,7 +82,7 @@ def test_graph_masks_match_the_numpy_reference():
                                       magnitude_mask(w, s))
     ws = [rng.normal(size=(10, 10)).astype(np.float32), 10 * rng.normal(size=(5, 4)).astype(np.float32)]
     for got, want in zip(g.global_masks([tf.constant(x) for x in ws], tf.constant(0.5, tf.float64)),
-                         global_magnitude_masks(ws, 0.5)):
+                         global_magnitude_masks(ws, 0.5), strict=True):
         np.testing.assert_array_equal(got.numpy(), want)
     np.testing.assert_array_equal(g.n_of_m_mask(tf.constant(w), 2).numpy(), n_of_m_mask(w, 2))
     for step in (0, 7, 50, 99, 120):
@@ -114,7 +115,7 @@ def test_masked_weights_stay_zero_after_every_optimizer_step(dense_run):
     step = tf.function(pruner.wrap(model.train_step))
     for i in range(8):
         step((tf.constant(x[i * 32:(i + 1) * 32]), tf.constant(y[i * 32:(i + 1) * 32])))
-        for t, m in zip(pruner.targets, pruner.masks):
+        for t, m in zip(pruner.targets, pruner.masks, strict=True):
             m = m.numpy()
             assert m.mean() == pytest.approx(0.4, abs=0.01)
             assert np.all(t.variable.numpy()[m == 0] == 0.0)

@@ -81,13 +81,13 @@ def recipe(tmp_path_factory) -> Path:
 def reference(recipe, tmp_path_factory) -> dict:
     """The uninterrupted run."""
     run_dir = tmp_path_factory.mktemp("ref") / "run"
-    r = subprocess.run(_cmd(recipe, run_dir), capture_output=True, text=True, timeout=300)
+    r = subprocess.run(_cmd(recipe, run_dir), capture_output=True, text=True, timeout=300, check=False)
     assert r.returncode == 0, r.stderr
     return json.loads(r.stdout)
 
 
 def _finish(recipe: Path, run_dir: Path, *extra: str) -> tuple[dict, str]:
-    r = subprocess.run(_cmd(recipe, run_dir, *extra), capture_output=True, text=True, timeout=300)
+    r = subprocess.run(_cmd(recipe, run_dir, *extra), capture_output=True, text=True, timeout=300, check=False)
     assert r.returncode == 0, r.stderr
     return json.loads(r.stdout), r.stderr
 
@@ -120,7 +120,7 @@ def test_kill_while_a_checkpoint_is_written_still_resumes(recipe, reference, tmp
     killer = tmp_path / "killer.py"
     killer.write_text(KILLER)
     r = subprocess.run([sys.executable, str(killer), point, str(nth), "train", str(recipe), "--run-dir", str(run_dir),
-                        "--quiet"], capture_output=True, text=True, timeout=300)
+                        "--quiet"], capture_output=True, text=True, timeout=300, check=False)
     assert r.returncode == -signal.SIGKILL, r.stderr
     root = run_dir / "checkpoints" / ckpt.RESUME
     names = sorted(p.name for p in root.iterdir())
@@ -227,10 +227,10 @@ def test_a_run_that_is_still_going_is_not_touched(tmp_path):
 def test_resume_cli_errors_are_one_line(tmp_path):
     recipe, run_dir = _interrupted_run(tmp_path)
     r = subprocess.run([sys.executable, "-m", "dlcli", "train", str(recipe), "--resume"],
-                       capture_output=True, text=True, timeout=120)
+                       capture_output=True, text=True, timeout=120, check=False)
     assert r.returncode == 2 and r.stderr.count("\n") == 1 and "--run-dir" in r.stderr
     r = subprocess.run([sys.executable, "-m", "dlcli", "train", str(recipe), "--run-dir", str(run_dir),
-                        "--set", "train.epochs=3"], capture_output=True, text=True, timeout=120)
+                        "--set", "train.epochs=3"], capture_output=True, text=True, timeout=120, check=False)
     assert r.returncode == 5 and "train.epochs: 2 -> 3" in r.stderr and "Traceback" not in r.stderr
 
 

@@ -3,9 +3,9 @@
 from __future__ import annotations
 
 import json
+from pathlib import Path
 
 import pytest
-
 from conftest import REPO
 
 RECIPES = sorted((REPO / "recipes").glob("*.yaml"))

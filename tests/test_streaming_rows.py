@@ -120,7 +120,7 @@ def test_resumed_csv_epoch_reads_the_same_rows(tmp_path):
     whole = [x for x, _ in data.dataset(1).as_numpy_iterator()]
     tail = [x for x, _ in data.dataset(1, skip=4).as_numpy_iterator()]
     assert len(whole) == data.steps_per_epoch == 20 and len(tail) == 16
-    assert all(np.array_equal(a, b) for a, b in zip(whole[4:], tail))
+    assert all(np.array_equal(a, b) for a, b in zip(whole[4:], tail, strict=True))
     assert not np.array_equal(whole[0], next(data.dataset(2).as_numpy_iterator())[0])
 
 

@@ -211,8 +211,8 @@ def test_early_stopping_stops_and_restores(tiny_recipe, tmp_path):
         tmp_path / "r", progress="none")
     assert res.epochs_run == 2  # nothing improves by 100: stop after patience + 1 epochs
     kept = train(load_recipe(tiny_recipe, [
-        "train.epochs=10", "train.callbacks.early_stopping={monitor: val_loss, patience: 1, min_delta: 100, "
-        "restore_best_weights: true}"]), tmp_path / "kept", progress="none")
+        "train.epochs=10", ("train.callbacks.early_stopping={monitor: val_loss, patience: 1, min_delta: 100, "
+        "restore_best_weights: true}")]), tmp_path / "kept", progress="none")
     assert kept.kept_epoch == 1 and kept.to_json()["kept_epoch"] == 1  # said, not silent
     assert json.loads((tmp_path / "kept" / "env.json").read_text())["kept_epoch"] == 1
 

@@ -44,7 +44,7 @@ def tune(
     ctx.quiet_native = native_quiet
     REQUIRE.set(require_tracking)
     log(f"study {ctx.recipe.name} in {ctx.out}: {ctx.recipe.tune.trials} trials, objectives "
-        + ", ".join(f"{d[:3]} {n}" for n, d in zip(ctx.names, ctx.directions)))
+        + ", ".join(f"{d[:3]} {n}" for n, d in zip(ctx.names, ctx.directions, strict=True)))
     result = tune_fn(ctx, jobs=jobs, select=select)
     if json_out:
         emit_json(result.to_json())

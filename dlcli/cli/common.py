@@ -35,6 +35,11 @@ def stdout_console():
     return Console(highlight=False, width=None if sys.stdout.isatty() else 120)
 
 
+# packages whose UserWarnings name their own internals, not the user's model or data
+_NOISY_MODULES = (r"tensorflow(\.|$)", r"tf2onnx(\.|$)", r"ai_edge_litert(\.|$)", r"onnxruntime(\.|$)",
+                  r"google\.protobuf(\.|$)", r"absl(\.|$)")
+
+
 def quiet_frameworks() -> None:
     """Keep TensorFlow's C++ and Python chatter off stderr unless --debug."""
     if STATE["debug"]:
@@ -42,7 +47,8 @@ def quiet_frameworks() -> None:
     os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
     os.environ.setdefault("GRPC_VERBOSITY", "ERROR")
     os.environ.setdefault("ABSL_MIN_LOG_LEVEL", "3")
-    warnings.filterwarnings("ignore", category=UserWarning)
+    for module in _NOISY_MODULES:  # their UserWarnings are about their own internals; Keras's stay visible
+        warnings.filterwarnings("ignore", category=UserWarning, module=module)
     warnings.filterwarnings("ignore", category=DeprecationWarning)
     warnings.filterwarnings("ignore", category=FutureWarning)
     if "tensorflow" in sys.modules:

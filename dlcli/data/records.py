@@ -87,7 +87,7 @@ class RecordIndex:
         """``shard name:record number in it`` of global record numbers (stable split keys)."""
         offsets = self.offsets
         shard = np.searchsorted(offsets, rows, side="right") - 1
-        return [f"{self.files[s].name}:{g - offsets[s]}" for s, g in zip(shard, rows)]
+        return [f"{self.files[s].name}:{g - offsets[s]}" for s, g in zip(shard, rows, strict=True)]
 
 
 @dataclass

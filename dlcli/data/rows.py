@@ -82,7 +82,7 @@ class CsvRows:
     def _pack(self, cols: list[list[str]]):
         if self.single:
             return cols[0]
-        return dict(zip(self.columns, cols))
+        return dict(zip(self.columns, cols, strict=True))
 
     def chunks(self, rows: np.ndarray, size: int = CHUNK) -> Iterator:
         """The records of the sorted row numbers ``rows``, ``size`` at a time, in one pass."""
@@ -106,7 +106,7 @@ class CsvRows:
     @staticmethod
     def _columns(picked: list[list[str]], idx: list[int]) -> list[list[str]]:
         """Rows of fields -> the used columns, values stripped (a transpose, not a loop per field)."""
-        every = list(zip(*picked))
+        every = list(zip(*picked, strict=True))
         return [[v.strip() for v in every[i]] for i in idx]
 
     def read(self, rows: np.ndarray):
@@ -305,7 +305,7 @@ class RowSplit:
                 raws = (self.rows.read(self.members[b]) for b in blocks)
             else:
                 raws = self.rows.chunks(self.members[positions], CHUNK)
-            for block, raw in zip(blocks, raws):
+            for block, raw in zip(blocks, raws, strict=True):
                 if trace:  # DLCLI_DATA_TRACE: "seed row" for every row this worker read
                     with open(trace, "a", encoding="utf-8") as fh:
                         fh.writelines(f"{seed} {r}\n" for r in self.members[block])

@@ -104,11 +104,11 @@ def read_csv_columns(path: Path, header: bool, delimiter: str, skip_rows: int = 
     for line, fields in rows.lines():
         if len(fields) != len(names):
             raise DataError(f"{path}: line {line}: {len(fields)} fields, expected {len(names)}")
-        for c, v in zip(cols, fields):
+        for c, v in zip(cols, fields, strict=False):
             c.append(v.strip())
     if not cols or not cols[0]:
         raise DataError(f"{path}: no data rows")
-    return dict(zip(names, cols))
+    return dict(zip(names, cols, strict=True))
 
 
 def _col(name: str | int, header: bool) -> str:

@@ -223,11 +223,30 @@ def export_run(run_dir: str | Path, formats: list[str] | None = None, quantize: 
     artifacts = [_export_one(fmt, q, out, Plan(q, rep, batch, spec.int8_float_fallback, spec.opset,
                                                    spec.int8_per_channel, spec.onnx_calibration),
                              reference, spec, log) for fmt, q in jobs]
+    _note_unrolled_size(artifacts, reference.model, spec)
     _copy_beside(run.path, out)
     result = ExportResult(run.path, out, artifacts, reference.keras, calibration, part)
     _write_manifest(result, out)
     tracking.log_files(run.path, [out], log=log)  # the run's MLflow run, when it has one
     return result
+
+
+def _note_unrolled_size(artifacts: list[Artifact], model, spec) -> None:
+    """An int8 TFLite file of a recurrent model is unrolled (the fused kernels crash the
+    converter): say so when that leaves it larger than a third of the float32 file."""
+    from dlcli.export.signature import has_recurrent_layers
+
+    sizes = {a.quantization: a.size_bytes for a in artifacts if a.format == "tflite" and a.size_bytes}
+    if not sizes.get("none") or not has_recurrent_layers(model):
+        return
+    for art in artifacts:
+        ratio = art.size_bytes / sizes["none"]
+        if art.format == "tflite" and art.quantization in CALIBRATED and art.size_bytes and ratio > 0.35:
+            art.warnings.append(f"{ratio:.2f}x the float32 file: the recurrent layers are unrolled for "
+                                f"{art.quantization} (their fused kernels crash the converter), which repeats ops, "
+                                "biases and scales at every step" + (
+                                    "; --int8-per-tensor stores one scale per tensor instead of one per channel"
+                                    if spec.int8_per_channel else ""))
 
 
 def _jobs(spec) -> list[tuple[str, str]]:

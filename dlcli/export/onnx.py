@@ -94,7 +94,7 @@ def quantize_static_int8(source: Path, target: Path, rows, method: str = "minmax
                 return None
             one = take_rows(rows, slice(self.i, self.i + 1))
             self.i += 1
-            return {n: np.asarray(a) for n, a in zip(names, match_inputs(one, names))}
+            return {n: np.asarray(a) for n, a in zip(names, match_inputs(one, names), strict=True)}
 
     methods = {"minmax": CalibrationMethod.MinMax, "entropy": CalibrationMethod.Entropy,
                "percentile": CalibrationMethod.Percentile}
@@ -120,7 +120,7 @@ class OnnxRunner(Runner):
         from dlcli.export.signature import match_inputs
 
         arrays = match_inputs(x, [t.name for t in self.inputs])
-        feed = {t.name: a.astype(t.dtype) for t, a in zip(self.inputs, arrays)}
+        feed = {t.name: a.astype(t.dtype) for t, a in zip(self.inputs, arrays, strict=True)}
         return np.asarray(self.session.run([self.outputs[0].name], feed)[0])
 
 

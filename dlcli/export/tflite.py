@@ -120,11 +120,11 @@ class TFLiteRunner(Runner):
     def _run(self, xs: list[np.ndarray]) -> np.ndarray:
         n = len(xs[0])
         if self.fixed_batch is None and self._batch != n:
-            for d, xb in zip(self.interpreter.get_input_details(), xs):
+            for d, xb in zip(self.interpreter.get_input_details(), xs, strict=True):
                 self.interpreter.resize_tensor_input(d["index"], [n, *xb.shape[1:]])
             self.interpreter.allocate_tensors()
             self._batch = n
-        for d, info, xb in zip(self.interpreter.get_input_details(), self.inputs, xs):
+        for d, info, xb in zip(self.interpreter.get_input_details(), self.inputs, xs, strict=True):
             self.interpreter.set_tensor(d["index"], quantize(xb, info))
         self.interpreter.invoke()
         out = self.interpreter.get_output_details()[0]

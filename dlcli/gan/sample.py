@@ -61,7 +61,7 @@ def generator_inputs(run, text: str, label: str | None, seed: int | None):
         ids = (np.arange(len(z)) % len(labels)).astype(np.int32).reshape(-1, 1)
     if ids.min() < 0 or ids.max() >= len(labels):
         raise DataError(f"INPUT {text}: labels must be class ids 0..{len(labels) - 1}")
-    return {"latent": z, "label": ids}, [f"{n} ({labels[int(i)]})" for n, i in zip(names, ids[:, 0])]
+    return {"latent": z, "label": ids}, [f"{n} ({labels[int(i)]})" for n, i in zip(names, ids[:, 0], strict=True)]
 
 
 def write_samples(out: Path, samples: np.ndarray, value_range: tuple[float, float]) -> list[Path]:

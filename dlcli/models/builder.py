@@ -140,7 +140,7 @@ def _checked_input_shape(model_spec, ctx: BuildContext) -> tuple:
     shape = getattr(model_spec, "input_shape", None)
     if shape is None:
         return ctx.input_shape
-    if len(shape) != len(ctx.input_shape) or any(s is not None and s != d for s, d in zip(shape, ctx.input_shape)):
+    if len(shape) != len(ctx.input_shape) or any(s is not None and s != d for s, d in zip(shape, ctx.input_shape, strict=True)):
         raise ShapeMismatchError(
             f"model.input_shape {tuple(shape)} does not match the data's example shape {tuple(ctx.input_shape)}"
         )
@@ -216,7 +216,7 @@ def build_application(spec, ctx: BuildContext):
     x = inputs
     fed = (*app.resize, data_shape[-1]) if app.resize else tuple(data_shape)
     if app.input_shape and (len(app.input_shape) != len(fed)
-                            or any(d is not None and a != d for a, d in zip(app.input_shape, fed))):
+                            or any(d is not None and a != d for a, d in zip(app.input_shape, fed, strict=False))):
         raise ShapeMismatchError(
             f"model.application.input_shape {tuple(app.input_shape)} does not match the backbone's inputs {fed} "
             f"(the data's example shape{', resized by model.application.resize' if app.resize else ''})"
@@ -312,7 +312,7 @@ def _check_inputs(model, ctx: BuildContext) -> None:
             + (f": the data has no input {', '.join(extra)}" if extra else ""))
     for name, info in want.items():
         m_in = tuple(have[name].shape[1:])
-        if len(m_in) != len(info.shape) or any(a is not None and a != b for a, b in zip(m_in, info.shape)):
+        if len(m_in) != len(info.shape) or any(a is not None and a != b for a, b in zip(m_in, info.shape, strict=True)):
             raise ShapeMismatchError(f"input {name!r}: the model's shape {(None, *m_in)} does not match the "
                                      f"data's (batch, {', '.join(map(str, info.shape))})")
 
@@ -327,7 +327,7 @@ def check_model_fits_data(model, ctx: BuildContext) -> None:
             "but the data provides one; declare several in data.inputs (csv)")
     if len(model.inputs) == 1 and not ctx.inputs:
         m_in = tuple(model.inputs[0].shape[1:])
-        if len(m_in) != len(ctx.input_shape) or any(a is not None and a != b for a, b in zip(m_in, ctx.input_shape)):
+        if len(m_in) != len(ctx.input_shape) or any(a is not None and a != b for a, b in zip(m_in, ctx.input_shape, strict=True)):
             raise ShapeMismatchError(
                 f"the model's input shape {(None, *m_in)} does not match the data's (batch, {', '.join(map(str, ctx.input_shape))})"
             )

@@ -64,7 +64,7 @@ def _examples_figure(ctx: _Ctx, x, pred) -> str:
     lo, hi = float(imgs[0].min()), float(imgs[0].max())
     scale = hi - lo if hi > lo else 1.0  # one grey scale for inputs and reconstructions: the inputs' range
     fig, grid = _figure(1.1 * n + 0.4, 2.6, nrows=2, ncols=n, grid=True)
-    for row, (arr, label) in enumerate(zip(imgs, ("input", "reconstruction"))):
+    for row, (arr, label) in enumerate(zip(imgs, ("input", "reconstruction"), strict=True)):
         for i in range(n):
             ax = grid[row, i]
             img = arr[i][..., 0] if arr[i].ndim == 3 and arr[i].shape[-1] == 1 else arr[i]
@@ -102,7 +102,7 @@ def _benchmark_figure(names, sizes, p50, values, mname: str):
 def _hbar(ax, y, vals, colors, xlabel: str, texts) -> None:
     ax.barh(y, vals, color=colors)
     top = max(vals, default=0) or 1
-    for yi, v, t in zip(y, vals, texts):
+    for yi, v, t in zip(y, vals, texts, strict=True):
         ax.text(v + top * 0.01, yi, t, va="center", fontsize=8)
     ax.set_xlim(0, top * 1.3)
     ax.set_xlabel(xlabel)
@@ -112,7 +112,7 @@ def _hbar(ax, y, vals, colors, xlabel: str, texts) -> None:
 def _dots(ax, y, values, colors, xlabel: str, ref) -> None:
     from matplotlib.ticker import MaxNLocator
 
-    pts = [(yi, v, c) for yi, v, c in zip(y, values, colors) if v is not None]
+    pts = [(yi, v, c) for yi, v, c in zip(y, values, colors, strict=True) if v is not None]
     if pts:
         ax.scatter([p[1] for p in pts], [p[0] for p in pts], c=[p[2] for p in pts], zorder=3)
         for yi, v, _ in pts:

@@ -109,7 +109,7 @@ def _history(ctx: _Ctx) -> str:
         ax.set_title("learning rate at the end of each epoch")
         ax.grid(alpha=0.3)
         figs.append(ctx.add_plot("learning_rate.png", "learning rate per epoch", fig))
-    table = _table(columns, [[r.get(c) if c != "epoch" else e for c in columns] for e, r in zip(epochs, rows)])
+    table = _table(columns, [[r.get(c) if c != "epoch" else e for c in columns] for e, r in zip(epochs, rows, strict=True)])
     return f'<div class="plots">{"".join(figs)}</div>{_details(f"history.csv ({len(rows)} epochs)", table)}'
 
 
@@ -246,7 +246,7 @@ def _reconstruction(ctx: _Ctx, x, pred) -> str:
     q = {f"p{int(p * 100)}": float(np.quantile(mse, p)) for p in (0.5, 0.9, 0.95, 0.99)}
     stats = [("examples", len(mse)), ("mean", float(mse.mean())), *q.items(), ("max", float(mse.max()))]
     hist = _table(["from", "to", "examples"], [[float(a), float(b), int(c)] for a, b, c in
-                                              zip(edges[:-1], edges[1:], counts)])
+                                              zip(edges[:-1], edges[1:], counts, strict=True)])
     return (f'<div class="grid wide"><div class="plots">{"".join(imgs)}</div>'
             f'<div>{_kv_table("Summary", stats)}</div></div>' + _details("histogram bins", hist))
 

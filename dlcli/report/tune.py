@@ -32,7 +32,7 @@ def sections(ctx: _Ctx, s: dict) -> list[tuple[str, str, str]]:
 
 def _summary(s: dict, trials: list, names: list, directions: list) -> str:
     counts = ", ".join(f"{v} {k}" for k, v in (s.get("counts") or {}).items() if v)
-    goal = ", ".join(f"{d} {n}" for n, d in zip(names, directions))
+    goal = ", ".join(f"{d} {n}" for n, d in zip(names, directions, strict=True))
     chosen = (f"trial {s['selected']} ({_e(s.get('selected_by'))}): <code>{_e(s.get('best_recipe'))}</code>"
               if s.get("selected") is not None else f"none ({_e(s.get('selected_by'))})")
     return (f"<p>{len(trials)} trials ({_e(counts)}); objectives: {_e(goal)}; storage <code>{_e(s.get('storage'))}"

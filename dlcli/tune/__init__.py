@@ -61,7 +61,7 @@ def load_context(path: Path, out: Path | None, overrides: list[str], trials: int
         raise UsageError(f"{path}: tune.space is empty: name at least one recipe key to search")
     names = objective_names(recipe)
     directions = [direction_of(n) if o.direction == "auto" else o.direction
-                  for n, o in zip(names, recipe.tune.objectives)]
+                  for n, o in zip(names, recipe.tune.objectives, strict=True)]
     check_space(path, overrides, recipe)
     out = Path(out) if out is not None else Path("runs") / f"{recipe.name}-tune"
     return Context(Path(path), list(overrides), recipe, out, names, directions, log or (lambda m: None), allow_code)
@@ -123,7 +123,7 @@ def optimize(ctx: Context, study, budget: int, deadline: float | None) -> None:
             study.tell(trial, outcome.values if outcome.state == "complete" else None, state=state[outcome.state])
         gate = outcome.attrs.get("int8_gate", "passed")
         ctx.log(f"trial {trial.number}: {outcome.state} "
-                + (", ".join(f"{n} {v:.4g}" for n, v in zip(ctx.names, outcome.values)) if outcome.values
+                + (", ".join(f"{n} {v:.4g}" for n, v in zip(ctx.names, outcome.values, strict=True)) if outcome.values
                    else outcome.attrs.get("error", ""))
                 + ("" if gate == "passed" else f" (infeasible: int8 gate: {gate})"))
 

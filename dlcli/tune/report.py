@@ -16,7 +16,7 @@ def trial_rows(study, names: list[str]) -> list[dict[str, Any]]:
         duration = (t.datetime_complete - t.datetime_start).total_seconds() \
             if t.datetime_complete and t.datetime_start else None
         rows.append({"number": t.number, "state": t.state.name.lower(), "params": dict(t.params),
-                     "values": dict(zip(names, t.values)) if t.values else None,
+                     "values": dict(zip(names, t.values, strict=True)) if t.values else None,
                      "attrs": {k: v for k, v in t.user_attrs.items() if k not in ("host", "pid")},
                      "duration_s": round(duration, 2) if duration is not None else None})
     return rows

@@ -55,7 +55,7 @@ def _report(ctx, study, seen: set[int]) -> None:
         if t.number in seen or t.state == TrialState.RUNNING:
             continue
         seen.add(t.number)
-        values = ", ".join(f"{n} {v:.4g}" for n, v in zip(ctx.names, t.values)) if t.values else \
+        values = ", ".join(f"{n} {v:.4g}" for n, v in zip(ctx.names, t.values, strict=True)) if t.values else \
             t.user_attrs.get("error", "")
         gate = t.user_attrs.get("int8_gate", "passed")
         ctx.log(f"trial {t.number}: {t.state.name.lower()} {values}"
