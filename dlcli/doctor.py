@@ -150,22 +150,31 @@ def tensorflow_devices() -> tuple[list[dict[str, str]], str | None]:
 
 def diagnose(dists: Mapping[str, str], environ: Mapping[str, str]) -> list[Problem]:
     """Every known-bad combination in ``dists`` (distribution -> version) and ``environ``."""
-    out: list[Problem] = []
     found = {label: installed_as(dists, names) for label, names in PACKAGES.items()}
+    return [*_installed(found, dists), *_versions(found), *_legacy_keras(dists, environ),
+            *_backend(dists, environ), *_extras(found, dists)]
 
+
+def _installed(found, dists) -> list[Problem]:
+    """Required packages that are missing, and packages that overwrite one another."""
+    out: list[Problem] = []
     for label in REQUIRED:
         if not found[label]:
             pin = {"tensorflow": "'tensorflow-cpu>=2.21,<2.22' (or tensorflow)", "keras": "'keras>=3.15,<3.16'"}
             out.append(Problem("error", f"missing-{label}", f"{label} is not installed (dlcli needs it)",
                                f"pip install {pin.get(label, label)}"))
-
     for label, names, level, keep in CONFLICTS:
         both = [n for n in names if n in dists]
         if len(both) > 1:
             out.append(Problem(level, f"conflict-{label}", f"{' and '.join(both)} are installed together: they write "
                                f"the same `{label}` package, so the last one installed wins and uninstalling one "
                                "breaks the other", f"pip uninstall -y {' '.join(both)} && pip install {keep}"))
+    return out
 
+
+def _versions(found) -> list[Problem]:
+    """TensorFlow and Keras versions against the verified ones; tf2onnx against NumPy 2."""
+    out: list[Problem] = []
     tf_v = _version(found["tensorflow"][1]) if found["tensorflow"] else None
     if tf_v and tf_v[:2] < (2, 16):
         out.append(Problem("error", "tensorflow-too-old", f"TensorFlow {found['tensorflow'][1]} predates Keras 3 "
@@ -182,7 +191,16 @@ def diagnose(dists: Mapping[str, str], environ: Mapping[str, str]) -> list[Probl
     elif keras_v and keras_v[:2] != VERIFIED["keras"]:
         out.append(Problem("warning", "keras-unverified", f"Keras {found['keras'][1]} is not the verified 3.15",
                            "pip install 'keras>=3.15,<3.16'"))
+    np_v, t2o_v = (_version(found[k][1]) if found[k] else None for k in ("numpy", "tf2onnx"))
+    if np_v and t2o_v and np_v[0] >= 2 and t2o_v[:2] < (1, 16):
+        out.append(Problem("error", "tf2onnx-numpy2", f"tf2onnx {found['tf2onnx'][1]} does not work with NumPy "
+                           f"{found['numpy'][1]} (NumPy 2 removed aliases it uses)", "pip install 'tf2onnx>=1.17'"))
+    return out
 
+
+def _legacy_keras(dists, environ) -> list[Problem]:
+    """TF_USE_LEGACY_KERAS and tf_keras (Keras 2) beside Keras 3."""
+    out: list[Problem] = []
     legacy = environ.get("TF_USE_LEGACY_KERAS", "").strip().lower() in ("1", "true", "yes")
     flag = f"TF_USE_LEGACY_KERAS={environ.get('TF_USE_LEGACY_KERAS')}"
     if legacy and "tf-keras" in dists:
@@ -196,7 +214,12 @@ def diagnose(dists: Mapping[str, str], environ: Mapping[str, str]) -> list[Probl
     elif "tf-keras" in dists:
         out.append(Problem("info", "tf-keras", f"tf_keras {dists['tf-keras']} (Keras 2) is installed; harmless unless "
                            "TF_USE_LEGACY_KERAS=1 is set", "pip uninstall tf-keras (if nothing else needs it)"))
+    return out
 
+
+def _backend(dists, environ) -> list[Problem]:
+    """KERAS_BACKEND other than tensorflow."""
+    out: list[Problem] = []
     backend = environ.get("KERAS_BACKEND", "").strip()
     if backend and backend != "tensorflow":
         fix = "unset KERAS_BACKEND (or set it to tensorflow)"
@@ -211,17 +234,16 @@ def diagnose(dists: Mapping[str, str], environ: Mapping[str, str]) -> list[Probl
         else:
             out.append(Problem("warning", "keras-backend", f"KERAS_BACKEND={backend}: dlcli is built and verified on "
                                "the TensorFlow backend only (training and export are untested on others)", fix))
+    return out
 
+
+def _extras(found, dists) -> list[Problem]:
+    """tfmot (Keras 2 only), the optional extras, the deprecated TFLite interpreter."""
+    out: list[Problem] = []
     if "tensorflow-model-optimization" in dists:
         out.append(Problem("warning", "tfmot", f"tensorflow-model-optimization {dists['tensorflow-model-optimization']} "
                            "is installed: it does not accept Keras 3 models (it needs tf_keras)",
                            "use `dlcli prune` instead; pip uninstall tensorflow-model-optimization"))
-
-    np_v, t2o_v = (_version(found[k][1]) if found[k] else None for k in ("numpy", "tf2onnx"))
-    if np_v and t2o_v and np_v[0] >= 2 and t2o_v[:2] < (1, 16):
-        out.append(Problem("error", "tf2onnx-numpy2", f"tf2onnx {found['tf2onnx'][1]} does not work with NumPy "
-                           f"{found['numpy'][1]} (NumPy 2 removed aliases it uses)", "pip install 'tf2onnx>=1.17'"))
-
     for label, (level, lost, fix) in OPTIONAL.items():
         if not found[label]:
             out.append(Problem(level, f"missing-{label}", f"{label} is not installed: {lost}", fix))

@@ -282,6 +282,14 @@ def c_files(model: bytes, model_name: str, sha256: str, info: ModelInfo, arena: 
             "ops.h": "\n".join(ops).encode()}
 
 
+def _template(name: str):
+    """A file of ``dlcli/templates/package`` as a ``string.Template``."""
+    from importlib.resources import files
+    from string import Template
+
+    return Template(files("dlcli").joinpath("templates", "package", name).read_text(encoding="utf-8"))
+
+
 def readme_section(entry: dict[str, Any], arena: dict[str, Any]) -> list[str]:
     """The C++ part of an mcu package's README: files, a TFLite Micro example, the arena."""
     q_in = entry["inputs"][0].get("scale") is not None
@@ -294,42 +302,7 @@ def readme_section(entry: dict[str, Any], arena: dict[str, Any]) -> list[str]:
     scores[i] = (output->data.int8[i] - kOutputZeroPoint) * kOutputScale;
   }""" if q_out else """  for (int i = 0; i < kOutputSize; ++i) scores[i] = output->data.int8[i];""")
     arg = "const float* features" if q_in else "const int32_t* token_ids"
-    code = f"""#include <cmath>
-#include <cstdint>
-
-#include "model_data.h"
-#include "ops.h"
-#include "tensorflow/lite/micro/micro_interpreter.h"
-#include "tensorflow/lite/micro/system_setup.h"
-#include "tensorflow/lite/schema/schema_generated.h"
-
-namespace {{
-alignas(16) uint8_t tensor_arena[kTensorArenaSize];
-ModelOpResolver resolver;
-tflite::MicroInterpreter* interpreter = nullptr;
-}}  // namespace
-
-// Call once at start-up.
-bool SetupModel() {{
-  tflite::InitializeTarget();
-  const tflite::Model* model = tflite::GetModel(g_model_data);
-  if (model->version() != TFLITE_SCHEMA_VERSION) return false;
-  if (RegisterOps(resolver) != kTfLiteOk) return false;
-  static tflite::MicroInterpreter static_interpreter(model, resolver, tensor_arena, kTensorArenaSize);
-  interpreter = &static_interpreter;
-  return interpreter->AllocateTensors() == kTfLiteOk;
-}}
-
-// One example (kInputSize values, normalised as in preprocessing.json) -> kOutputSize scores.
-bool RunModel({arg}, float* scores) {{
-  TfLiteTensor* input = interpreter->input(0);
-{fill}
-  if (interpreter->Invoke() != kTfLiteOk) return false;
-  const TfLiteTensor* output = interpreter->output(0);
-{read}
-  return true;
-}}
-"""
+    code = _template("mcu_example.cc").substitute(arg=arg, fill=fill, read=read).split("\n", 1)[1]
     return [
         "## C++ (TFLite Micro)", "",
         ("Add `model_data.cc`, `model_data.h` and `ops.h` to a project that builds TFLite Micro "

@@ -147,55 +147,64 @@ def verify_package(path: str | Path) -> VerifyResult:
         raise PackageError(f"{path}: not a readable zip archive ({exc}); dlcli packages are .zip files") from exc
     with zf, open(path, "rb") as raw:
         infos = zf.infolist()
-        problems: list[str] = []
-        seen: dict[str, int] = {}
-        for info in infos:
-            seen[info.filename] = seen.get(info.filename, 0) + 1
-            why = unsafe_name(info.filename)
-            if why:
-                problems.append(f"entry {info.filename!r} has {why}")
-            if _is_link(info):
-                problems.append(_link_problem(zf, info))
-            if info.flag_bits & 0x1:
-                problems.append(f"entry {info.filename!r} is encrypted")
-            problems += _header_problems(raw, info)
-        problems += [f"entry {n!r} appears {k} times" for n, k in seen.items() if k > 1]
+        problems, seen = _entry_problems(zf, raw, infos)
         manifest = _load_manifest(zf, path, seen)
         listed = manifest.get("files")
         if not isinstance(listed, dict) or not all(isinstance(v, dict) for v in listed.values()):
             raise PackageError(f"{path}: {MANIFEST} has no 'files' table; not a {PACKAGE_FORMAT} archive")
         members = {i.filename: i for i in infos}
-        for name, want in sorted(listed.items()):
-            why = unsafe_name(name)
-            if why:
-                problems.append(f"{MANIFEST} lists {name!r}, which has {why}")
-                continue
-            info = members.get(name)
-            if info is None:
-                problems.append(f"{name} is missing")
-            elif info.is_dir() or _is_link(info) or _is_special(info):
-                problems.append(f"{name} is not a regular file")
-            elif info.file_size != want.get("size"):
-                problems.append(f"{name} changed: {info.file_size} bytes, manifest says {want.get('size')}")
-            else:
-                try:
-                    got = _hash_member(zf, info)
-                except Exception as exc:  # noqa: BLE001 - corrupt data (CRC, zlib) is a changed byte
-                    problems.append(f"{name} cannot be read ({type(exc).__name__}: {exc}): the archive is damaged")
-                    continue
-                if got != want.get("sha256"):
-                    problems.append(f"{name} changed: sha256 {got[:12]}... differs from the manifest's "
-                                    f"{str(want.get('sha256'))[:12]}...")
-        parents = {posixpath.dirname(n.rstrip("/")) for n in listed}
-        for name in members:
-            if name == MANIFEST or name in listed:
-                continue
-            if name.endswith("/") and name.rstrip("/") in {p for d in parents for p in _ancestors(d)}:
-                continue  # a directory entry holding listed files
-            problems.append(f"extra file {name!r} is not listed in {MANIFEST}")
+        problems += [p for name, want in sorted(listed.items()) for p in _listed_problems(zf, members, name, want)]
+        problems += _extra_problems(members, listed)
         # de-duplicate, keeping order (an unsafe extra entry is reported once per reason)
         problems = list(dict.fromkeys(problems))
         return VerifyResult(path, manifest.get("target"), manifest.get("model"), len(listed), problems)
+
+
+def _entry_problems(zf, raw, infos) -> tuple[list[str], dict[str, int]]:
+    """What is wrong with the entries themselves (names, links, encryption, headers, duplicates)."""
+    problems: list[str] = []
+    seen: dict[str, int] = {}
+    for info in infos:
+        seen[info.filename] = seen.get(info.filename, 0) + 1
+        why = unsafe_name(info.filename)
+        if why:
+            problems.append(f"entry {info.filename!r} has {why}")
+        if _is_link(info):
+            problems.append(_link_problem(zf, info))
+        if info.flag_bits & 0x1:
+            problems.append(f"entry {info.filename!r} is encrypted")
+        problems += _header_problems(raw, info)
+    problems += [f"entry {n!r} appears {k} times" for n, k in seen.items() if k > 1]
+    return problems, seen
+
+
+def _listed_problems(zf, members, name: str, want: dict) -> list[str]:
+    """A file the manifest lists: present, regular, its size and sha256 as listed."""
+    why = unsafe_name(name)
+    if why:
+        return [f"{MANIFEST} lists {name!r}, which has {why}"]
+    info = members.get(name)
+    if info is None:
+        return [f"{name} is missing"]
+    if info.is_dir() or _is_link(info) or _is_special(info):
+        return [f"{name} is not a regular file"]
+    if info.file_size != want.get("size"):
+        return [f"{name} changed: {info.file_size} bytes, manifest says {want.get('size')}"]
+    try:
+        got = _hash_member(zf, info)
+    except Exception as exc:  # noqa: BLE001 - corrupt data (CRC, zlib) is a changed byte
+        return [f"{name} cannot be read ({type(exc).__name__}: {exc}): the archive is damaged"]
+    if got != want.get("sha256"):
+        return [f"{name} changed: sha256 {got[:12]}... differs from the manifest's {str(want.get('sha256'))[:12]}..."]
+    return []
+
+
+def _extra_problems(members, listed) -> list[str]:
+    """Entries the manifest does not list (directory entries that hold listed files aside)."""
+    parents = {posixpath.dirname(n.rstrip("/")) for n in listed}
+    holders = {p for d in parents for p in _ancestors(d)}
+    return [f"extra file {name!r} is not listed in {MANIFEST}" for name in members
+            if name != MANIFEST and name not in listed and not (name.endswith("/") and name.rstrip("/") in holders)]
 
 
 def _ancestors(d: str) -> list[str]:

@@ -217,3 +217,27 @@ def test_fallback_that_cannot_pass_keeps_the_plain_int8_file(raw_run, cli):
     assert int8["inputs"][0]["dtype"] == "int8"  # the plain int8 file, not a half-fallen-back one
     assert any("the gate still fails with 1 layer(s) in float" in w for w in int8["warnings"])
     assert [p.name for p in (raw_run / "spent").iterdir() if p.name.startswith(".")] == []  # no trial file left
+
+
+def test_onnx_int8_explains_and_falls_back_node_by_node(raw_run, cli):
+    import onnx
+
+    plain = cli("export", raw_run, "--onnx", "--onnx-quantize", "int8", "--explain", "--out", raw_run / "onnx_plain",
+                "--json")
+    q = next(a for a in json.loads(plain.stdout)["artifacts"] if a["name"] == "model_int8.onnx")
+    assert plain.exit_code == 6 and q["status"] == "failed", q["checks"]  # raw inputs: one int8 scale for all
+    tensors = q["sensitivity"]
+    assert tensors == sorted(tensors, key=lambda e: e["qdq_sqnr_db"]) and tensors[0]["nodes"]
+    assert "quantization noise per tensor" in cli("export", raw_run, "--onnx", "--onnx-quantize", "int8",
+                                                  "--explain", "--out", raw_run / "onnx_table").stdout
+    res = cli("export", raw_run, "--onnx", "--onnx-quantize", "int8", "--fallback", "auto", "--out",
+              raw_run / "onnx_fb", "--json")
+    assert res.exit_code == 0, res.stderr
+    fixed = next(a for a in json.loads(res.stdout)["artifacts"] if a["name"] == "model_int8.onnx")
+    fb = fixed["fallback"]
+    assert fixed["status"] == "passed" and fb["passed"] and fb["nodes"] == fb["steps"][-1]["float_nodes"]
+    assert fixed["checks"]["top1_agreement"] > q["checks"]["top1_agreement"]
+    graph = onnx.load(raw_run / "onnx_fb" / "model_int8.onnx").graph
+    assert "QuantizeLinear" in {n.op_type for n in graph.node}  # still quantized, apart from the excluded nodes
+    assert set(fb["nodes"]) <= {n.name for n in graph.node}  # they run in float, under their own names
+    assert [p.name for p in (raw_run / "onnx_fb").iterdir() if p.name.startswith(".")] == []

@@ -61,24 +61,36 @@ def export(
     Exit code 6 when an artifact fails its parity gate (it is kept, marked failed)."""
     quiet_frameworks()
     from dlcli.export import export_run
-    from dlcli.recipe.schema import GateSpec
 
     if run_dir is None:
         run_dir = latest_run()
         print(f"using the most recent run: {run_dir}", file=sys.stderr)
     formats = [f for f, on in (("saved_model", saved_model), ("tflite", tflite), ("onnx", onnx)) if on or all_]
-    gate = None
-    if any(v is not None for v in (max_abs_error, min_top1_agreement, max_metric_drop)):
-        gate = GateSpec(max_abs_error=max_abs_error, min_top1_agreement=min_top1_agreement,
-                        max_metric_drop=max_metric_drop)
     options = {k: v for k, v in (("explain", explain), ("fallback", fallback.value if fallback else None),
                                  ("fallback_budget", fallback_budget)) if v is not None}
     with native_quiet() as err:
         log = (lambda msg: None) if json_out else (lambda msg: print(msg, file=err, flush=True))
-        result = export_run(run_dir, formats or None, quantize, out, representative_samples, gate, opset,
-                            int8_float_fallback, int8_per_channel=int8_per_channel, log=log,
-                            include_preprocessing=include_preprocessing, onnx_quantize=onnx_quantize,
-                            onnx_calibration=onnx_calibration, options=options, part="decoder" if decoder else None)
+        result = export_run(run_dir, formats or None, quantize, out, representative_samples,
+                            _gate(max_abs_error, min_top1_agreement, max_metric_drop), opset, int8_float_fallback,
+                            int8_per_channel=int8_per_channel, log=log, include_preprocessing=include_preprocessing,
+                            onnx_quantize=onnx_quantize, onnx_calibration=onnx_calibration, options=options,
+                            part="decoder" if decoder else None)
+    _render(result, json_out, bool(explain))
+    result.raise_for_failures()
+
+
+def _gate(max_abs_error, min_top1_agreement, max_metric_drop):
+    """The gate flags as a GateSpec (None: the defaults of each format and quantization)."""
+    from dlcli.recipe.schema import GateSpec
+
+    if all(v is None for v in (max_abs_error, min_top1_agreement, max_metric_drop)):
+        return None
+    return GateSpec(max_abs_error=max_abs_error, min_top1_agreement=min_top1_agreement,
+                    max_metric_drop=max_metric_drop)
+
+
+def _render(result, json_out: bool, explain: bool) -> None:
+    """The manifest (--json) or the table and per-layer errors; warnings on stderr after them."""
     if json_out:
         emit_json(result.manifest())
     else:
@@ -86,12 +98,11 @@ def export(
         for a in result.artifacts:
             if a.sensitivity is not None and (explain or a.fallback):
                 _layers(a)
-    for w in (result.calibration or {}).get("warnings", []):  # after the table, on stderr
+    for w in (result.calibration or {}).get("warnings", []):
         print(f"warning: {w}", file=sys.stderr)
     for a in result.artifacts:  # what a quantized file did not do
         for w in a.warnings:
             print(f"warning: {a.name}: {w}", file=sys.stderr)
-    result.raise_for_failures()
 
 
 def _table(result) -> None:
@@ -119,6 +130,8 @@ def _table(result) -> None:
 
 
 def _layers(a) -> None:
+    if a.format == "onnx":
+        return _nodes(a)
     from rich.table import Table
 
     kept = set((a.fallback or {}).get("layers", []))
@@ -129,6 +142,21 @@ def _layers(a) -> None:
     for e in a.sensitivity:
         mark = "kept in float" if e["tensor"] in kept else ("suspect" if e["suspect"] else "")
         t.add_row(e["op"], e["tensor"][-60:], _g(e["rmse_over_scale"]), _g(e["max_abs_error"]), _g(e["scale"]), mark)
+    stdout_console().print(t)
+
+
+def _nodes(a) -> None:
+    """int8 ONNX: each tensor's SQNR (dB, higher is better), worst first (the first 20)."""
+    from rich.table import Table
+
+    kept = set((a.fallback or {}).get("nodes", []))
+    t = Table(title=f"{a.name}: quantization noise per tensor (SQNR in dB, worst first; onnxruntime's QDQ "
+              "debugging)", title_justify="left")
+    for col in ("op", "tensor", "own QDQ", "vs float model", ""):
+        t.add_column(col, justify="right" if "QDQ" in col or "float" in col else "left")
+    for e in a.sensitivity[:20]:
+        mark = "kept in float" if kept & set(e["nodes"]) else ""
+        t.add_row(e["op"], e["tensor"][-60:], _g(e["qdq_sqnr_db"]), _g(e["model_sqnr_db"]), mark)
     stdout_console().print(t)
 
 

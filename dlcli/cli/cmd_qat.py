@@ -13,6 +13,8 @@ def qat(
     epochs: int = typer.Option(None, "--epochs", min=1, help="Fine-tuning epochs (default 3)."),
     learning_rate: float = typer.Option(None, "--learning-rate", help="Fine-tuning rate (default: training rate / 10)."),
     exclude: list[str] = typer.Option(None, "--exclude", help="Layer name to leave in float; repeatable."),
+    per_channel: bool = typer.Option(None, "--per-channel/--per-tensor", help="Conv2D / DepthwiseConv2D kernel "
+                                     "scales per channel (default) or per tensor (then export with --int8-per-tensor)."),
     out: Path = typer.Option(None, "--run-dir", "-o", help="New run directory (default: RUN_DIR-qat)."),
     set_: list[str] = typer.Option([], "--set", help="Override a key of the source run's recipe for fine-tuning, "
                                    "KEY.PATH=VALUE (e.g. train.batch_size=64); repeatable."),
@@ -31,6 +33,7 @@ def qat(
 
     with native_quiet():
         res = qat_fn(run_dir, out, epochs=epochs, learning_rate=learning_rate, exclude=exclude or None,
+                     per_channel=per_channel,
                      overwrite=overwrite, resume=resume, overrides=set_ or None,
                      progress="none" if (json_out or quiet) else "plain")
     if json_out:
@@ -47,4 +50,5 @@ def qat(
     split = "test" if "test" in res.metrics else "train"
     console.print(f"{split}: " + "  ".join(f"{k} {v:.4f} (float {res.float_metrics[split][k]:.4f})"
                                           for k, v in res.metrics[split].items() if k in res.float_metrics[split]))
-    console.print(f"next: dlcli export {res.run_dir} --quantize int8")
+    tail = "" if plan.get("per_channel", True) else " --int8-per-tensor"
+    console.print(f"next: dlcli export {res.run_dir} --quantize int8{tail}")

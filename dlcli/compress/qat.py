@@ -126,7 +126,8 @@ def qat_model(model, spec):
             return OUTPUT_QAT_CLASSES[type(layer).__name__].from_config(layer.get_config() | {"ema_decay": spec.ema_decay})
         if layer.name not in plan.wrap:
             return layer  # shared with the source model: its weights come along
-        config = layer.get_config() | {"ema_decay": spec.ema_decay, "quantize_input": layer.name in plan.inputs}
+        config = layer.get_config() | {"ema_decay": spec.ema_decay, "quantize_input": layer.name in plan.inputs,
+                                       "per_channel": spec.per_channel}
         if layer.name in plan.fold:
             config["use_bias"] = True
         if layer.name in plan.fuse:
@@ -182,7 +183,8 @@ class QatResult:
 
 
 def qat(run_dir: str | Path, out_dir: str | Path | None = None, *, spec=None, epochs: int | None = None,
-        learning_rate: float | None = None, exclude: list[str] | None = None, overwrite: bool = False,
+        learning_rate: float | None = None, exclude: list[str] | None = None, per_channel: bool | None = None,
+        overwrite: bool = False,
         resume: bool = False, reuse: bool = False, progress: str = "plain", console=None, log=None,
         overrides: list[str] | None = None) -> QatResult:
     """Quantization-aware fine-tuning of ``run_dir``'s model through the one trainer, into
@@ -198,7 +200,7 @@ def qat(run_dir: str | Path, out_dir: str | Path | None = None, *, spec=None, ep
     run = open_run(run_dir, overrides)
     prepare_devices(run.recipe.train)
     spec = apply_overrides(spec or run.recipe.compress.qat_spec(), {"epochs": epochs, "learning_rate": learning_rate,
-                                                                     "exclude": exclude})
+                                                                     "exclude": exclude, "per_channel": per_channel})
     if spec.learning_rate is None:
         lr = run.recipe.train.optimizer.learning_rate
         spec = spec.model_copy(update={"learning_rate": (lr if isinstance(lr, float) else lr.initial) / 10})
@@ -259,7 +261,7 @@ def qat_stage(run, spec):
                        and hasattr(layer, "kernel")]
             plan["kept_sparsity"] = sum(int((k == 0).sum()) for k in kernels) / sum(k.size for k in kernels)
         write_json(out / "qat.json", {**plan, "epochs": spec.epochs, "learning_rate": spec.learning_rate,
-                                      "source": str(run.path.resolve())})
+                                      "per_channel": spec.per_channel, "source": str(run.path.resolve())})
 
     return Stage("qat", qat_recipe, build, train=train, preprocessor=run.preprocessor,
                  env={"qat_from": str(run.path.resolve())}, finish=finish, best_checkpoint=False)

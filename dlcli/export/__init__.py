@@ -23,7 +23,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from dlcli.export.quality import _inspect_tflite, _quant_debug, calibration_report
+from dlcli.export.quality import _inspect_tflite, _onnx_debug, _quant_debug, calibration_report
 from dlcli.export.reference import Reference, reference_of
 from dlcli.recipe.schema import CALIBRATED
 from dlcli.runs import owner_alive
@@ -317,9 +317,13 @@ def _export_one(fmt_name: str, q: str, out: Path, plan: Plan, reference: Referen
     checks = _gate(art, fmt, target, reference, spec.gate)
     if checks is None:
         return art
-    if fmt_name == "tflite" and q == "int8" and (spec.explain or (spec.fallback == "auto" and not checks.passed)):
+    debug = spec.explain or (spec.fallback == "auto" and not checks.passed)
+    if fmt_name == "tflite" and q == "int8" and debug:
         checks = _quant_debug(art, target, reference.model, plan, spec, checks,
                               lambda path: _gate(None, fmt, path, reference, spec.gate), log)
+    if fmt_name == "onnx" and q == "int8" and debug:
+        checks = _onnx_debug(art, target, plan, spec, checks, lambda path: _gate(None, fmt, path, reference, spec.gate),
+                             log)
     if fmt_name == "tflite":
         _inspect_tflite(art, target)
         if art.float_ops and q == "int8" and not plan.int8_float_fallback and not (art.fallback or {}).get("passed"):

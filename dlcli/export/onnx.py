@@ -68,22 +68,29 @@ def export(model, target: Path, plan) -> None:
                              per_channel=plan.int8_per_channel)
 
 
-def quantize_static_int8(source: Path, target: Path, rows, method: str = "minmax") -> None:
+def quantize_static_int8(source: Path, target: Path, rows, method: str = "minmax",
+                         exclude: list[str] | None = None) -> None:
     """onnxruntime.quantization.quantize_static: QDQ format, per-channel int8 weights, int8
-    activations; ``rows`` (an array, or a dict of arrays by input name) calibrate."""
+    activations; ``rows`` (an array, or a dict of arrays by input name) calibrate;
+    ``exclude``: node names left in float (``--fallback auto``)."""
+    from onnxruntime.quantization import CalibrationMethod, QuantFormat, QuantType, quantize_static
+
+    methods = {"minmax": CalibrationMethod.MinMax, "entropy": CalibrationMethod.Entropy,
+               "percentile": CalibrationMethod.Percentile}
+    quantize_static(str(source), str(target), rows_reader(source, rows), quant_format=QuantFormat.QDQ,
+                    per_channel=True, activation_type=QuantType.QInt8, weight_type=QuantType.QInt8,
+                    calibrate_method=methods[method], nodes_to_exclude=list(exclude or []))
+
+
+def rows_reader(model_path: Path, rows):
+    """An onnxruntime ``CalibrationDataReader`` over ``rows``, one row per call, by input name."""
     import onnxruntime as ort
-    from onnxruntime.quantization import (
-        CalibrationDataReader,
-        CalibrationMethod,
-        QuantFormat,
-        QuantType,
-        quantize_static,
-    )
+    from onnxruntime.quantization import CalibrationDataReader
 
     from dlcli.data.inputs import num_rows, take_rows
     from dlcli.export.signature import match_inputs
 
-    names = [i.name for i in ort.InferenceSession(str(source), providers=["CPUExecutionProvider"]).get_inputs()]
+    names = [i.name for i in ort.InferenceSession(str(model_path), providers=["CPUExecutionProvider"]).get_inputs()]
 
     class Rows(CalibrationDataReader):
         def __init__(self):
@@ -96,10 +103,7 @@ def quantize_static_int8(source: Path, target: Path, rows, method: str = "minmax
             self.i += 1
             return {n: np.asarray(a) for n, a in zip(names, match_inputs(one, names), strict=True)}
 
-    methods = {"minmax": CalibrationMethod.MinMax, "entropy": CalibrationMethod.Entropy,
-               "percentile": CalibrationMethod.Percentile}
-    quantize_static(str(source), str(target), Rows(), quant_format=QuantFormat.QDQ, per_channel=True,
-                    activation_type=QuantType.QInt8, weight_type=QuantType.QInt8, calibrate_method=methods[method])
+    return Rows()
 
 
 class OnnxRunner(Runner):

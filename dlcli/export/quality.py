@@ -1,5 +1,5 @@
 """What an export says about its artifacts beyond the gate: the calibration rows, the
-per-layer quantization error and the automatic fallback (int8 TFLite), XNNPACK delegation,
+per-layer quantization error and the automatic fallback (int8 TFLite and ONNX), XNNPACK delegation,
 ops left in float, quantization that did nothing; and a generator's fixed inputs."""
 
 from __future__ import annotations
@@ -67,6 +67,35 @@ def _quant_debug(art: Artifact, target: Path, model, plan, spec, checks, gate_fi
     art.outputs = [t.to_json() for t in runner.outputs]
     art.warnings.append(f"--fallback auto kept {len(record['layers'])} layer(s) in float to pass the gate: "
                         + ", ".join(s["op"] for s in record["steps"]) + "; the file takes and returns float")
+    return fixed
+
+
+def _onnx_debug(art: Artifact, target: Path, plan, spec, checks, gate_file, log):
+    """int8 ONNX: per-tensor SQNR from onnxruntime's QDQ debugging (explain) and, when the gate
+    failed and fallback is auto, the worst nodes excluded from quantization until it passes."""
+    from dlcli.export import onnx_fallback
+
+    floating = target.with_name("model.onnx")  # the float ONNX of the same export (its first job)
+    if not floating.is_file():
+        art.warnings.append("no float model.onnx beside it: per-node errors and fallback need it")
+        return checks
+    log(f"measuring the quantization error of every tensor of {art.name} ...")
+    ranked = onnx_fallback.sensitivity(floating, target, plan.representative)
+    art.sensitivity = [e.to_json() for e in ranked]
+    if checks.passed or spec.fallback != "auto":
+        return checks
+    record, fixed = onnx_fallback.auto_fallback(floating, target, plan.representative, plan.onnx_calibration, ranked,
+                                                gate_file, spec.fallback_budget, log)
+    art.fallback = {**record, "plain": {"size_bytes": art.size_bytes, "checks": checks.to_json()}}
+    if fixed is None:
+        art.warnings.append(f"--fallback auto: the gate still fails with {len(record['steps'])} tensor(s)' nodes in "
+                            f"float (fallback_budget {spec.fallback_budget}); the int8 file without fallback is kept")
+        return checks
+    from dlcli.export import sha256_path
+
+    art.sha256, art.size_bytes = sha256_path(target)
+    art.warnings.append(f"--fallback auto kept {len(record['nodes'])} ONNX node(s) in float to pass the gate: "
+                        + ", ".join(record["nodes"]))
     return fixed
 
 

@@ -54,12 +54,16 @@ class _RangeMixin:
 class _QatMixin(_RangeMixin):
     """Output range tracking and the kernel fake-quantizer; the subclass gives ``_linear``."""
 
-    per_channel_kernel = True
+    per_channel_kernel = True  # the class allows per-channel kernel scales
 
-    def __init__(self, *args, ema_decay: float = 0.99, quantize_input: bool = False, **kwargs):
+    def __init__(self, *args, ema_decay: float = 0.99, quantize_input: bool = False, per_channel: bool = True,
+                 **kwargs):
         super().__init__(*args, **kwargs)
         self.ema_decay = float(ema_decay)
         self.quantize_input = bool(quantize_input)  # the model's input feeds it: its int8 range is learned too
+        # per output channel where the layer allows it (Conv2D, DepthwiseConv2D) and asked;
+        # False trains for an export with --int8-per-tensor
+        self.per_channel = bool(per_channel) and self.per_channel_kernel
 
     def build(self, input_shape):
         super().build(input_shape)
@@ -74,10 +78,10 @@ class _QatMixin(_RangeMixin):
 
     def quantized_kernel(self):
         k = self.kernel
-        axes = list(range(len(k.shape) - 1)) if self.per_channel_kernel else None
+        axes = list(range(len(k.shape) - 1)) if self.per_channel else None
         bound = ops.maximum(ops.max(ops.abs(k), axis=axes), 1e-8)
         return fake_quant_with_min_max_vars(k, -bound, bound, num_bits=8, narrow_range=True,
-                                            axis=-1 if self.per_channel_kernel else None)
+                                            axis=-1 if self.per_channel else None)
 
     def call(self, inputs, training=None):
         if self.quantize_input:
@@ -95,7 +99,8 @@ class _QatMixin(_RangeMixin):
         return ops.add(y, ops.reshape(self.bias, (1,) * (len(y.shape) - 1) + (channels,)))
 
     def get_config(self):
-        return {**super().get_config(), "ema_decay": self.ema_decay, "quantize_input": self.quantize_input}
+        return {**super().get_config(), "ema_decay": self.ema_decay, "quantize_input": self.quantize_input,
+                "per_channel": self.per_channel}
 
 
 @keras.saving.register_keras_serializable(package="dlcli")
@@ -123,6 +128,8 @@ class QatConv2D(_QatMixin, keras.layers.Conv2D):
 @keras.saving.register_keras_serializable(package="dlcli")
 class QatDepthwiseConv2D(_QatMixin, keras.layers.DepthwiseConv2D):
     def quantized_kernel(self):
+        if not self.per_channel:
+            return super().quantized_kernel()
         k = self.kernel  # (kh, kw, in, multiplier): TFLite's channels are in * multiplier
         shape = ops.shape(k)
         flat = ops.reshape(k, (shape[0], shape[1], 1, -1))

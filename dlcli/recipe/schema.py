@@ -67,10 +67,12 @@ class ExportSpec(StrictModel):
     )
     representative_samples: int = Field(200, ge=1, description="Training examples that calibrate int8 quantization.")
     explain: bool = Field(False, description="int8 TFLite: measure every layer's quantization error (TFLite's "
-                          "QuantizationDebugger: rmse in quantization steps) into the manifest and the report.")
+                          "QuantizationDebugger: rmse in quantization steps); int8 ONNX: every tensor's SQNR "
+                          "(onnxruntime's QDQ debugging); into the manifest and the report.")
     fallback: Literal[tuple(m.value for m in FallbackMode)] = Field(  # type: ignore[valid-type]
-        "none", description="int8 TFLite that fails its gate: auto keeps the worst layers in float, one at a time, "
-        "until the gate passes or fallback_budget layers are in float (the file then takes float input).")
+        "none", description="int8 TFLite or ONNX that fails its gate: auto keeps the worst layers (ONNX: nodes) in "
+        "float, one at a time, until the gate passes or fallback_budget are in float (a TFLite file then takes float "
+        "input).")
     fallback_budget: int = Field(5, ge=1, le=1000, description="Most layers --fallback auto may keep in float.")
     int8_float_fallback: bool = Field(False, description="Let ops without an int8 kernel run in float (int8 I/O kept where possible).")
     int8_per_channel: bool = Field(
@@ -141,6 +143,9 @@ class QatSpec(StrictModel):
     ema_decay: float = Field(0.99, ge=0.0, lt=1.0, description="Decay of the moving min / max that tracks each "
                              "quantized output's range while training.")
     exclude: list[str] = Field(default_factory=list, description="Layer names to leave in float (not fake-quantized).")
+    per_channel: bool = Field(True, description="Conv2D / DepthwiseConv2D kernels with one scale per output channel "
+                              "(the int8 export's default); false trains for `--int8-per-tensor` (Dense and Conv1D "
+                              "are per tensor either way).")
 
 
 class CompressSpec(StrictModel):

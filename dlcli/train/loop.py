@@ -334,8 +334,7 @@ class TrainLoop:
             raise
 
     def _run(self, resume: Snapshot | None) -> LoopResult:
-        model, data = self.model, self.data
-        steps = data.steps_per_epoch
+        model = self.model
         start_epoch, start_step = (resume.epoch, resume.step) if resume else (0, 0)
         if self.multi_worker:
             self._check_same_start(start_epoch, start_step)
@@ -345,7 +344,7 @@ class TrainLoop:
             self.restore(resume)  # after on_train_begin, which resets the callbacks
             self.prior_fit_seconds = float(resume.state.get("fit_seconds", 0.0))
         self._last_write = time.monotonic()
-        samples, t0 = 0, time.perf_counter()
+        self._samples, t0 = 0, time.perf_counter()
         self._t0 = t0
         epoch = start_epoch
         for epoch in range(start_epoch, self.epochs):
@@ -353,46 +352,9 @@ class TrainLoop:
             if not skip:  # else the restored accumulators of the part-done epoch carry on
                 model.reset_metrics()
             self.cbl.on_epoch_begin(epoch)
-            it = iter(data.distribute(self.strategy, epoch, skip))
-            logs: dict = {}
-            step = skip
-            while step < steps:
-                k = min(self.spe, steps - step)
-                started = time.perf_counter()
-                self.cbl.on_train_batch_begin(step)
-                local = (self.signal_flag(), bool(model.stop_training), self._due(True))
-                if self.multi_worker:  # the flags travel with the execution's own all-reduce
-                    flags = tf.constant([float(f) for f in local], tf.float32)
-                    logs, summed = self._train_fn(it, tf.constant(k), flags)
-                    stop, diverged, save = (bool(v > 0) for v in summed.numpy())
-                else:
-                    logs = self._train_fn(it, tf.constant(k))
-                    stop, diverged, save = local
-                samples += data.samples(step, k)
-                step += k
-                self._adapt(k, time.perf_counter() - started)
-                self.cbl.on_train_batch_end(step - 1, logs)
-                if stop:
-                    return self._interrupted(epoch, step, logs, samples, t0)
-                if diverged:
-                    model.stop_training = True
-                    break
-                if save and step < steps and _finite(logs):
-                    self._write(self.snapshot(epoch, step))
-            epoch_logs = self._metrics_result()
-            if self.val_ds is not None and not model.stop_training:
-                epoch_logs.update({f"val_{k}": v for k, v in self.evaluate(self.val_ds).items()})
-            self.cbl.on_epoch_end(epoch, epoch_logs)
-            finite = all(math.isfinite(v) for v in epoch_logs.values())
-            if finite and not self._diverged():
-                stop, save = self._agree(self.signal_flag(), self._due() or epoch + 1 == self.epochs)
-                if save or stop or model.stop_training:
-                    last = stop or model.stop_training or epoch + 1 == self.epochs
-                    self._write(self.snapshot(epoch + 1, 0, {"interrupted": True} if stop else None), final=last)
-                else:
-                    self._stash_epoch(epoch + 1)
-                if stop:
-                    return self._interrupted(epoch + 1, 0, epoch_logs, samples, t0, written=True)
+            stopped = self._epoch_steps(epoch, skip, t0) or self._end_epoch(epoch, t0)
+            if stopped is not None:
+                return stopped
             if model.stop_training:
                 break
         if self._diverged():  # the last finite epoch, never a NaN one
@@ -401,7 +363,59 @@ class TrainLoop:
         fit_seconds = time.perf_counter() - t0
         self.cbl.on_train_end()
         return LoopResult(len(self.history.epoch), "diverged" if self._diverged() else None, epoch, 0,
-                          samples, fit_seconds)
+                          self._samples, fit_seconds)
+
+    def _epoch_steps(self, epoch: int, skip: int, t0: float) -> LoopResult | None:
+        """The epoch's steps from ``skip``, ``steps_per_execution`` at a time; the result of an
+        interruption, else None (a divergence sets ``stop_training``)."""
+        model, data, steps = self.model, self.data, self.data.steps_per_epoch
+        it = iter(data.distribute(self.strategy, epoch, skip))
+        step = skip
+        while step < steps:
+            k = min(self.spe, steps - step)
+            started = time.perf_counter()
+            self.cbl.on_train_batch_begin(step)
+            local = (self.signal_flag(), bool(model.stop_training), self._due(True))
+            if self.multi_worker:  # the flags travel with the execution's own all-reduce
+                flags = tf.constant([float(f) for f in local], tf.float32)
+                logs, summed = self._train_fn(it, tf.constant(k), flags)
+                stop, diverged, save = (bool(v > 0) for v in summed.numpy())
+            else:
+                logs = self._train_fn(it, tf.constant(k))
+                stop, diverged, save = local
+            self._samples += data.samples(step, k)
+            step += k
+            self._adapt(k, time.perf_counter() - started)
+            self.cbl.on_train_batch_end(step - 1, logs)
+            if stop:
+                return self._interrupted(epoch, step, logs, self._samples, t0)
+            if diverged:
+                model.stop_training = True
+                return None
+            if save and step < steps and _finite(logs):
+                self._write(self.snapshot(epoch, step))
+        return None
+
+    def _end_epoch(self, epoch: int, t0: float) -> LoopResult | None:
+        """Validation, the epoch's callbacks, and its checkpoint (written when due, else
+        stashed on the device); the result of an interruption, else None."""
+        model = self.model
+        epoch_logs = self._metrics_result()
+        if self.val_ds is not None and not model.stop_training:
+            epoch_logs.update({f"val_{k}": v for k, v in self.evaluate(self.val_ds).items()})
+        self.cbl.on_epoch_end(epoch, epoch_logs)
+        finite = all(math.isfinite(v) for v in epoch_logs.values())
+        if not finite or self._diverged():
+            return None
+        stop, save = self._agree(self.signal_flag(), self._due() or epoch + 1 == self.epochs)
+        if save or stop or model.stop_training:
+            last = stop or model.stop_training or epoch + 1 == self.epochs
+            self._write(self.snapshot(epoch + 1, 0, {"interrupted": True} if stop else None), final=last)
+        else:
+            self._stash_epoch(epoch + 1)
+        if stop:
+            return self._interrupted(epoch + 1, 0, epoch_logs, self._samples, t0, written=True)
+        return None
 
     def _diverged(self) -> bool:
         return any(getattr(c, "diverged_at", None) is not None for c in self.callbacks)

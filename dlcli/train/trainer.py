@@ -258,72 +258,99 @@ def _epoch_data(stage: Stage, bundle: DataBundle, ctx, one_hot: bool, workers: i
 def _fit(stage: Stage, run_dir: Path, env: dict, progress: str, console, checkpoint, role,
          extra: list) -> TrainResult:
     t0 = time.time()
-    tr, recipe = stage.train, stage.recipe
-    prepare_devices(tr)
+    prepare_devices(stage.train)
 
     import keras
 
-    from dlcli.models import context_from_data
-    from dlcli.train import callbacks as cb
-    from dlcli.train.optim import needs_one_hot
-
     # the strategy before the data: streamed sources run TensorFlow ops while loading, and
     # multi-worker must configure the runtime before any op runs
-    strategy, resolution, policy = _runtime(tr)
+    strategy, resolution, policy = _runtime(stage.train)
     chief = role is None or role.chief
-    replicas = int(strategy.num_replicas_in_sync)
-    env["strategy"] = {"name": resolution.name, "reason": resolution.reason, "replicas": replicas}
+    env["strategy"] = {"name": resolution.name, "reason": resolution.reason,
+                       "replicas": int(strategy.num_replicas_in_sync)}
     if role is not None:
         env["strategy"].update(workers=role.workers, task=f"{role.task_type}:{role.task_id}")
     try:
-        bundle = _load(stage, run_dir, env, checkpoint)
-        seed_everything(recipe.seed, tr.deterministic)
-        ctx = context_from_data(recipe, bundle)
-        one_hot = needs_one_hot(tr.loss, recipe.task, tr.metrics)
-        data = _epoch_data(stage, bundle, ctx, one_hot, role.workers if role is not None else 1)
-        if stage.prepare is not None:
-            stage.prepare(bundle, run_dir, chief)
-        with strategy.scope():
-            trainable = stage.build(ctx, data.steps_per_epoch, replicas)
-        val_ds = None
-        if "validation" in bundle.splits:
-            val_ds = bundle.splits["validation"].dataset(tr.batch_size, bundle.num_classes if one_hot else None)
-        cbs = trainable.callbacks + cb.recipe_callbacks(
-            tr, run_dir, data.steps_per_epoch, progress if chief else "none", console, has_val=val_ds is not None,
-            writes=chief, best=stage.best_checkpoint) + extra
-        loop = _make_loop(trainable, strategy, data, tr, cbs, val_ds, run_dir, env, bundle, role)
-        loop.build(data.first_batch())
+        parts = _assemble(stage, run_dir, env, checkpoint, strategy, role, progress if chief else "none", console,
+                          extra)
         snap = None
         if checkpoint is not None:
             from dlcli.train.resume import Snapshot
 
             snap = Snapshot(checkpoint.epoch, checkpoint.step, checkpoint.arrays(), checkpoint.state)
-        flag = loop.signal_flag
+        flag = parts.loop.signal_flag
         with signals_to(flag.handler):
-            result = run_loop(loop, snap, role, run_dir, bundle)
-        raise_if_stopped(result, loop, flag, cbs, run_dir, env, chief)
-
-        metrics = _final_metrics(loop, trainable, bundle, tr.batch_size, one_hot)
-        kept = _kept_epoch(cbs)
-        sps = result.samples / result.fit_seconds if result.fit_seconds > 0 else 0.0
-        digest = _digest(trainable.output)
-        if chief:
-            _finalize(stage, run_dir, trainable, bundle, metrics, env)
-            fit_seconds = result.fit_seconds + float(snap.state.get("fit_seconds", 0.0) if snap else 0.0)
-            env.update(status="completed", ended=_iso(time.time()), epochs_run=result.epochs_run,
-                       fit_seconds=round(fit_seconds, 3), samples_per_second=round(sps, 1),
-                       parameters=int(trainable.output.count_params()), mixed_precision=policy,
-                       jit_compile=bool(getattr(trainable.model, "jit_compile", False)), weights_sha256=digest,
-                       kept_epoch=kept)
-            write_json(run_dir / "env.json", env)
-        if role is not None:
-            loop.barrier()  # the other workers go on only once the chief's files are complete
-        hist = [{"epoch": e + 1, **{k: float(v[i]) for k, v in loop.history.history.items()}}
-                for i, e in enumerate(loop.history.epoch)]
-        return TrainResult(run_dir, metrics, time.time() - t0, result.epochs_run, hist, sps,
-                           chief=chief, weights_digest=digest, kept_epoch=kept)
+            result = run_loop(parts.loop, snap, role, run_dir, parts.bundle)
+        raise_if_stopped(result, parts.loop, flag, parts.callbacks, run_dir, env, chief)
+        prior = float(snap.state.get("fit_seconds", 0.0) if snap else 0.0)
+        return _complete(stage, run_dir, env, parts, result, prior, policy, role, t0)
     finally:
         keras.mixed_precision.set_dtype_policy("float32")
+
+
+@dataclass
+class _Parts:
+    """What a stage's training is made of, once assembled."""
+
+    loop: Any
+    trainable: Any
+    bundle: Any
+    one_hot: bool
+    callbacks: list
+
+
+def _assemble(stage: Stage, run_dir: Path, env: dict, checkpoint, strategy, role, progress: str, console,
+              extra: list) -> _Parts:
+    """Data, the stage's model (in the strategy's scope), callbacks and the built loop."""
+    from dlcli.models import context_from_data
+    from dlcli.train import callbacks as cb
+    from dlcli.train.optim import needs_one_hot
+
+    tr, recipe = stage.train, stage.recipe
+    bundle = _load(stage, run_dir, env, checkpoint)
+    seed_everything(recipe.seed, tr.deterministic)
+    ctx = context_from_data(recipe, bundle)
+    one_hot = needs_one_hot(tr.loss, recipe.task, tr.metrics)
+    data = _epoch_data(stage, bundle, ctx, one_hot, role.workers if role is not None else 1)
+    chief = role is None or role.chief
+    if stage.prepare is not None:
+        stage.prepare(bundle, run_dir, chief)
+    with strategy.scope():
+        trainable = stage.build(ctx, data.steps_per_epoch, int(strategy.num_replicas_in_sync))
+    val_ds = None
+    if "validation" in bundle.splits:
+        val_ds = bundle.splits["validation"].dataset(tr.batch_size, bundle.num_classes if one_hot else None)
+    cbs = trainable.callbacks + cb.recipe_callbacks(
+        tr, run_dir, data.steps_per_epoch, progress, console, has_val=val_ds is not None,
+        writes=chief, best=stage.best_checkpoint) + extra
+    loop = _make_loop(trainable, strategy, data, tr, cbs, val_ds, run_dir, env, bundle, role)
+    loop.build(data.first_batch())
+    return _Parts(loop, trainable, bundle, one_hot, cbs)
+
+
+def _complete(stage: Stage, run_dir: Path, env: dict, parts: _Parts, result, prior_seconds: float, policy, role,
+              t0: float) -> TrainResult:
+    """Final metrics, the stage's files and env.json (chief), then the result on every worker."""
+    loop, trainable = parts.loop, parts.trainable
+    chief = role is None or role.chief
+    metrics = _final_metrics(loop, trainable, parts.bundle, stage.train.batch_size, parts.one_hot)
+    kept = _kept_epoch(parts.callbacks)
+    sps = result.samples / result.fit_seconds if result.fit_seconds > 0 else 0.0
+    digest = _digest(trainable.output)
+    if chief:
+        _finalize(stage, run_dir, trainable, parts.bundle, metrics, env)
+        env.update(status="completed", ended=_iso(time.time()), epochs_run=result.epochs_run,
+                   fit_seconds=round(result.fit_seconds + prior_seconds, 3), samples_per_second=round(sps, 1),
+                   parameters=int(trainable.output.count_params()), mixed_precision=policy,
+                   jit_compile=bool(getattr(trainable.model, "jit_compile", False)), weights_sha256=digest,
+                   kept_epoch=kept)
+        write_json(run_dir / "env.json", env)
+    if role is not None:
+        loop.barrier()  # the other workers go on only once the chief's files are complete
+    hist = [{"epoch": e + 1, **{k: float(v[i]) for k, v in loop.history.history.items()}}
+            for i, e in enumerate(loop.history.epoch)]
+    return TrainResult(run_dir, metrics, time.time() - t0, result.epochs_run, hist, sps,
+                       chief=chief, weights_digest=digest, kept_epoch=kept)
 
 
 def _kept_epoch(callbacks) -> int | None:
