@@ -43,7 +43,7 @@ def main() -> None:
     from dlcli.compress.distill import distill
     from dlcli.compress.prune import measure, prune
     from dlcli.export import export_run
-    from dlcli.inspect import load_keras_model
+    from dlcli.rundir import load_keras_model
 
     pruned = run.parent / f"{run.name}-bench-pruned"
     prune(run, pruned, sparsity=0.8, overwrite=True, progress="none")

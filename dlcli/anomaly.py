@@ -72,7 +72,7 @@ def truth(run, raw_y) -> np.ndarray | None:
 
 def split_scores(run, split: str, predict) -> tuple[np.ndarray, np.ndarray | None]:
     """Errors of ``predict`` (x -> reconstructions) on a split, and its anomaly truth."""
-    from dlcli.inspect import run_split
+    from dlcli.rundir import run_split
 
     x, _, raw_y = run_split(run, split, raw_labels=True)
     return errors(predict(x), x, run.recipe.anomaly.score), truth(run, raw_y)
@@ -83,7 +83,7 @@ def calibrate(run_dir: Path, model, names: list[str]) -> dict[str, Any]:
     written to ``RUN_DIR/anomaly.json``. ``model``: the trained reconstruction model;
     ``names``: the run's splits."""
     from dlcli.atomic import write_json
-    from dlcli.inspect import open_run
+    from dlcli.rundir import open_run
 
     run = open_run(run_dir)
     spec = run.recipe.anomaly

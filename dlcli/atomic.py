@@ -91,3 +91,23 @@ def write_text(target: str | os.PathLike[str], text: str) -> Path:
 
 def write_json(target: str | os.PathLike[str], obj: Any) -> Path:
     return write_text(target, json.dumps(obj, indent=2, sort_keys=False, default=str) + "\n")
+
+
+def hash_chunks(h, fh, chunk: int = 1 << 20) -> int:
+    """Feed the binary stream ``fh`` to the hash ``h`` a chunk at a time (bounded memory);
+    returns the bytes read. The one chunked-hash loop of dlcli (files, zip members, data)."""
+    n = 0
+    for block in iter(lambda: fh.read(chunk), b""):
+        h.update(block)
+        n += len(block)
+    return n
+
+
+def sha256_stream(fh) -> tuple[str, int]:
+    """sha256 hex digest and size of a binary stream."""
+    import hashlib
+
+    h = hashlib.sha256()
+    n = hash_chunks(h, fh)
+    return h.hexdigest(), n
+

@@ -112,7 +112,7 @@ def _inputs(run, part: str | None = None, samples: int = 256):
     """(x, y) that every artifact answers: the held-out split (test, else validation, else
     train); a generator's (a GAN's, a VAE's decoder) fixed latents, y its Keras samples
     (the metric: sample_error)."""
-    from dlcli.inspect import run_split
+    from dlcli.rundir import run_split
 
     if run.recipe.task != "gan" and part is None:
         return run_split(run, run.split_names()[-1])
@@ -182,14 +182,14 @@ def benchmark(paths: list[str | Path], batch_size: int = 32, runs: int = 100, wa
     the runtimes' CPU threads. ``native``: also time TFLite and ONNX artifacts in their
     runtimes' own loops (:mod:`dlcli.latency`), with the same warm-up and runs."""
     from dlcli import latency
-    from dlcli.inspect import is_run_dir, run_split
+    from dlcli.rundir import is_finished_run, run_split
 
     log = log or (lambda m: None)
     if batch_size < 1 or runs < 1 or threads < 1 or warmup < 0:
         raise UsageError("--batch-size, --runs and --threads must be at least 1, --warmup at least 0")
     thresholds = _parse_fail_under(fail_under or [])
     paths = [Path(p) for p in paths]
-    whole_run = len(paths) == 1 and is_run_dir(paths[0])
+    whole_run = len(paths) == 1 and is_finished_run(paths[0])
     run, jobs = _run_jobs(paths[0], allow_code, threads) if whole_run else _artifact_jobs(paths, allow_code, threads)
     part = _part_of(paths, whole_run)
     inputs = {False: _inputs(run, part)}
@@ -224,7 +224,7 @@ def _run_jobs(path: Path, allow_code: bool, threads: int):
     import json
 
     from dlcli.export.registry import format_of
-    from dlcli.inspect import load_artifact, open_run
+    from dlcli.rundir import load_artifact, open_run
 
     run = open_run(path)
     jobs = [("keras", "keras", "none", "keras", run.model_path, lambda: _KerasRunner(run.load_model()), False)]
@@ -240,7 +240,7 @@ def _run_jobs(path: Path, allow_code: bool, threads: int):
 def _artifact_jobs(paths: list[Path], allow_code: bool, threads: int):
     """Exported artifacts of one run, as benchmark jobs (see :func:`_run_jobs`)."""
     from dlcli.export.registry import format_of
-    from dlcli.inspect import find_artifact_run, load_artifact, takes_raw
+    from dlcli.rundir import find_artifact_run, load_artifact, takes_raw
 
     run, jobs = None, []
     for p in paths:
@@ -259,7 +259,7 @@ def _artifact_jobs(paths: list[Path], allow_code: bool, threads: int):
 
 def _part_of(paths: list[Path], whole_run: bool) -> str | None:
     """Which part of the run the artifacts are (``decoder``: a VAE's), one for all of them."""
-    from dlcli.inspect import artifact_part
+    from dlcli.rundir import artifact_part
 
     parts = {None} if whole_run else {artifact_part(p) for p in paths}
     if len(parts) > 1:

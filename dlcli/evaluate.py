@@ -28,7 +28,7 @@ def evaluate_artifact(run_dir: str | Path, artifact: str | Path, split: str = "t
 
     from dlcli.errors import RunDirError, UsageError
     from dlcli.export.parity import task_metric
-    from dlcli.inspect import find_artifact_run, load_artifact, open_run, run_split, takes_raw
+    from dlcli.rundir import find_artifact_run, load_artifact, open_run, run_split, takes_raw
 
     run = open_run(run_dir)
     try:
@@ -66,7 +66,7 @@ def anomaly_metrics(run, split: str, predict) -> dict[str, float]:
 
 def evaluate(run_dir: str | Path, split: str = "test", batch_size: int | None = None) -> EvalResult:
     """The run's Keras model on a split, read as in training (streamed for folder sources)."""
-    from dlcli.inspect import open_run, run_data
+    from dlcli.rundir import open_run, run_data
     from dlcli.train.optim import needs_one_hot
 
     run = open_run(run_dir)

@@ -26,6 +26,7 @@ from typing import Any
 
 from dlcli.errors import ParityError, RunDirError, UsageError
 from dlcli.package_verify import MANIFEST, PACKAGE_FORMAT, VerifyResult, unsafe_name, verify_package  # noqa: F401
+from dlcli.rundir import BESIDE
 
 _EPOCH = (1980, 1, 1, 0, 0, 0)  # fixed entry times: the same inputs give the same archive bytes
 
@@ -194,7 +195,7 @@ def _sources(run, target: Target, entry: dict[str, Any], log) -> tuple[dict[str,
     files: dict[str, Any] = dict(_artifact_files(model_path, entry["name"]))
     pre = preprocessing_doc(run, entry)
     files["preprocessing.json"] = (json.dumps(pre, indent=2) + "\n").encode()
-    for extra in ("labels.txt", "anomaly.json"):  # anomaly.json: the calibrated reconstruction-error threshold
+    for extra in BESIDE[1:]:  # labels.txt; anomaly.json: the calibrated reconstruction-error threshold
         if (run.path / extra).exists():
             files[extra] = (run.path / extra).read_bytes()
     arena = None
@@ -216,14 +217,12 @@ def _sources(run, target: Target, entry: dict[str, Any], log) -> tuple[dict[str,
 
 
 def _digest(src) -> tuple[str, int]:
-    h, n = hashlib.sha256(), 0
     if isinstance(src, bytes):
         return hashlib.sha256(src).hexdigest(), len(src)
+    from dlcli.atomic import sha256_stream
+
     with open(src, "rb") as fh:
-        for chunk in iter(lambda: fh.read(1 << 20), b""):
-            h.update(chunk)
-            n += len(chunk)
-    return h.hexdigest(), n
+        return sha256_stream(fh)
 
 
 def _entry(name: str) -> zipfile.ZipInfo:
@@ -240,7 +239,7 @@ def _entry(name: str) -> zipfile.ZipInfo:
 def build_package(run_dir: str | Path, target: str, out: str | Path, log=None) -> PackageResult:
     """Package ``run_dir``'s artifact for ``target`` into the zip archive ``out``."""
     from dlcli.atomic import atomic_path
-    from dlcli.inspect import open_run
+    from dlcli.rundir import open_run
 
     log = log or (lambda msg: None)
     t = get_target(target)

@@ -12,7 +12,6 @@ directory's, duplicate names and encrypted entries. A PackageError is exit code 
 
 from __future__ import annotations
 
-import hashlib
 import json
 import posixpath
 import stat
@@ -126,11 +125,10 @@ def _link_problem(zf: zipfile.ZipFile, info: zipfile.ZipInfo) -> str:
 
 
 def _hash_member(zf: zipfile.ZipFile, info: zipfile.ZipInfo) -> str:
-    h = hashlib.sha256()
+    from dlcli.atomic import sha256_stream
+
     with zf.open(info) as fh:
-        for chunk in iter(lambda: fh.read(1 << 20), b""):
-            h.update(chunk)
-    return h.hexdigest()
+        return sha256_stream(fh)[0]
 
 
 def verify_package(path: str | Path) -> VerifyResult:

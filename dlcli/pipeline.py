@@ -58,7 +58,7 @@ def _stage(name: str, run_dir: Path) -> Stage:
     import numpy as np
 
     from dlcli.compress.prune import measure
-    from dlcli.inspect import load_keras_model
+    from dlcli.rundir import load_keras_model
 
     model = load_keras_model(run_dir / "model.keras")
     total = sum(int(np.prod(v.shape)) for v in model.weights)

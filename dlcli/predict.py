@@ -158,10 +158,10 @@ def predict(path: str | Path, input_path: str | Path, top_k: int = 3, allow_code
     a SavedModel dlcli did not export only with ``allow_code``). A GAN run's generator
     takes a number of samples or latent vectors (:mod:`dlcli.gan.sample`; ``label``, ``seed``)."""
     from dlcli.errors import UsageError
-    from dlcli.inspect import artifact_part, find_artifact_run, is_run_dir, load_artifact, open_run, takes_raw
+    from dlcli.rundir import artifact_part, find_artifact_run, is_finished_run, load_artifact, open_run, takes_raw
 
     path = Path(path)
-    artifact = not is_run_dir(path)
+    artifact = not is_finished_run(path)
     runner = load_artifact(path, allow_code) if artifact else None
     run = find_artifact_run(path) if artifact else open_run(path)
     if artifact and artifact_part(path) == "decoder" and label is None:  # a VAE's decoder: latents in

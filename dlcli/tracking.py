@@ -376,7 +376,7 @@ def track_run(run_dir: Path, *, uri: str | None = None, experiment: str | None =
     Returns the MLflow run id (the one already recorded, when there is one)."""
     from dlcli.atomic import write_json
     from dlcli.recipe.loader import load_recipe
-    from dlcli.runs import RUN_MARKERS
+    from dlcli.rundir import RUN_MARKERS
 
     run_dir = Path(run_dir)
     if not any((run_dir / m).exists() for m in RUN_MARKERS):

@@ -106,7 +106,8 @@ def test_every_model_exports_to_every_format_and_passes(runs, name):
         _check_all_passed(export_run(run, ["tflite"], q, out_dir=run / f"export_{q}"))
 
 
-@pytest.mark.parametrize("name", ["lstm", "gru", "bilstm"])
+@pytest.mark.parametrize("name", [pytest.param("lstm", marks=pytest.mark.slow), "gru",
+                                  pytest.param("bilstm", marks=pytest.mark.slow)])  # gru in the quick tier
 def test_recurrent_tflite_uses_builtin_ops_only(runs, name):
     from dlcli.export.tflite import TFLiteRunner
 

@@ -120,7 +120,7 @@ def test_conditional_gan_reports_class_accuracy_and_exports_with_the_gate(cli, w
     assert int8["checks"]["gate"]["max_metric_drop"] == 0.1 and int8["checks"]["artifact_metric"] < 0.1
     # the real runtime, fed the class ids, answers like the Keras generator
     from dlcli.export.tflite import load
-    from dlcli.inspect import load_keras_model
+    from dlcli.rundir import load_keras_model
 
     z = np.random.default_rng(1).standard_normal((5, 8)).astype(np.float32)
     labels = np.arange(5, dtype=np.int32).reshape(-1, 1)

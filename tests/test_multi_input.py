@@ -98,7 +98,7 @@ def test_mixed_inputs_evaluate_and_predict(mixed_run, cli, tmp_path):
 
 def test_mixed_inputs_export_to_every_format_with_int8(mixed_run):
     from dlcli.export import export_run
-    from dlcli.inspect import open_run, run_split
+    from dlcli.rundir import open_run, run_split
 
     root, _ = mixed_run
     res = export_run(root / "run", ["saved_model", "tflite", "onnx"], "int8")

@@ -115,7 +115,7 @@ def test_steps_per_execution_changes_nothing_but_speed(tiny_recipe, tmp_path):
 def _prune_with(dense: Path, out: Path, **data_update):
     """Prune ``dense`` with its recipe's data section changed (the stage reads it from the run)."""
     from dlcli.compress.prune import _resolve_spec, prune_stage
-    from dlcli.inspect import open_run
+    from dlcli.rundir import open_run
     from dlcli.train.trainer import run_stage
 
     run = open_run(dense)
@@ -137,8 +137,8 @@ def test_prune_honours_augmentation_and_class_weights(dense, tmp_path):
 
 def _teacher_copy(dense: Path, where: Path, **data_update) -> Path:
     """The teacher run with its recipe's data section changed (distillation reads the teacher's data)."""
-    from dlcli.inspect import open_run
     from dlcli.recipe.loader import recipe_to_yaml
+    from dlcli.rundir import open_run
 
     where.mkdir()
     for name in ("model.keras", "preprocessing.json", "metrics.json", "env.json", "labels.txt"):

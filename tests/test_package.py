@@ -21,8 +21,8 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from dlcli.inspect import open_run, run_split
 from dlcli.recipe.loader import load_recipe
+from dlcli.rundir import open_run, run_split
 from dlcli.train import train
 
 TRAIN = "train: {epochs: 6, batch_size: 32, optimizer: {name: adam, learning_rate: 0.01}, callbacks: {tensorboard: false}}"

@@ -20,6 +20,7 @@ def _layers(*activations: str) -> str:
     return f"{{layers: [{dense}, {{type: Dense, units: 3, activation: softmax}}]}}"
 
 
+@pytest.mark.slow  # converts in child processes: ~25 s
 def test_a_float_op_in_int8_is_named_with_its_recipe_key(cli, write_recipe):
     path = _recipe(write_recipe, _layers("relu", "elu"))  # ELU has no int8 kernel: it runs in float
     r = cli("validate", path, "--target", "tflite-int8", "--json")

@@ -104,7 +104,7 @@ def test_masked_weights_stay_zero_after_every_optimizer_step(dense_run):
     import keras
     import tensorflow as tf
 
-    from dlcli.inspect import open_run, run_split
+    from dlcli.rundir import open_run, run_split
 
     run = open_run(dense_run)
     model = run.load_model()
@@ -169,6 +169,7 @@ def test_two_four_structure_holds_group_by_group(dense_run, tmp_path):
     assert res.sparsity["structure"] == "2:4"
 
 
+@pytest.mark.slow
 def test_exclude_leaves_a_layer_dense(dense_run, tmp_path):
     from dlcli.compress.prune import prune
 
@@ -198,7 +199,7 @@ def test_polynomial_schedule_reaches_the_target_at_the_end_step_whatever_the_fre
     import keras
     import tensorflow as tf
 
-    from dlcli.inspect import open_run
+    from dlcli.rundir import open_run
 
     model = open_run(dense_run).load_model()
     model.compile(optimizer=keras.optimizers.Adam(0.01), loss="sparse_categorical_crossentropy")

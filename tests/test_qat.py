@@ -76,7 +76,7 @@ def test_batch_norm_folds_into_the_kernel_exactly(kind):
 
 
 def test_clone_plan_folds_fuses_and_keeps_the_float_outputs_close(runs):
-    from dlcli.inspect import open_run
+    from dlcli.rundir import open_run
 
     model = open_run(runs["cnn"]).load_model()
     clone, plan = qat_model(model, QatSpec())
@@ -116,14 +116,39 @@ def test_qat_run_exports_int8_with_the_learned_ranges(runs, tmp_path, cli):
         lo, hi = ranges[name]
         assert any(abs(a - min(lo, 0)) < 1e-3 * (hi - lo) + 1e-6 and abs(b - hi) < 2e-2 * (hi - lo)
                    for a, b in spans), (name, lo, hi)
+    r = cli("package", out, "--target", "mcu", "--out", tmp_path / "qat-mcu.zip")  # runs it in TFLite Micro
+    assert r.exit_code == 0, r.stderr
 
 
+def test_a_model_keras_cannot_clone_is_refused():
+    class Subclassed(keras.Model):
+        def __init__(self):
+            super().__init__()
+            self.dense = keras.layers.Dense(2)
+
+        def call(self, x):
+            return self.dense(x)
+
+    model = Subclassed()
+    model(np.zeros((1, 3), "float32"))
+    from dlcli.errors import ModelError, UsageError
+
+    with pytest.raises((ModelError, UsageError), match="cannot wrap|nothing to quantize"):
+        qat_model(model, QatSpec())
+
+
+@pytest.mark.slow
 def test_depthwise_and_conv1d_fold_and_convert_to_full_int8(runs, tmp_path):
     res = qat(runs["layers"], tmp_path / "layers-qat", epochs=1, progress="none")
     assert set(res.plan["quantized"]) == {"depthwise_conv2d", "conv1d", "dense"}
     assert set(res.plan["folded_batch_norm"]) == {"depthwise_conv2d", "conv1d"}
     assert res.plan["output_ranges"] == ["global_average_pooling1d"]
     exp = export_run(tmp_path / "layers-qat", ["tflite"], "int8")
+    art = next(a for a in exp.artifacts if a.quantization == "int8")
+    assert art.status == "passed" and art.float_ops == [], art.failure()
+    # per tensor, and the softmax fused into the Dense: TFLite's fixed softmax scale, no requantize pair
+    qat(runs["layers"], tmp_path / "per-tensor", epochs=1, per_channel=False, progress="none")
+    exp = export_run(tmp_path / "per-tensor", ["tflite"], "int8", int8_per_channel=False)
     art = next(a for a in exp.artifacts if a.quantization == "int8")
     assert art.status == "passed" and art.float_ops == [], art.failure()
 

@@ -219,6 +219,7 @@ def test_fallback_that_cannot_pass_keeps_the_plain_int8_file(raw_run, cli):
     assert [p.name for p in (raw_run / "spent").iterdir() if p.name.startswith(".")] == []  # no trial file left
 
 
+@pytest.mark.slow
 def test_onnx_int8_explains_and_falls_back_node_by_node(raw_run, cli):
     import onnx
 
@@ -236,6 +237,7 @@ def test_onnx_int8_explains_and_falls_back_node_by_node(raw_run, cli):
     fixed = next(a for a in json.loads(res.stdout)["artifacts"] if a["name"] == "model_int8.onnx")
     fb = fixed["fallback"]
     assert fixed["status"] == "passed" and fb["passed"] and fb["nodes"] == fb["steps"][-1]["float_nodes"]
+    assert fb["steps"][-1]["size_bytes"] == fixed["size_bytes"] and fb["steps"][-1]["native_p50_ms"] > 0
     assert fixed["checks"]["top1_agreement"] > q["checks"]["top1_agreement"]
     graph = onnx.load(raw_run / "onnx_fb" / "model_int8.onnx").graph
     assert "QuantizeLinear" in {n.op_type for n in graph.node}  # still quantized, apart from the excluded nodes

@@ -55,27 +55,23 @@ def distill(teacher_run: str | Path, student_recipe, out_dir: str | Path | None 
     train the same student alone (into ``out_dir/student-alone``), both through the one
     trainer from the same seed and initial weights. A rerun after a kill resumes the
     unfinished stage."""
-    from dlcli.inspect import open_run
     from dlcli.recipe.loader import load_recipe
+    from dlcli.recipe.overrides import apply_overrides
     from dlcli.recipe.schema import DistillSpec
+    from dlcli.rundir import open_run
     from dlcli.train.trainer import run_stage
 
     t0 = time.time()
     teacher_run = open_run(teacher_run)
     student = load_recipe(student_recipe) if isinstance(student_recipe, (str, Path)) else student_recipe
-    spec = student.compress.distill or teacher_run.recipe.compress.distill
-    temperature = temperature if temperature is not None else (spec.temperature if spec else 3.0)
-    alpha = alpha if alpha is not None else (spec.alpha if spec else 0.5)
-    if temperature <= 0:
-        raise UsageError(f"--temperature {temperature}: must be positive")
-    if not 0.0 <= alpha <= 1.0:
-        raise UsageError(f"--alpha {alpha}: expected a value in [0, 1]")
+    spec = student.compress.distill or teacher_run.recipe.compress.distill or DistillSpec()
+    used = apply_overrides(spec, {"temperature": temperature, "alpha": alpha}).model_copy(update={"student": None})
+    temperature, alpha = used.temperature, used.alpha
     if teacher_run.recipe.task != "classification" or student.task != "classification":
         raise UsageError("distillation needs classification teacher and student (task: classification)")
     out = Path(out_dir) if out_dir else teacher_run.path.parent / f"{student.name}-distilled"
     # the student on the teacher's data, with the settings used
     alone = student.model_copy(update={"data": teacher_run.recipe.data})
-    used = DistillSpec(student=None, temperature=temperature, alpha=alpha)
     distilled_recipe = alone.model_copy(update={"compress": student.compress.model_copy(update={"distill": used})})
     unfinished = reuse or not (out / "distill.json").exists()
     stages = _Stages(teacher_run, allow_code, temperature, alpha)
@@ -154,7 +150,7 @@ class _Stages:
                      best_checkpoint=False)
 
     def parameters(self, out: Path) -> dict[str, int]:
-        from dlcli.inspect import load_keras_model
+        from dlcli.rundir import load_keras_model
 
         return {"teacher": int(self.teacher_run.load_model().count_params()),
                 "student": int(load_keras_model(out / "model.keras").count_params())}

@@ -116,7 +116,7 @@ def prune(run_dir: str | Path, out_dir: str | Path | None = None, *, sparsity: f
     arguments come from ``spec`` (a PruneSpec), else from the run's ``compress.prune``;
     ``overrides`` (``--set KEY=VALUE``) change the source recipe as the stage reads it
     (e.g. ``train.batch_size``, ``train.callbacks.checkpoint.min_interval_seconds``)."""
-    from dlcli.inspect import open_run
+    from dlcli.rundir import open_run
     from dlcli.train.trainer import prepare_devices, run_stage
 
     t0 = time.time()

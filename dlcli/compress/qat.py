@@ -192,8 +192,8 @@ def qat(run_dir: str | Path, out_dir: str | Path | None = None, *, spec=None, ep
     the run's ``compress.qat``; ``overrides`` (``--set``) change the source recipe as read."""
     import json
 
-    from dlcli.inspect import open_run
     from dlcli.recipe.overrides import apply_overrides
+    from dlcli.rundir import open_run
     from dlcli.train.trainer import prepare_devices, run_stage
 
     t0 = time.time()

@@ -69,6 +69,8 @@ def resolve(base_dir: Path, p: str) -> Path:
 
 
 def fingerprint_files(files: list[Path], extra: dict[str, Any] | None = None) -> str:
+    from dlcli.atomic import hash_chunks
+
     h = hashlib.sha256()
     paths = sorted({Path(f).absolute() for f in files})
     # names relative to the common folder: moving a file to another class folder changes the hash
@@ -76,8 +78,7 @@ def fingerprint_files(files: list[Path], extra: dict[str, Any] | None = None) ->
     for f in paths:
         h.update(f.relative_to(root).as_posix().encode())
         with open(f, "rb") as fh:
-            for chunk in iter(lambda: fh.read(1 << 20), b""):
-                h.update(chunk)
+            hash_chunks(h, fh)
     if extra:
         h.update(json.dumps(extra, sort_keys=True, default=str).encode())
     return h.hexdigest()

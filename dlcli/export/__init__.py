@@ -26,7 +26,7 @@ from typing import Any
 from dlcli.export.quality import _inspect_tflite, _onnx_debug, _quant_debug, calibration_report
 from dlcli.export.reference import Reference, reference_of
 from dlcli.recipe.schema import CALIBRATED
-from dlcli.runs import owner_alive
+from dlcli.rundir import owner_alive
 
 FORMAT_ORDER = ("saved_model", "tflite", "onnx")
 
@@ -119,11 +119,10 @@ def sha256_path(path: Path) -> tuple[str, int]:
     """sha256 and size of a file (the plain ``sha256sum`` of its bytes), or of a directory
     (sha256 over each file's relative name and the sha256 of its bytes, sorted by name)."""
     if path.is_file():
-        h = hashlib.sha256()
+        from dlcli.atomic import sha256_stream
+
         with open(path, "rb") as fh:
-            for chunk in iter(lambda: fh.read(1 << 20), b""):
-                h.update(chunk)
-        return h.hexdigest(), path.stat().st_size
+            return sha256_stream(fh)
     h = hashlib.sha256()
     size = 0
     for f in sorted(p for p in path.rglob("*") if p.is_file()):
@@ -203,7 +202,7 @@ def export_run(run_dir: str | Path, formats: list[str] | None = None, quantize: 
     ``options``: further ``export:`` keys overriding the recipe's, e.g. ``{"fallback": "auto"}``.
     Every setting is validated by the ``export:`` schema (:func:`export_options`)."""
     from dlcli import tracking
-    from dlcli.inspect import open_run
+    from dlcli.rundir import open_run
 
     log = log or (lambda msg: None)
     run = open_run(run_dir)
@@ -224,7 +223,7 @@ def export_run(run_dir: str | Path, formats: list[str] | None = None, quantize: 
                                                    spec.int8_per_channel, spec.onnx_calibration),
                              reference, spec, log) for fmt, q in jobs]
     _note_unrolled_size(artifacts, reference.model, spec)
-    _copy_beside(run.path, out)
+    run.copy_beside(out)
     result = ExportResult(run.path, out, artifacts, reference.keras, calibration, part)
     _write_manifest(result, out)
     tracking.log_files(run.path, [out], log=log)  # the run's MLflow run, when it has one
@@ -278,7 +277,7 @@ def _calibration(run, spec, jobs, reference: Reference):
     """The representative rows of int8 / int16x8 TFLite and int8 ONNX, and their report."""
     import numpy as np
 
-    from dlcli.inspect import run_split
+    from dlcli.rundir import run_split
 
     if not any(q in CALIBRATED for _, q in jobs):
         return None, None
@@ -363,15 +362,6 @@ def _gate(art: Artifact | None, fmt, path: Path, reference: Reference, gate):
 def is_quantization_aware(model) -> bool:
     """Whether ``model`` holds dlcli's fake-quantizing layers (a ``dlcli qat`` run)."""
     return any(hasattr(layer, "range_min") for layer in model._flatten_layers(include_self=False))
-
-
-def _copy_beside(run_path: Path, out: Path) -> None:
-    """What a device needs beside the model: preprocessing, labels, an anomaly threshold."""
-    from dlcli.atomic import copy_file
-
-    for extra in ("preprocessing.json", "labels.txt", "anomaly.json"):
-        if (run_path / extra).exists() and out.resolve() != run_path.resolve():
-            copy_file(run_path / extra, out / extra)
 
 
 def _write_manifest(result: ExportResult, out: Path) -> None:

@@ -80,8 +80,10 @@ def auto_fallback(float_path: Path, target: Path, rows, method: str, ranked: lis
                   log) -> tuple[dict, Any]:
     """Quantize again with the worst nodes excluded, one more at a time, until ``check(path)``
     passes or ``budget`` tensors' nodes are in float; on success ``target`` is replaced.
-    Returns ``(record, checks)`` (``checks`` None when the budget ran out)."""
+    Returns ``(record, checks)`` (``checks`` None when the budget ran out). Each step records
+    its cost: file size and native batch-1 latency (onnxruntime, 1 thread)."""
     from dlcli.export.onnx import quantize_static_int8
+    from dlcli.latency import onnx as native_onnx
 
     record: dict[str, Any] = {"budget": budget, "nodes": [], "steps": [], "passed": False}
     deny: list[str] = []
@@ -92,12 +94,13 @@ def auto_fallback(float_path: Path, target: Path, rows, method: str, ranked: lis
         try:
             quantize_static_int8(float_path, trial, rows, method, exclude=deny)
             checks = check(trial)
+            timing = native_onnx(trial, threads=1, warmup=10, runs=100)
         except BaseException:
             trial.unlink(missing_ok=True)
             raise
         record["steps"].append({"float_nodes": list(deny), "tensor": err.tensor, "op": err.op,
-                                "size_bytes": trial.stat().st_size, "passed": checks.passed,
-                                "failures": checks.failures})
+                                "size_bytes": trial.stat().st_size, "native_p50_ms": (timing.latency_ms or {}).get("p50"),
+                                "passed": checks.passed, "failures": checks.failures})
         if checks.passed:
             os.replace(trial, target)
             record.update(nodes=list(deny), passed=True)

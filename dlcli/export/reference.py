@@ -32,7 +32,7 @@ def reference_of(run, spec, part: str | None = None) -> Reference:
     import numpy as np
 
     from dlcli.export.parity import task_metric
-    from dlcli.inspect import run_split
+    from dlcli.rundir import run_split
 
     model, task = model_part(run, part), run.recipe.task
     split = run.split_names()[-1]  # test, else validation, else train

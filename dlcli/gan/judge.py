@@ -54,10 +54,10 @@ def judge_recipe(recipe):
 
 
 def load_judge(path: Path, example_shape: tuple):
-    from dlcli.inspect import is_run_dir, load_keras_model
+    from dlcli.rundir import is_finished_run, load_keras_model
 
     path = Path(path)
-    model = load_keras_model(path / "model.keras" if is_run_dir(path) else path)
+    model = load_keras_model(path / "model.keras" if is_finished_run(path) else path)
     have = tuple(model.inputs[0].shape[1:])
     if len(model.inputs) != 1 or have != tuple(example_shape):
         raise RunDirError(f"model.gan.judge {path}: its input {(None, *have)} does not take the data's examples "

@@ -21,6 +21,9 @@ import keras
 from keras import ops
 from keras.quantizers import fake_quant_with_min_max_vars
 
+# the output ranges int8 TFLite fixes for these activations (scale 1/256 from 0, 1/128 around 0)
+FIXED_OUTPUT_RANGES = {"softmax": (0.0, 255 / 256), "sigmoid": (0.0, 255 / 256), "tanh": (-1.0, 127 / 128)}
+
 
 class _RangeMixin:
     """Tracked int8 ranges: ``_range_variables`` makes one, ``_fake_quant`` applies it."""
@@ -91,6 +94,9 @@ class _QatMixin(_RangeMixin):
             y = self._fake_quant(y, self.logit_min, self.logit_max, self.logit_batches, training)
         if self.activation is not None:
             y = self.activation(y)
+        fixed = FIXED_OUTPUT_RANGES.get(getattr(self.activation, "__name__", ""))
+        if fixed is not None:  # int8 TFLite gives these ops a fixed output scale, whatever the data
+            return fake_quant_with_min_max_vars(y, fixed[0], fixed[1], num_bits=8, narrow_range=False)
         return self._fake_quant(y, self.range_min, self.range_max, self.range_batches, training)
 
     def _add_bias(self, y, channels):

@@ -62,7 +62,7 @@ def _run_sections(ctx: _Ctx, run_dir: Path):
 def build_report(run_dir: str | Path, out: str | Path | None = None) -> Report:
     """Write the report of ``run_dir`` to ``out`` (default ``RUN_DIR/report.html``)."""
     from dlcli.atomic import write_bytes, write_text
-    from dlcli.runs import RUN_MARKERS
+    from dlcli.rundir import RUN_MARKERS
 
     run_dir = Path(run_dir)
     if not run_dir.is_dir():

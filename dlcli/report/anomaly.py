@@ -66,7 +66,7 @@ def section(ctx: _Ctx, recipe) -> str:
     figs = []
     if test:
         try:
-            from dlcli.inspect import open_run
+            from dlcli.rundir import open_run
 
             run = open_run(ctx.run_dir)
             model = run.load_model()

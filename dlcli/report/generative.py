@@ -39,7 +39,7 @@ def _vae(ctx: _Ctx, recipe) -> str:
     from dlcli.errors import DlcliError
     from dlcli.gan.sample import vae_decoder
     from dlcli.gan.scoring import grid_png
-    from dlcli.inspect import load_keras_model
+    from dlcli.rundir import load_keras_model
 
     try:
         decoder = vae_decoder(load_keras_model(ctx.run_dir / "model.keras"))

@@ -135,7 +135,7 @@ def _evaluation(ctx: _Ctx, recipe) -> str:
 def _predict(run_dir: Path):
     import numpy as np
 
-    from dlcli.inspect import open_run, run_split
+    from dlcli.rundir import open_run, run_split
 
     run = open_run(run_dir)
     try:

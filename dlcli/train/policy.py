@@ -62,7 +62,7 @@ def resumable(recipe, run_dir: Path, *, explicit: bool, chief: bool, reuse: bool
 
 
 def _alive(env: dict) -> bool:
-    from dlcli.runs import owner_alive
+    from dlcli.rundir import owner_alive
 
     return owner_alive(env.get("host"), env.get("pid"))
 

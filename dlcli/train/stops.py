@@ -7,7 +7,6 @@ import time
 from contextlib import contextmanager
 from pathlib import Path
 
-from dlcli.atomic import write_json
 from dlcli.data import DataBundle
 from dlcli.errors import DataError, TrainingDivergedError, WorkerLostError
 
@@ -31,8 +30,9 @@ def raise_if_stopped(result, loop, flag, cbs, run_dir: Path, env: dict, chief: b
         state = {"signal": _signal.Signals(flag.signal).name, "epoch": result.epoch + 1,
                  "step_in_epoch": result.step, "optimizer_iterations": int(loop.model.optimizer.iterations.numpy())}
         if chief:
-            env.update(status="interrupted", interrupted=state, ended=iso_time(time.time()))
-            write_json(run_dir / "env.json", env)
+            from dlcli.rundir import finalize
+
+            finalize(run_dir, env, "interrupted", interrupted=state)
         kept = f"{folder / 'last.keras'} was written" if latest else "no checkpoint could be written"
         raise TrainingInterrupted(
             f"{state['signal']} at epoch {state['epoch']}, step {state['step_in_epoch']}: the step finished "

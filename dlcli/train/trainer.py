@@ -37,7 +37,7 @@ from dlcli.atomic import write_json, write_text
 from dlcli.data import DataBundle, load_data
 from dlcli.errors import DlcliError, RunDirError, TrainingDivergedError, UsageError
 from dlcli.recipe.loader import recipe_hash, recipe_to_yaml
-from dlcli.runs import RUN_FORMAT, default_run_dir, environment, prepare_run_dir
+from dlcli.rundir import RUN_FORMAT, default_run_dir, environment, finalize, prepare_run_dir
 from dlcli.train.policy import COMPLETED, resumable, signals_to
 from dlcli.train.stage import Stage, model_stage
 from dlcli.train.stops import data_errors, raise_if_stopped, run_loop
@@ -158,8 +158,7 @@ def run_stage(stage: Stage, run_dir: str | Path | None = None, *, overwrite: boo
         if chief and env.get("status") != "interrupted":
             status = "diverged" if isinstance(exc, TrainingDivergedError) else "failed"
             error = str(exc) if isinstance(exc, DlcliError) else f"{type(exc).__name__}: {exc}"
-            env.update(status=status, error=error, ended=_iso(time.time()))
-            write_json(run_dir / "env.json", env)
+            finalize(run_dir, env, status, error=error)
         tracker.finish(run_dir, "KILLED" if env.get("status") == "interrupted" else "FAILED")
         raise
     tracker.finish(run_dir, "FINISHED")
@@ -339,12 +338,11 @@ def _complete(stage: Stage, run_dir: Path, env: dict, parts: _Parts, result, pri
     digest = _digest(trainable.output)
     if chief:
         _finalize(stage, run_dir, trainable, parts.bundle, metrics, env)
-        env.update(status="completed", ended=_iso(time.time()), epochs_run=result.epochs_run,
-                   fit_seconds=round(result.fit_seconds + prior_seconds, 3), samples_per_second=round(sps, 1),
-                   parameters=int(trainable.output.count_params()), mixed_precision=policy,
-                   jit_compile=bool(getattr(trainable.model, "jit_compile", False)), weights_sha256=digest,
-                   kept_epoch=kept)
-        write_json(run_dir / "env.json", env)
+        finalize(run_dir, env, "completed", epochs_run=result.epochs_run,
+                 fit_seconds=round(result.fit_seconds + prior_seconds, 3), samples_per_second=round(sps, 1),
+                 parameters=int(trainable.output.count_params()), mixed_precision=policy,
+                 jit_compile=bool(getattr(trainable.model, "jit_compile", False)), weights_sha256=digest,
+                 kept_epoch=kept)
     if role is not None:
         loop.barrier()  # the other workers go on only once the chief's files are complete
     hist = [{"epoch": e + 1, **{k: float(v[i]) for k, v in loop.history.history.items()}}

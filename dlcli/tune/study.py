@@ -11,7 +11,7 @@ import platform
 from pathlib import Path
 
 from dlcli.errors import RunDirError, TrackingError
-from dlcli.runs import owner_alive
+from dlcli.rundir import owner_alive
 
 DB_NAME = "study.db"
 MARKER = "tune.json"  # written by dlcli tune: the folder is a study
