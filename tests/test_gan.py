@@ -100,6 +100,7 @@ def test_a_gan_trains_through_the_one_trainer_and_is_judged(cli, write_recipe, t
     assert (run / "checkpoints" / "best.keras").exists()  # picked by val_frechet_distance, the default for a GAN
 
 
+@pytest.mark.slow  # quick tier under 10 min: heavier cases run in make test-slow
 def test_conditional_gan_reports_class_accuracy_and_exports_with_the_gate(cli, write_recipe, tmp_path):
     run = tmp_path / "run"
     recipe = tiny(write_recipe, loss="hinge", conditional=True, epochs=2)
@@ -129,6 +130,7 @@ def test_conditional_gan_reports_class_accuracy_and_exports_with_the_gate(cli, w
     assert np.abs(lite - keras_out).max() < 1e-4
 
 
+@pytest.mark.slow  # quick tier under 10 min: heavier cases run in make test-slow
 def test_wasserstein_gp_with_two_critic_steps_trains(cli, write_recipe, tmp_path):
     recipe = tiny(write_recipe, loss="wasserstein_gp", epochs=1, **{"    judge_epochs: 3": "    judge_epochs: 3\n    d_steps: 2"})
     r = cli("train", recipe, "--run-dir", tmp_path / "run", "--json", "--quiet",

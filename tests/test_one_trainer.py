@@ -246,6 +246,7 @@ def test_prune_and_distill_run_under_the_recipes_strategy(dense, tmp_path):
         assert env["strategy"]["replicas"] == 2 and env["status"] == "completed"
 
 
+@pytest.mark.slow  # quick tier under 10 min: heavier cases run in make test-slow
 def test_library_train_runs_the_compress_and_export_stages(tmp_path):
     recipe = tmp_path / "pipe.yaml"
     recipe.write_text(RECIPE.format(n=200, interval=30)

@@ -152,6 +152,7 @@ def test_prune_reaches_target_on_saved_weights_and_exports(dense_run, tmp_path, 
     assert json.loads(r.stdout)["passed"]
 
 
+@pytest.mark.slow  # quick tier under 10 min: heavier cases run in make test-slow
 def test_two_four_structure_holds_group_by_group(dense_run, tmp_path):
     from dlcli.compress.prune import prune
 

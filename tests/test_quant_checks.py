@@ -138,6 +138,7 @@ def test_onnx_int8_is_quantized_by_onnxruntime_and_gated(tmp_path, cli):
     assert d.size_bytes < 0.7 * by_name["model.onnx"].size_bytes
 
 
+@pytest.mark.slow  # quick tier under 10 min: heavier cases run in make test-slow
 def test_a_thin_calibration_set_is_reported(runs, cli):
     run = runs["cls"]
     res = export_run(run, ["tflite"], "int8", out_dir=run / "thin", representative_samples=1)
@@ -231,15 +232,17 @@ def test_onnx_int8_explains_and_falls_back_node_by_node(raw_run, cli):
     assert tensors == sorted(tensors, key=lambda e: e["qdq_sqnr_db"]) and tensors[0]["nodes"]
     assert "quantization noise per tensor" in cli("export", raw_run, "--onnx", "--onnx-quantize", "int8",
                                                   "--explain", "--out", raw_run / "onnx_table").stdout
-    res = cli("export", raw_run, "--onnx", "--onnx-quantize", "int8", "--fallback", "auto", "--out",
-              raw_run / "onnx_fb", "--json")
+    res = cli("export", raw_run, "--onnx", "--onnx-quantize", "int8", "--fallback", "auto", "--json")  # RUN/export
     assert res.exit_code == 0, res.stderr
     fixed = next(a for a in json.loads(res.stdout)["artifacts"] if a["name"] == "model_int8.onnx")
     fb = fixed["fallback"]
     assert fixed["status"] == "passed" and fb["passed"] and fb["nodes"] == fb["steps"][-1]["float_nodes"]
     assert fb["steps"][-1]["size_bytes"] == fixed["size_bytes"] and fb["steps"][-1]["native_p50_ms"] > 0
     assert fixed["checks"]["top1_agreement"] > q["checks"]["top1_agreement"]
-    graph = onnx.load(raw_run / "onnx_fb" / "model_int8.onnx").graph
+    graph = onnx.load(raw_run / "export" / "model_int8.onnx").graph
     assert "QuantizeLinear" in {n.op_type for n in graph.node}  # still quantized, apart from the excluded nodes
     assert set(fb["nodes"]) <= {n.name for n in graph.node}  # they run in float, under their own names
-    assert [p.name for p in (raw_run / "onnx_fb").iterdir() if p.name.startswith(".")] == []
+    assert [p.name for p in (raw_run / "export").iterdir() if p.name.startswith(".")] == []
+    report = cli("report", raw_run, "--json")
+    assert report.exit_code == 0, report.stderr
+    assert any(p.endswith("sensitivity_model_int8.onnx.png") for p in json.loads(report.stdout)["images"])

@@ -116,6 +116,7 @@ def _weights(run: Path) -> str:
     return json.loads((run / "env.json").read_text())["weights_sha256"]
 
 
+@pytest.mark.slow  # quick tier under 10 min: heavier cases run in make test-slow
 def test_cache_choice_changes_nothing_but_speed(tmp_path):
     """none, memory and disk read the same examples in the same order: equal weights."""
     _folder(tmp_path / "img")

@@ -34,6 +34,7 @@ def _study(out):
     return optuna.load_study(study_name="tiny", storage=f"sqlite:///{out / 'study.db'}")
 
 
+@pytest.mark.slow  # quick tier under 10 min: heavier cases run in make test-slow
 def test_a_search_writes_run_directories_a_front_and_a_recipe_train_accepts(write_recipe, cli, tmp_path):
     from dlcli.recipe.loader import load_recipe
 

@@ -34,7 +34,7 @@ class Plan:
     fuse: dict[str, str] = field(default_factory=dict)  # quantized layer -> the activation fused in
     outputs: set[str] = field(default_factory=set)  # average pooling / Add / Concatenate: output range learned
     inputs: set[str] = field(default_factory=set)  # quantized layers fed by a float model input (its range learned)
-    removed: set[str] = field(default_factory=set)  # BatchNormalization / activation layers that became Identity
+    removed: set[str] = field(default_factory=set)  # BatchNormalization / ReLU layers folded in (become QatFolded)
     float_layers: list[str] = field(default_factory=list)  # quantizable kinds left in float, with why
 
     def to_json(self) -> dict[str, Any]:

@@ -293,6 +293,8 @@ def _export(ctx: _Ctx, metrics: dict) -> str:
 
 def _sensitivity(ctx: _Ctx, a: dict) -> str:
     """The per-layer quantization error of an int8 file (export --explain / --fallback auto)."""
+    if a.get("format") == "onnx":
+        return _onnx_sensitivity(ctx, a)
     layers = [e for e in a["sensitivity"] if isinstance(e, dict) and e.get("rmse_over_scale") is not None]
     if not layers:
         return ""
@@ -319,6 +321,28 @@ def _sensitivity(ctx: _Ctx, a: dict) -> str:
     return (f"<h3>{_e(a.get('name'))}: which layers int8 hurts</h3>" + img
             + _details("per-layer numbers", _table(["op", "output tensor", "rmse/scale", "max abs error", "scale", ""],
                                                    rows)) + (f"<h3>--fallback auto</h3>{fb}" if fb else ""))
+
+
+def _onnx_sensitivity(ctx: _Ctx, a: dict) -> str:
+    """int8 ONNX: each tensor's SQNR (dB) from onnxruntime's QDQ debugging, the worst 30."""
+    tensors = [e for e in a["sensitivity"] if isinstance(e, dict) and e.get("qdq_sqnr_db") is not None][:30]
+    if not tensors:
+        return ""
+    kept = set((a.get("fallback") or {}).get("nodes") or [])
+    labels = [f"{e.get('op')} {str(e.get('tensor'))[:40]}" for e in tensors][::-1]
+    colors = [RED if kept & set(e.get("nodes") or []) else BLUE for e in tensors][::-1]
+    fig, ax = _figure(7.0, 0.6 + 0.3 * len(tensors))
+    ax.barh(labels, [e["qdq_sqnr_db"] for e in tensors][::-1], color=colors)
+    ax.set_xlabel("SQNR of the tensor's own QDQ pair (dB, higher is better)")
+    ax.tick_params(axis="y", labelsize=7)
+    name = _safe(str(a.get("name", "int8")))
+    img = ctx.add_plot(f"sensitivity_{name}.png", f"{a.get('name')}: quantization noise per tensor, worst first "
+                       "(red: its nodes kept in float by --fallback auto)", fig)
+    rows = [[e.get("op"), e.get("tensor"), e.get("qdq_sqnr_db"), e.get("model_sqnr_db"),
+             "kept in float" if kept & set(e.get("nodes") or []) else ""] for e in tensors]
+    return (f"<h3>{_e(a.get('name'))}: which tensors int8 hurts</h3>" + img
+            + _details("per-tensor numbers", _table(["op", "tensor", "own QDQ SQNR dB", "vs float model dB", ""],
+                                                    rows)))
 
 
 def _benchmark(ctx: _Ctx) -> str:
