@@ -12,6 +12,9 @@ Targets:
   Micro registers; the file is the flash, and TFLite Micro's recording allocator measures
   the tensor arena (RAM), both against ``--flash-kb`` / ``--ram-kb``
   (or ``export.target``).
+- ``onnx-int8``: Keras's ONNX export quantized by onnxruntime (QDQ); every node left in float.
+- ``gpu``: the float32 TFLite file (batch 1) against the op list of LiteRT's GPU accelerator
+  (``dlcli/gpu_ops.py``); on a machine with a GPU adapter, LiteRT's own answer as well.
 """
 
 from __future__ import annotations
@@ -27,7 +30,7 @@ from typing import Any
 
 from dlcli.errors import TargetError, UsageError
 
-TARGETS = ("tflite-int8", "mcu", "onnx-int8")
+TARGETS = ("tflite-int8", "mcu", "onnx-int8", "gpu")
 
 # op -> what to change in the recipe; anything else: the generic advice below
 ADVICE = {
@@ -77,6 +80,7 @@ class PreflightResult:
     arena: dict[str, Any] | None = None
     limits: dict[str, int | None] = field(default_factory=dict)
     failures: list[str] = field(default_factory=list)
+    accelerator: dict[str, Any] | None = None  # gpu: what LiteRT's GPU accelerator said, where it could run
 
     @property
     def passed(self) -> bool:
@@ -86,7 +90,7 @@ class PreflightResult:
         return {"recipe": self.recipe, "target": self.target, "passed": self.passed, "ops": self.ops,
                 "findings": [f.to_json() for f in self.findings], "model_bytes": self.model_bytes,
                 "arena": self.arena, "limits": self.limits, "failures": self.failures,
-                "seconds": round(self.seconds, 2)}
+                "accelerator": self.accelerator, "seconds": round(self.seconds, 2)}
 
     def raise_for_failures(self) -> None:
         if not self.passed:
@@ -106,7 +110,9 @@ def preflight(recipe, target: str, *, allow_code: bool = False, flash_kb: int | 
     log(f"converting for {target} in a child process ...")
     if target == "onnx-int8":
         return _onnx(recipe, model, keys, rep, t0)
-    tflite = _convert_isolated(model, rep)
+    if target == "gpu":
+        return _gpu(recipe, model, keys, rep, t0)
+    tflite, _ = _convert_isolated(model, rep)
     from dlcli import mcu
 
     info = mcu.inspect_model(tflite)
@@ -127,7 +133,7 @@ def _onnx(recipe, model, keys: dict[str, str], rep, t0: float) -> PreflightResul
     exports it; every node left in float is a finding."""
     from dlcli.export.onnx import float_nodes
 
-    data = _convert_isolated(model, rep, "onnx-int8")
+    data, _ = _convert_isolated(model, rep, "onnx-int8")
     with tempfile.TemporaryDirectory(prefix="dlcli-preflight-") as tmp:
         path = Path(tmp) / "model_int8.onnx"
         path.write_bytes(data)
@@ -139,6 +145,27 @@ def _onnx(recipe, model, keys: dict[str, str], rep, t0: float) -> PreflightResul
             sorted({keys[layer] for layer in layers if layer in keys})
         findings.append(Finding(op, ["runs in float"], layers, found, ONNX_ADVICE.get(op, ONNX_GENERIC)))
     return PreflightResult(_source_name(recipe), "onnx-int8", ops, findings, len(data), time.perf_counter() - t0)
+
+
+def _gpu(recipe, model, keys: dict[str, str], rep, t0: float) -> PreflightResult:
+    """gpu: every op LiteRT's GPU accelerator has no kernel for (it would split the model and
+    run them on the CPU); where the machine has a GPU adapter, LiteRT's own verdict too."""
+    from dlcli.gpu_ops import ADVICE, GENERIC, inspect_gpu
+
+    data, probe = _convert_isolated(model, rep, "gpu")
+    info = inspect_gpu(data)
+    findings = []
+    for op, reasons in sorted(info.offending.items()):
+        layers = sorted({_layer_of(name, keys) for name in info.tensors.get(op, ())} - {None})
+        found = sorted({keys[layer] for layer in layers if layer in keys})
+        findings.append(Finding(op, sorted(reasons), layers, found,
+                                FLEX if op.startswith("Flex") else ADVICE.get(op, GENERIC)))
+    res = PreflightResult(_source_name(recipe), "gpu", info.ops, findings, len(data), 0.0, accelerator=probe)
+    if probe.get("fully_accelerated") is False and not findings:
+        res.failures.append("LiteRT's GPU accelerator does not take the whole model on this machine's GPU "
+                            "(a per-op limit: rank, version or broadcasting)")
+    res.seconds = time.perf_counter() - t0
+    return res
 
 
 def _source_name(recipe) -> str:
@@ -241,9 +268,11 @@ def _check_mcu(res: PreflightResult, tflite: bytes, info, flash_kb: int | None, 
                             f"the {ram_kb} KiB limit (smaller inputs or fewer filters)")
 
 
-def _convert_isolated(model, rep, target: str = "tflite-int8") -> bytes:
-    """int8 TFLite (or, for onnx-int8, QDQ int8 ONNX) bytes, converted in a child process
-    (``python -m dlcli.preflight``)."""
+def _convert_isolated(model, rep, target: str = "tflite-int8") -> tuple[bytes, dict[str, Any]]:
+    """int8 TFLite (onnx-int8: QDQ int8 ONNX; gpu: float32 TFLite) bytes, converted in a child
+    process (``python -m dlcli.preflight``), and, for gpu, what LiteRT's GPU accelerator said."""
+    import json
+
     import numpy as np
 
     with tempfile.TemporaryDirectory(prefix="dlcli-preflight-") as tmp:
@@ -262,13 +291,17 @@ def _convert_isolated(model, rep, target: str = "tflite-int8") -> bytes:
             error = folder / "error.txt"
             why = error.read_text(encoding="utf-8") if error.exists() else (proc.stderr.strip().splitlines() or
                                                                             ["no output"])[-1]
-            raise TargetError(f"the {tool} cannot convert this model to int8: {why}")
-        return out.read_bytes()
+            raise TargetError(f"the {tool} cannot convert this model{'' if target == 'gpu' else ' to int8'}: {why}")
+        probe = folder / "probe.json"
+        return out.read_bytes(), json.loads(probe.read_text(encoding="utf-8")) if probe.exists() else {}
 
 
 def _child(folder: Path, target: str) -> int:
     """In the child: load the model (safe mode), convert to int8 allowing float fallback
-    (onnx-int8: export to ONNX and quantize it as ``dlcli export --onnx-quantize int8`` does)."""
+    (onnx-int8: export to ONNX and quantize it as ``dlcli export --onnx-quantize int8`` does;
+    gpu: float32, batch 1, then ask LiteRT's GPU accelerator)."""
+    import json
+
     import keras
     import numpy as np
 
@@ -285,6 +318,10 @@ def _child(folder: Path, target: str) -> int:
             from dlcli.export.onnx import export as onnx_export
 
             onnx_export(model, folder / "model.out", Plan("int8", rep))
+        elif target == "gpu":
+            data = convert(model, Plan("none", rep, 1))
+            (folder / "model.out").write_bytes(data)
+            (folder / "probe.json").write_text(json.dumps(_probe_gpu(data)), encoding="utf-8")
         else:
             (folder / "model.out").write_bytes(convert(model, Plan("int8", rep, 1, True)))
     except Exception as exc:  # noqa: BLE001 - the converter's message is the answer
@@ -293,6 +330,19 @@ def _child(folder: Path, target: str) -> int:
                                           encoding="utf-8")
         return 3
     return 0
+
+
+def _probe_gpu(data: bytes) -> dict[str, Any]:
+    """LiteRT's own answer where it finds a GPU adapter (WebGPU / OpenCL); none on most CI machines."""
+    from ai_edge_litert.compiled_model import CompiledModel
+    from ai_edge_litert.hardware_accelerator import HardwareAccelerator
+
+    try:
+        model = CompiledModel.from_buffer(data, hardware_accel=HardwareAccelerator.GPU)
+    except (RuntimeError, ValueError, OSError):  # LiteRT's message is a source location; its log says why
+        return {"accelerator": "LiteRT GPU", "checked": False,
+                "why": "LiteRT found no GPU it can use on this machine: checked against the op list only"}
+    return {"accelerator": "LiteRT GPU", "checked": True, "fully_accelerated": bool(model.is_fully_accelerated())}
 
 
 if __name__ == "__main__":

@@ -102,3 +102,31 @@ def test_onnx_int8_names_the_nodes_onnxruntime_leaves_in_float(cli, write_recipe
     assert out["findings"] and all(f["reasons"] == ["runs in float"] for f in out["findings"])
     assert {k for f in out["findings"] for k in f["keys"]} == {"model.layers.1"}  # the GELU layer, not the ReLU one
     assert cli("validate", path, "--target", "onnx-int8", "--set", "model.layers.1.activation=relu").exit_code == 0
+
+
+@pytest.mark.slow  # child-process conversions: ~20 s
+def test_gpu_names_a_recurrent_loop_and_passes_a_plain_mlp(cli, write_recipe):
+    seq = "data: {source: synthetic, samples: 120, shape: [6, 2], num_classes: 3, noise: 0.3}"
+    rnn = write_recipe(f"name: pf\nseed: 1\n{seq}\nmodel: {{layers: [{{type: GRU, units: 4}}, "
+                       "{type: Dense, units: 3, activation: softmax}]}\n", "rnn.yaml")
+    r = cli("validate", rnn, "--target", "gpu", "--json")
+    assert r.exit_code == 10, r.stderr
+    out = json.loads(r.stdout)
+    assert [(f["op"], f["keys"], f["reasons"]) for f in out["findings"]] == [("WHILE", ["model.layers.0"],
+                                                                              ["no GPU kernel"])]
+    assert "FULLY_CONNECTED" in out["ops"] and out["accelerator"]["accelerator"] == "LiteRT GPU"
+    assert "WHILE" in one_line_error(cli("validate", rnn, "--target", "gpu"), 10)
+    mlp = _recipe(write_recipe, "{architecture: mlp, units: [16]}", "mlp.yaml")
+    r = cli("validate", mlp, "--target", "gpu", "--json")
+    assert r.exit_code == 0, r.stderr
+    assert json.loads(r.stdout)["findings"] == []
+
+
+def test_the_gpu_op_list_names_real_tflite_builtins():
+    from ai_edge_litert import schema_py_generated as schema
+
+    from dlcli.gpu_ops import GPU_OPS, RECURRENT
+
+    builtins = {k for k in vars(schema.BuiltinOperator) if not k.startswith("_")}
+    assert GPU_OPS <= builtins and set(RECURRENT) <= builtins  # a typo would pass every model
+    assert "WHILE" not in GPU_OPS and "LSTM" not in GPU_OPS and {"CONV_2D", "FULLY_CONNECTED"} <= GPU_OPS

@@ -14,7 +14,7 @@ def validate(
     allow_code: bool = typer.Option(False, "--allow-code", help="Accept a model that runs code (model.code, "
                                     "Lambda, TFSMLayer ...), as train --allow-code would."),
     target: str = typer.Option(None, "--target", help="Pre-flight: build the model untrained, convert it for "
-                               "tflite-int8, mcu or onnx-int8, and list every op the target cannot run (imports TensorFlow)."),
+                               "tflite-int8, mcu, onnx-int8 or gpu, and list every op the target cannot run (imports TensorFlow)."),
     flash_kb: int = typer.Option(None, "--flash-kb", min=1, help="mcu: flash for the model file, KiB "
                                  "(default: export.target.flash_kb)."),
     ram_kb: int = typer.Option(None, "--ram-kb", min=1, help="mcu: RAM for the tensor arena, KiB "
@@ -70,14 +70,20 @@ def _print(res) -> None:
 
     console = stdout_console()
     if res.findings:
-        what = "runs in float" if res.target == "onnx-int8" else "cannot run as int8 builtins"
-        t = Table(title=f"{res.recipe}: ops {res.target} {what}", title_justify="left")
+        what = {"onnx-int8": "ops onnx-int8 runs in float", "gpu": "ops LiteRT's GPU accelerator cannot run"}.get(
+            res.target, f"ops {res.target} cannot run as int8 builtins")
+        t = Table(title=f"{res.recipe}: {what}", title_justify="left")
         for col in ("op", "why", "recipe key", "layer", "what to change"):
             t.add_column(col)
         for f in res.findings:
             t.add_row(f.op, ", ".join(f.reasons), ", ".join(f.keys) or "model", ", ".join(f.layers) or "-", f.advice)
         console.print(t)
     line = f"{res.target}: model {res.model_bytes / 1024:.1f} KiB"
+    probe = res.accelerator or {}
+    if probe.get("checked"):
+        line += f", LiteRT GPU: {'fully accelerated' if probe['fully_accelerated'] else 'not fully accelerated'}"
+    elif probe:
+        line += ", op list only (no GPU here)"
     if res.arena:
         line += f", tensor arena {res.arena['recommended_bytes'] / 1024:.0f} KiB (TFLite Micro, measured)"
     console.print(f"{line}; {len(res.ops)} op types; pre-flight {res.seconds:.1f} s"
