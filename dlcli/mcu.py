@@ -282,14 +282,6 @@ def c_files(model: bytes, model_name: str, sha256: str, info: ModelInfo, arena: 
             "ops.h": "\n".join(ops).encode()}
 
 
-def _template(name: str):
-    """A file of ``dlcli/templates/package`` as a ``string.Template``."""
-    from importlib.resources import files
-    from string import Template
-
-    return Template(files("dlcli").joinpath("templates", "package", name).read_text(encoding="utf-8"))
-
-
 def readme_section(entry: dict[str, Any], arena: dict[str, Any]) -> list[str]:
     """The C++ part of an mcu package's README: files, a TFLite Micro example, the arena."""
     q_in = entry["inputs"][0].get("scale") is not None
@@ -302,7 +294,9 @@ def readme_section(entry: dict[str, Any], arena: dict[str, Any]) -> list[str]:
     scores[i] = (output->data.int8[i] - kOutputZeroPoint) * kOutputScale;
   }""" if q_out else """  for (int i = 0; i < kOutputSize; ++i) scores[i] = output->data.int8[i];""")
     arg = "const float* features" if q_in else "const int32_t* token_ids"
-    code = _template("mcu_example.cc").substitute(arg=arg, fill=fill, read=read).split("\n", 1)[1]
+    from dlcli.package_example import template
+
+    code = template("mcu_example.cc").substitute(arg=arg, fill=fill, read=read).split("\n", 1)[1]
     return [
         "## C++ (TFLite Micro)", "",
         ("Add `model_data.cc`, `model_data.h` and `ops.h` to a project that builds TFLite Micro "

@@ -289,100 +289,6 @@ def build_package(run_dir: str | Path, target: str, out: str | Path, log=None) -
 
 
 # ------------------------------------------------------------------ README
-_RUNTIME_CODE = {
-    "tflite": ("from ai_edge_litert.interpreter import Interpreter", """
-interpreter = Interpreter(model_path="{model}")
-interpreter.allocate_tensors()
-inp = interpreter.get_input_details()[0]
-out = interpreter.get_output_details()[0]
-
-
-def predict(x):
-    \"\"\"One normalised example -> the model's output for it.\"\"\"
-{quantize_in}    interpreter.set_tensor(inp["index"], x[None])  # add the batch dimension (1)
-    interpreter.invoke()
-    y = interpreter.get_tensor(out["index"])[0]
-{dequantize_out}"""),
-    "onnx": ("import onnxruntime as ort", """
-session = ort.InferenceSession("{model}", providers=["CPUExecutionProvider"])
-input_name = session.get_inputs()[0].name
-
-
-def predict(x):
-    \"\"\"One normalised example -> the model's output for it.\"\"\"
-    x = np.asarray(x, np.{dtype})[None]  # add the batch dimension
-    return session.run(None, {{input_name: x}})[0][0]
-"""),
-    "saved_model": ("import tensorflow as tf", """
-model = tf.saved_model.load("{model}")
-
-
-def predict(x):
-    \"\"\"One normalised example -> the model's output for it.\"\"\"
-    x = tf.constant(np.asarray(x, np.{dtype})[None])  # add the batch dimension
-    return model.serve(x).numpy()[0]
-"""),
-}
-_Q_IN = {"tflite": '''    scale, zero_point = inp["quantization"]  # int8 input: quantize
-    x = np.clip(np.round(np.asarray(x, np.float32) / scale + zero_point), -128, 127).astype(np.int8)
-''', "mcu": '''    q = pre["quantization"]["input"]  # int8 input: quantize
-    x = np.clip(np.round(np.asarray(x, np.float32) / q["scale"] + q["zero_point"]), -128, 127).astype(np.int8)
-'''}
-_DQ_OUT = {"tflite": '''    scale, zero_point = out["quantization"]  # int8 output: dequantize
-    return (y.astype(np.float32) - zero_point) * scale
-''', "mcu": '''    q = pre["quantization"]["output"]  # int8 output: dequantize
-    return (y.astype(np.float32) - q["zero_point"]) * q["scale"]
-'''}
-_NORMALIZE = {"standard": '(x - np.asarray(n["mean"], np.float32)) / np.asarray(n["std"], np.float32)',
-              "minmax": '(x - np.asarray(n["min"], np.float32)) / np.asarray(n["range"], np.float32)',
-              "rescale": 'x * np.float32(n["scale"]) + np.float32(n["offset"])', "none": "x"}
-
-
-def python_example(target: str, entry: dict[str, Any], pre: dict[str, Any], has_labels: bool,
-                   arena: dict[str, Any] | None = None) -> str:
-    """A runnable Python inference example for the package's runtime (run it in the unzipped folder)."""
-    model, ids = entry["name"], pre["input_dtype"] == "int32"
-    q_in = entry["inputs"][0].get("scale") is not None
-    q_out = entry["outputs"][0].get("scale") is not None
-    if target == "mcu":
-        imp = "from tflite_micro.python.tflite_micro import runtime"
-        body = (f'\ninterpreter = runtime.Interpreter.from_bytes(Path("{model}").read_bytes(), '
-                f'arena_size={arena["recommended_bytes"]})\n\n\n'
-                'def predict(x):\n    """One normalised example -> the model\'s output for it."""\n'
-                + (_Q_IN["mcu"] if q_in else "    x = np.asarray(x, np.int32)\n")
-                + "    interpreter.set_input(x[None], 0)  # add the batch dimension (1)\n"
-                "    interpreter.invoke()\n    y = interpreter.get_output(0)[0]\n"
-                + (_DQ_OUT["mcu"] if q_out else "    return y\n"))
-    else:
-        kind = TARGETS[target].format
-        imp, body = _RUNTIME_CODE[kind]
-        dtype = entry["inputs"][0]["dtype"] if not q_in else "float32"
-        plain_in = f"    x = np.asarray(x, np.{dtype})\n"
-        body = body.format(model=model, dtype=dtype, quantize_in=_Q_IN["tflite"] if q_in else plain_in,
-                           dequantize_out=_DQ_OUT["tflite"] if q_out else "    return y\n")
-    method = pre["normalize"]["method"]
-    raw_shape = list(entry["inputs"][0]["shape"][1:])
-    if entry.get("preprocessing") == "included":  # the model reshapes and normalizes itself
-        norm = ('def normalize(raw):\n    """One raw example: the model has the run\'s preprocessing inside."""\n'
-                f'    return np.asarray(raw, np.{"int32" if ids else "float32"}).reshape({raw_shape})\n')
-    elif ids:
-        norm = ('def normalize(token_ids):\n    """Token ids (the featurizer\'s vocabulary in preprocessing.json), '
-                'padded to the sequence length."""\n    return np.asarray(token_ids, np.int32).reshape(pre["input_shape"])\n')
-    else:
-        norm = (f'def normalize(raw):\n    """One raw example -> model input: the run\'s fitted normalisation '
-                f'({method!r})."""\n    x = np.asarray(raw, np.float32).reshape(pre["input_shape"])\n'
-                + ('    n = pre["normalize"]\n' if method != "none" else "") + f"    return {_NORMALIZE[method]}\n")
-    show = ("print(labels[int(np.argmax(scores))], scores)" if has_labels else "print(scores)")
-    return ("import json\nfrom pathlib import Path\n\nimport numpy as np\n" + imp + "\n\n"
-            'pre = json.loads(Path("preprocessing.json").read_text())\n'
-            + ('labels = Path("labels.txt").read_text().splitlines()\n' if has_labels else "")
-            + body + "\n\n" + norm + "\n\n"
-            + (f'example = np.zeros({raw_shape}, np.{"int32" if ids else "float32"})  # one raw example\n'
-               if entry.get("preprocessing") == "included" else
-               f'example = np.zeros(pre["input_shape"], np.{"int32" if ids else "float32"})  # one raw example\n')
-            + "scores = predict(normalize(example))\n" + show + "\n")
-
-
 HOST_CHECK = "TFLite Micro's Python interpreter, to check the model on a host"
 
 
@@ -433,9 +339,11 @@ def readme(target: str, entry: dict[str, Any], pre: dict[str, Any], has_labels: 
         lines += [("Each input is prepared as its entry under `inputs` in `preprocessing.json` says (its columns, "
                    "type, fitted normalisation or vocabulary), then fed to the input of the same name."), ""]
     else:
+        from dlcli.package_example import python_example
+
         lines += [f"## Python ({HOST_CHECK if target == 'mcu' else t.runtime})",
                   "", "Run in the unzipped folder:", "", "```python",
-                  python_example(target, entry, pre, has_labels, arena) + "```", ""]
+                  python_example(target, t.format, entry, pre, has_labels, arena) + "```", ""]
     if target == "mcu":
         from dlcli.mcu import readme_section
 

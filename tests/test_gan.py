@@ -215,16 +215,17 @@ def _generator_downstream(cli, run, tmp_path):
     assert r.exit_code == 0, r.stderr
     report = json.loads(r.stdout)
     assert "samples" in report["sections"] and any("samples_final" in p for p in report["images"])
-    r = cli("package", run, "--target", "tflite-int8", "--out", tmp_path / "gen.zip")
-    assert r.exit_code == 0, r.stderr
-    with zipfile.ZipFile(tmp_path / "gen.zip") as zf:
-        zf.extractall(tmp_path / "pkg")
-    code = re.search(r"```python\n(.*?)```", (tmp_path / "pkg" / "README.md").read_text(), re.DOTALL).group(1)
-    done = subprocess.run([sys.executable, "-c", code], cwd=tmp_path / "pkg", capture_output=True, text=True,
-                          timeout=120, env={**os.environ, "TF_CPP_MIN_LOG_LEVEL": "3"}, check=False)
-    assert done.returncode == 0, done.stderr
-    shape, lo, hi = done.stdout.strip().splitlines()[-1].rsplit(" ", 2)
-    assert shape.startswith("(8, 8, 1)") and -0.5 <= float(lo) <= float(hi) <= 16.5  # raw pixels: 0..16
+    for target in ("tflite-int8", "onnx", "saved_model"):  # each runtime's README example runs as written
+        r = cli("package", run, "--target", target, "--out", tmp_path / f"{target}.zip")
+        assert r.exit_code == 0, r.stderr
+        with zipfile.ZipFile(tmp_path / f"{target}.zip") as zf:
+            zf.extractall(tmp_path / target)
+        code = re.search(r"```python\n(.*?)```", (tmp_path / target / "README.md").read_text(), re.DOTALL).group(1)
+        done = subprocess.run([sys.executable, "-c", code], cwd=tmp_path / target, capture_output=True, text=True,
+                              timeout=120, env={**os.environ, "TF_CPP_MIN_LOG_LEVEL": "3"}, check=False)
+        assert done.returncode == 0, f"{target}: {done.stderr}"
+        shape, lo, hi = done.stdout.strip().splitlines()[-1].rsplit(" ", 2)
+        assert shape.startswith("(8, 8, 1)") and -0.5 <= float(lo) <= float(hi) <= 16.5  # raw pixels: 0..16
 
 
 def test_a_diverging_gan_exits_4_and_keeps_the_last_finite_generator(write_recipe, tmp_path):

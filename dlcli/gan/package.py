@@ -1,51 +1,10 @@
 """The README sections of a generator's package: its inputs (latent vector, class id) and
-a runnable example that draws samples and maps them back to the data's raw values."""
+a runnable example (template files ``generate*.py.in``) that draws samples and maps them
+back to the data's raw values."""
 
 from __future__ import annotations
 
 from typing import Any
-
-_RUNTIMES = {
-    "tflite": ("from ai_edge_litert.interpreter import Interpreter", '''
-interpreter = Interpreter(model_path="{model}")
-interpreter.allocate_tensors()
-ins = interpreter.get_input_details()
-out = interpreter.get_output_details()[0]
-
-
-def generate(inputs):
-    """One sample: ``inputs`` maps latent (and label) to one example's values."""
-    for name, x in inputs.items():
-        d = next(d for d in ins if name in d["name"])
-        x = np.asarray(x)[None]  # add the batch dimension (1)
-        scale, zero_point = d["quantization"]
-        if scale and d["dtype"] != np.int32:  # an int8 input: quantize
-            x = np.clip(np.round(x / scale + zero_point), -128, 127)
-        interpreter.set_tensor(d["index"], x.astype(d["dtype"]))
-    interpreter.invoke()
-    y = interpreter.get_tensor(out["index"])[0].astype(np.float32)
-    scale, zero_point = out["quantization"]
-    return (y - zero_point) * scale if scale else y  # an int8 output: dequantize
-'''),
-    "onnx": ("import onnxruntime as ort", '''
-session = ort.InferenceSession("{model}", providers=["CPUExecutionProvider"])
-
-
-def generate(inputs):
-    """One sample: ``inputs`` maps latent (and label) to one example's values."""
-    feed = {{i.name: np.asarray(inputs[k])[None] for i in session.get_inputs() for k in inputs if k in i.name}}
-    return session.run(None, feed)[0][0]
-'''),
-    "saved_model": ("import tensorflow as tf", '''
-serve = tf.saved_model.load("{model}").signatures["serving_default"]
-
-
-def generate(inputs):
-    """One sample: ``inputs`` maps latent (and label) to one example's values."""
-    y = serve(**{{k: tf.constant(np.asarray(v)[None]) for k, v in inputs.items()}})
-    return next(iter(y.values())).numpy()[0]
-'''),
-}
 
 _RAW = {"standard": 'y * np.asarray(n["std"], np.float32) + np.asarray(n["mean"], np.float32)',
         "minmax": 'y * np.asarray(n["range"], np.float32) + np.asarray(n["min"], np.float32)',
@@ -64,18 +23,15 @@ def io_lines(entry: dict[str, Any], gan: dict[str, Any]) -> list[str]:
 
 
 def python_example(fmt: str, entry: dict[str, Any], pre: dict[str, Any], gan: dict[str, Any]) -> str:
-    imp, body = _RUNTIMES[fmt]
+    """Draw one sample and map it back to raw values: ``templates/package/generate*.py.in``."""
+    from dlcli.package_example import template
+
     method = pre["normalize"]["method"]
     draw = f'inputs = {{"latent": rng.standard_normal({gan["latent_dim"]}).astype(np.float32)'
-    draw += ', "label": np.array([3], np.int32)}  # a sample of class 3\n' if gan["conditional"] else "}\n"
-    return ("import json\nfrom pathlib import Path\n\nimport numpy as np\n" + imp + "\n\n"
-            'pre = json.loads(Path("preprocessing.json").read_text())\n'
-            + body.format(model=entry["name"]) + "\n\n"
-            f'def to_raw(y):\n    """A generated example -> raw values: the inverse of the run\'s normalisation '
-            f'({method!r})."""\n' + ('    n = pre["normalize"]\n' if method != "none" else "")
-            + f"    return {_RAW[method]}\n\n\n"
-            "rng = np.random.default_rng(0)\n" + draw
-            + "sample = to_raw(generate(inputs))\nprint(sample.shape, float(sample.min()), float(sample.max()))\n")
+    draw += ', "label": np.array([3], np.int32)}  # a sample of class 3' if gan["conditional"] else "}"
+    body = ('    n = pre["normalize"]\n' if method != "none" else "") + f"    return {_RAW[method]}"
+    runtime = template(f"generate_{fmt}.py.in").substitute(model=entry["name"]).rstrip("\n")
+    return template("generate.py.in").substitute(runtime=runtime, method=repr(method), body=body, draw=draw)
 
 
 def readme_sections(target: str, t, entry: dict[str, Any], pre: dict[str, Any], gan: dict[str, Any]) -> list[str]:
