@@ -19,8 +19,10 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 
 from dlcli.errors import UsageError
+from dlcli.recipe.base import literal_values
+from dlcli.recipe.train import TrainSpec
 
-STRATEGIES = ("auto", "default", "one_device", "mirrored", "multi_worker", "tpu")
+STRATEGIES = literal_values(TrainSpec, "strategy")  # the schema's list: one place to add a strategy
 
 
 @dataclass(frozen=True)

@@ -175,3 +175,23 @@ def test_validate_catches_schedule_and_smoothing_mistakes(cli, tiny_recipe):
     assert "warmup_epochs" in line
     line = one_line_error(cli("validate", tiny_recipe, "--set", "train.loss={label_smoothing: 0.1}"), 2)
     assert "label_smoothing" in line
+
+
+def test_usage_errors_are_one_line_and_choices_come_from_the_schema(cli, tiny_recipe, monkeypatch):
+    from dlcli.recipe.schema import ExportSpec, PruneSpec
+    from dlcli.recipe.train import TrainSpec
+
+    line = one_line_error(cli("train", tiny_recipe, "--epochs", "3"), 2)  # an unknown option
+    assert "dlcli train" in line and "--epochs" in line
+    line = one_line_error(cli("train", tiny_recipe, "--strategy", "hyper"), 2)
+    assert "'hyper'" in line and "multi_worker" in line
+    assert "Missing argument" in one_line_error(cli("package", "verify"), 2)
+    assert "No such command" in one_line_error(cli("trian"), 2)
+    import typing
+
+    monkeypatch.setenv("COLUMNS", "300")  # no wrapping inside a <a|b|c> list
+    for command, spec, field in (("prune", PruneSpec, "structure"), ("export", ExportSpec, "onnx_calibration"),
+                                 ("train", TrainSpec, "strategy")):
+        text = cli(command, "--help").stdout
+        allowed = typing.get_args(spec.model_fields[field].annotation)
+        assert all(value in text for value in allowed), (command, field)  # listed by --help, from the schema

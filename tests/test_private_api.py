@@ -59,3 +59,12 @@ def test_optuna_frozen_trial_id(tmp_path):
     frozen = study.trials[0]
     assert isinstance(frozen._trial_id, int)  # tune: continue a cut trial by its storage id
     assert optuna.trial.Trial(study, frozen._trial_id).number == 0
+
+
+def test_typer_vendored_click_errors():
+    from typer._click import exceptions  # cli/choices.py: one-line usage errors catch these
+
+    assert issubclass(exceptions.NoArgsIsHelpError, exceptions.UsageError)
+    import typer
+
+    assert issubclass(typer.BadParameter, exceptions.UsageError)  # what a bad --flag value raises

@@ -5,9 +5,10 @@ from pathlib import Path
 
 import typer
 
+from dlcli.cli.choices import choice, plain
 from dlcli.cli.common import emit_json, handle_errors, native_quiet, quiet_frameworks, stdout_console
 from dlcli.errors import RunDirError
-from dlcli.recipe.schema import FallbackMode
+from dlcli.recipe.schema import ExportSpec, FallbackMode
 
 
 def latest_run(root: Path = Path("runs")) -> Path:
@@ -25,7 +26,8 @@ def export(
     tflite: bool = typer.Option(False, "--tflite", help="Write TFLite (LiteRT) models."),
     onnx: bool = typer.Option(False, "--onnx", help="Write an ONNX model."),
     all_: bool = typer.Option(False, "--all", help="All three formats."),
-    quantize: str = typer.Option(None, "--quantize", "-q", help="TFLite quantization: none, dynamic, float16, int8, int16x8 (16-bit activations, 8-bit weights)."),
+    quantize: choice(ExportSpec, "quantize") = typer.Option(None, "--quantize", "-q", help="TFLite quantization "
+                                                            "(int16x8: 16-bit activations, 8-bit weights)."),
     representative_samples: int = typer.Option(None, "--representative-samples", min=1,
                                                help="Training examples that calibrate int8."),
     int8_float_fallback: bool = typer.Option(None, "--int8-float-fallback/--no-int8-float-fallback",
@@ -33,11 +35,11 @@ def export(
     int8_per_channel: bool = typer.Option(None, "--int8-per-channel/--int8-per-tensor",
                                           help="int8 weight scales per channel (default) or per tensor (smaller)."),
     opset: int = typer.Option(None, "--opset", min=9, help="ONNX opset."),
-    onnx_quantize: str = typer.Option(None, "--onnx-quantize", help="int8: also write model_int8.onnx, "
+    onnx_quantize: choice(ExportSpec, "onnx_quantize") = typer.Option(None, "--onnx-quantize", help="int8: also write model_int8.onnx, "
                                       "statically quantized by onnxruntime; dynamic: model_dynamic.onnx, int8 "
                                       "weights (export.onnx_quantize)."),
-    onnx_calibration: str = typer.Option(None, "--onnx-calibration", help="ONNX int8 calibration: minmax "
-                                         "(default), entropy or percentile (export.onnx_calibration)."),
+    onnx_calibration: choice(ExportSpec, "onnx_calibration") = typer.Option(
+        None, "--onnx-calibration", help="ONNX int8 calibration (default minmax; export.onnx_calibration)."),
     explain: bool = typer.Option(None, "--explain/--no-explain", help="int8 TFLite: measure and show every "
                                  "layer's quantization error (export.explain)."),
     fallback: FallbackMode = typer.Option(None, "--fallback", help="int8 TFLite failing its gate: auto keeps the "
@@ -70,10 +72,10 @@ def export(
                                  ("fallback_budget", fallback_budget)) if v is not None}
     with native_quiet() as err:
         log = (lambda msg: None) if json_out else (lambda msg: print(msg, file=err, flush=True))
-        result = export_run(run_dir, formats or None, quantize, out, representative_samples,
+        result = export_run(run_dir, formats or None, plain(quantize), out, representative_samples,
                             _gate(max_abs_error, min_top1_agreement, max_metric_drop), opset, int8_float_fallback,
                             int8_per_channel=int8_per_channel, log=log, include_preprocessing=include_preprocessing,
-                            onnx_quantize=onnx_quantize, onnx_calibration=onnx_calibration, options=options,
+                            onnx_quantize=plain(onnx_quantize), onnx_calibration=plain(onnx_calibration), options=options,
                             part="decoder" if decoder else None)
     _render(result, json_out, bool(explain))
     result.raise_for_failures()

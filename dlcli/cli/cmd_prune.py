@@ -4,16 +4,20 @@ from pathlib import Path
 
 import typer
 
+from dlcli.cli.choices import choice, plain
 from dlcli.cli.common import emit_json, handle_errors, native_quiet, quiet_frameworks, stdout_console
+from dlcli.recipe.schema import PruneSpec
 
 
 @handle_errors
 def prune(
     run_dir: Path = typer.Argument(..., help="A finished run to prune."),
     sparsity: float = typer.Option(None, "--sparsity", help="Target fraction of zeros, in [0, 1) (default 0.8)."),
-    schedule: str = typer.Option(None, "--schedule", help="constant or polynomial (default)."),
-    structure: str = typer.Option(None, "--structure", help="unstructured (default) or 2:4."),
-    scope: str = typer.Option(None, "--scope", help="global (default): one magnitude threshold across kernels; "
+    schedule: choice(PruneSpec, "schedule") = typer.Option(None, "--schedule", help="Sparsity schedule "
+                                                           "(default polynomial)."),
+    structure: choice(PruneSpec, "structure") = typer.Option(None, "--structure", help="Which zeros: any "
+                                                             "(unstructured, default) or 2 of every 4."),
+    scope: choice(PruneSpec, "scope") = typer.Option(None, "--scope", help="global (default): one magnitude threshold across kernels; "
                               "layer: the target in every kernel."),
     min_size: int = typer.Option(None, "--min-size", min=0, help="Kernels with fewer weights stay dense "
                                  "(default 1024; 0 prunes every kernel)."),
@@ -37,8 +41,8 @@ def prune(
     from dlcli.compress.prune import prune as prune_fn
 
     with native_quiet():
-        res = prune_fn(run_dir, out, sparsity=sparsity, schedule=schedule, structure=structure, epochs=epochs,
-                       exclude=exclude or None, learning_rate=learning_rate, overwrite=overwrite, scope=scope,
+        res = prune_fn(run_dir, out, sparsity=sparsity, schedule=plain(schedule), structure=plain(structure), epochs=epochs,
+                       exclude=exclude or None, learning_rate=learning_rate, overwrite=overwrite, scope=plain(scope),
                        min_size=min_size, keep_first_conv=keep_first_conv, overrides=set_ or None,
                        progress="none" if (json_out or quiet) else "plain")
     if json_out:

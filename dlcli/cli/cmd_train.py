@@ -4,7 +4,9 @@ from pathlib import Path
 
 import typer
 
+from dlcli.cli.choices import choice, plain
 from dlcli.cli.common import emit_json, handle_errors, progress_mode, quiet_frameworks, stderr_console
+from dlcli.recipe.train import TrainSpec
 
 
 @handle_errors
@@ -17,8 +19,8 @@ def train(
     overwrite: bool = typer.Option(False, "--overwrite", help="Replace an existing run directory."),
     resume: bool = typer.Option(False, "--resume", help="Continue the interrupted run in --run-dir from its last "
                                 "checkpoint (an interrupted run of the same recipe is resumed even without it)."),
-    strategy: str = typer.Option(None, "--strategy", help="tf.distribute strategy: auto, default, one_device, "
-                                 "mirrored, multi_worker or tpu (overrides train.strategy)."),
+    strategy: choice(TrainSpec, "strategy") = typer.Option(None, "--strategy", help="tf.distribute strategy "
+                                                           "(overrides train.strategy)."),
     allow_code: bool = typer.Option(False, "--allow-code", help="Allow `model.code` to import and run user code."),
     require_tracking: bool = typer.Option(False, "--require-tracking", help="An unreachable or failing MLflow "
                                           "tracker stops the run (exit 11) instead of a warning."),
@@ -26,7 +28,7 @@ def train(
     """Train a recipe into a run directory."""
     from dlcli.recipe.loader import load_recipe
 
-    r = load_recipe(recipe, [*set_, *([f"train.strategy={strategy}"] if strategy else [])])
+    r = load_recipe(recipe, [*set_, *([f"train.strategy={plain(strategy)}"] if strategy else [])])
     quiet_frameworks()
     from dlcli.cli.common import native_quiet
     from dlcli.train import train as train_fn

@@ -4,7 +4,9 @@ from pathlib import Path
 
 import typer
 
+from dlcli.cli.choices import named, plain
 from dlcli.cli.common import emit_json, handle_errors, native_quiet, quiet_frameworks, stdout_console
+from dlcli.preflight import TARGETS
 
 
 @handle_errors
@@ -13,8 +15,9 @@ def validate(
     set_: list[str] = typer.Option([], "--set", help="Override KEY.PATH=VALUE (YAML scalar); repeatable."),
     allow_code: bool = typer.Option(False, "--allow-code", help="Accept a model that runs code (model.code, "
                                     "Lambda, TFSMLayer ...), as train --allow-code would."),
-    target: str = typer.Option(None, "--target", help="Pre-flight: build the model untrained, convert it for "
-                               "tflite-int8, mcu, onnx-int8 or gpu, and list every op the target cannot run (imports TensorFlow)."),
+    target: named("target", TARGETS) = typer.Option(None, "--target", help="Pre-flight: build the model untrained, "
+                                                  "convert it for the target and list every op it cannot run "
+                                                  "(imports TensorFlow)."),
     flash_kb: int = typer.Option(None, "--flash-kb", min=1, help="mcu: flash for the model file, KiB "
                                  "(default: export.target.flash_kb)."),
     ram_kb: int = typer.Option(None, "--ram-kb", min=1, help="mcu: RAM for the tensor arena, KiB "
@@ -36,7 +39,7 @@ def validate(
         objective_names(r)
         check_space(recipe, set_, r)
     if target is not None:
-        return _preflight(r, target, allow_code, flash_kb, ram_kb, json_out)
+        return _preflight(r, plain(target), allow_code, flash_kb, ram_kb, json_out)
     kind = next(k for k in ("architecture", "layers", "graph", "application", "code", "gan") if hasattr(r.model, k))
     detail = getattr(r.model, "architecture", kind)
     if kind == "gan":

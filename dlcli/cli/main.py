@@ -23,10 +23,12 @@ from dlcli.cli import (
     cmd_tune,
     cmd_validate,
 )
+from dlcli.cli.choices import OneLineErrors
 from dlcli.cli.common import STATE
 
 app = typer.Typer(
     name="dlcli",
+    cls=OneLineErrors,
     help="YAML recipes to trained Keras 3 models, exported and verified for devices.",
     no_args_is_help=True,
     add_completion=True,

@@ -17,6 +17,21 @@ def closest(word: str, choices: list[str]) -> str | None:
     return lowered[hit[0]] if hit else None
 
 
+def literal_values(model: type[BaseModel], field: str) -> tuple[str, ...]:
+    """The strings ``model.field``'s ``Literal`` allows (``X | None`` unwrapped): the one list
+    of choices, which CLI flags and library checks read instead of keeping their own."""
+    return _literal(model.model_fields[field].annotation)
+
+
+def _literal(annotation) -> tuple[str, ...]:
+    if typing.get_origin(annotation) is typing.Literal:
+        return tuple(str(v) for v in typing.get_args(annotation))
+    found = [_literal(a) for a in typing.get_args(annotation) if a is not type(None)]
+    if len(found) != 1:
+        raise TypeError(f"not a Literal: {annotation!r}")
+    return found[0]
+
+
 # bounded sizes: a value outside these is a typo, and would fail (or exhaust memory) later
 Width = Annotated[int, Field(ge=1, le=65536)]  # units, filters, a dimension of an example
 Pixels = Annotated[int, Field(ge=1, le=16384)]  # image height or width

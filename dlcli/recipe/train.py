@@ -8,7 +8,11 @@ from pydantic import Field, model_validator
 
 from dlcli.recipe.base import StrictModel
 
-OPTIMIZERS = ["sgd", "adam", "adamw", "rmsprop", "adagrad", "adadelta", "adamax", "nadam", "lion", "ftrl", "lamb"]
+# recipe name -> keras.optimizers class: the one list (the schema's choices, the optimizer factory)
+OPTIMIZERS = {"sgd": "SGD", "adam": "Adam", "adamw": "AdamW", "rmsprop": "RMSprop", "adagrad": "Adagrad",
+              "adadelta": "Adadelta", "adamax": "Adamax", "nadam": "Nadam", "lion": "Lion", "ftrl": "Ftrl",
+              "lamb": "Lamb"}
+WARMUP_SCHEDULES = ("cosine", "constant")  # the schedules a linear warm-up can precede
 LOSSES = [
     "auto", "sparse_categorical_crossentropy", "categorical_crossentropy", "binary_crossentropy",
     "mse", "mean_squared_error", "mae", "mean_absolute_error", "huber", "log_cosh", "kl_divergence",
@@ -70,7 +74,7 @@ class OptimizerSpec(StrictModel):
     @model_validator(mode="after")
     def _warmup(self):
         lr = self.learning_rate
-        if not isinstance(lr, float) and lr.warmup_epochs and lr.schedule not in ("cosine", "constant"):
+        if not isinstance(lr, float) and lr.warmup_epochs and lr.schedule not in WARMUP_SCHEDULES:
             raise ValueError(f"learning_rate.warmup_epochs works with the cosine and constant schedules, "
                              f"not {lr.schedule}")
         return self

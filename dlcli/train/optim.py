@@ -3,11 +3,7 @@
 from __future__ import annotations
 
 from dlcli.errors import RecipeError
-
-_OPTIMIZERS = {
-    "sgd": "SGD", "adam": "Adam", "adamw": "AdamW", "rmsprop": "RMSprop", "adagrad": "Adagrad",
-    "adadelta": "Adadelta", "adamax": "Adamax", "nadam": "Nadam", "lion": "Lion", "ftrl": "Ftrl", "lamb": "Lamb",
-}
+from dlcli.recipe.train import OPTIMIZERS
 
 
 def make_schedule(lr, steps_per_epoch: int, epochs: int):
@@ -17,11 +13,6 @@ def make_schedule(lr, steps_per_epoch: int, epochs: int):
         return lr
     warm = round(lr.warmup_epochs * steps_per_epoch)
     total = max(1, epochs * steps_per_epoch - warm)
-    if lr.warmup_epochs and lr.schedule not in ("cosine", "constant"):
-        raise RecipeError(
-            f"train.optimizer.learning_rate.warmup_epochs: warm-up works with the cosine and constant "
-            f"schedules, not {lr.schedule}"
-        )
     if lr.schedule == "constant":
         if not warm:
             return lr.initial
@@ -44,7 +35,7 @@ def make_schedule(lr, steps_per_epoch: int, epochs: int):
 def make_optimizer(spec, steps_per_epoch: int, epochs: int):
     import keras
 
-    cls = getattr(keras.optimizers, _OPTIMIZERS[spec.name])
+    cls = getattr(keras.optimizers, OPTIMIZERS[spec.name])
     kwargs = {"learning_rate": make_schedule(spec.learning_rate, steps_per_epoch, epochs)}
     for key in ("momentum", "nesterov", "weight_decay", "beta_1", "beta_2", "epsilon", "clipnorm", "global_clipnorm"):
         value = getattr(spec, key)
