@@ -14,7 +14,6 @@ for a graph input, the nodes that read it): those go to ``quantize_static``'s
 from __future__ import annotations
 
 import math
-import os
 import tempfile
 from dataclasses import dataclass
 from pathlib import Path
@@ -78,32 +77,15 @@ def sensitivity(float_path: Path, qdq_path: Path, rows) -> list[NodeError]:
 
 def auto_fallback(float_path: Path, target: Path, rows, method: str, ranked: list[NodeError], check, budget: int,
                   log) -> tuple[dict, Any]:
-    """Quantize again with the worst nodes excluded, one more at a time, until ``check(path)``
-    passes or ``budget`` tensors' nodes are in float; on success ``target`` is replaced.
-    Returns ``(record, checks)`` (``checks`` None when the budget ran out). Each step records
-    its cost: file size and native batch-1 latency (onnxruntime, 1 thread)."""
+    """Quantize again with the worst tensors' nodes excluded, one tensor more at a time, until
+    ``check(path)`` passes or ``budget`` tensors' nodes are in float (``fallback.keep_in_float``)."""
+    from dlcli.export.fallback import keep_in_float
     from dlcli.export.onnx import quantize_static_int8
     from dlcli.latency import onnx as native_onnx
 
-    record: dict[str, Any] = {"budget": budget, "nodes": [], "steps": [], "passed": False}
-    deny: list[str] = []
-    for err in ranked[:min(budget, max(len(ranked) - 1, 0))]:  # never every tensor: that is the float model
-        deny += [n for n in err.nodes if n not in deny]
-        log(f"fallback: keeping {len(deny)} ONNX node(s) in float ({err.op} {err.tensor[:60]}) ...")
-        trial = target.with_name(f".{target.name}.tmp-{os.getpid()}.onnx")  # swept if a kill leaves it
-        try:
-            quantize_static_int8(float_path, trial, rows, method, exclude=deny)
-            checks = check(trial)
-            timing = native_onnx(trial, threads=1, warmup=10, runs=100)
-        except BaseException:
-            trial.unlink(missing_ok=True)
-            raise
-        record["steps"].append({"float_nodes": list(deny), "tensor": err.tensor, "op": err.op,
-                                "size_bytes": trial.stat().st_size, "native_p50_ms": (timing.latency_ms or {}).get("p50"),
-                                "passed": checks.passed, "failures": checks.failures})
-        if checks.passed:
-            os.replace(trial, target)
-            record.update(nodes=list(deny), passed=True)
-            return record, checks
-        trial.unlink(missing_ok=True)
-    return record, None
+    worst = ranked[:min(budget, max(len(ranked) - 1, 0))]  # never every tensor: that is the float model
+    return keep_in_float(
+        ((e.nodes, e.op, e.tensor) for e in worst), target, budget=budget, check=check, log=log,
+        build=lambda deny, path: quantize_static_int8(float_path, path, rows, method, exclude=deny),
+        timer=lambda path: native_onnx(path, threads=1, warmup=10, runs=100),
+        kind="nodes", unit="ONNX node(s)", describe=lambda deny, label: {"float_nodes": list(deny), "tensor": label})

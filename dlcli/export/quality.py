@@ -45,6 +45,7 @@ def calibration_report(y, task: str, labels: list[str] | None) -> dict[str, Any]
 def _quant_debug(art: Artifact, target: Path, model, plan, spec, checks, gate_file, log):
     """int8 TFLite: per-layer errors (explain) and, when the gate failed and fallback is
     auto, the worst layers kept in float until it passes. Returns the checks of the file kept."""
+    from dlcli.export.fallback import adopt
     from dlcli.export.sensitivity import auto_fallback, debug
     from dlcli.export.tflite import load
 
@@ -54,14 +55,8 @@ def _quant_debug(art: Artifact, target: Path, model, plan, spec, checks, gate_fi
     if checks.passed or spec.fallback != "auto":
         return checks
     record, fixed = auto_fallback(dbg, layers, target, gate_file, spec.fallback_budget, log)
-    art.fallback = {**record, "plain": {"size_bytes": art.size_bytes, "checks": checks.to_json()}}
-    if fixed is None:
-        art.warnings.append(f"--fallback auto: the gate still fails with {len(record['steps'])} layer(s) in float "
-                            f"(fallback_budget {spec.fallback_budget}); the int8 file without fallback is kept")
+    if not adopt(art, target, record, fixed, checks, spec.fallback_budget, "layer(s)"):
         return checks
-    from dlcli.export import sha256_path
-
-    art.sha256, art.size_bytes = sha256_path(target)
     runner = load(target)
     art.inputs = [t.to_json() for t in runner.inputs]
     art.outputs = [t.to_json() for t in runner.outputs]
@@ -74,6 +69,7 @@ def _onnx_debug(art: Artifact, target: Path, plan, spec, checks, gate_file, log)
     """int8 ONNX: per-tensor SQNR from onnxruntime's QDQ debugging (explain) and, when the gate
     failed and fallback is auto, the worst nodes excluded from quantization until it passes."""
     from dlcli.export import onnx_fallback
+    from dlcli.export.fallback import adopt
 
     floating = target.with_name("model.onnx")  # the float ONNX of the same export (its first job)
     if not floating.is_file():
@@ -86,14 +82,8 @@ def _onnx_debug(art: Artifact, target: Path, plan, spec, checks, gate_file, log)
         return checks
     record, fixed = onnx_fallback.auto_fallback(floating, target, plan.representative, plan.onnx_calibration, ranked,
                                                 gate_file, spec.fallback_budget, log)
-    art.fallback = {**record, "plain": {"size_bytes": art.size_bytes, "checks": checks.to_json()}}
-    if fixed is None:
-        art.warnings.append(f"--fallback auto: the gate still fails with {len(record['steps'])} tensor(s)' nodes in "
-                            f"float (fallback_budget {spec.fallback_budget}); the int8 file without fallback is kept")
+    if not adopt(art, target, record, fixed, checks, spec.fallback_budget, "tensor(s)' nodes"):
         return checks
-    from dlcli.export import sha256_path
-
-    art.sha256, art.size_bytes = sha256_path(target)
     art.warnings.append(f"--fallback auto kept {len(record['nodes'])} ONNX node(s) in float to pass the gate: "
                         + ", ".join(record["nodes"]))
     return fixed

@@ -103,35 +103,14 @@ def debug(model, plan) -> tuple[Any, list[LayerError]]:
 
 def auto_fallback(dbg, layers: list[LayerError], target, check, budget: int, log) -> tuple[dict, Any]:
     """Keep the worst layers in float, one more at a time (worst first), until ``check(path)``
-    passes the gate or ``budget`` layers are in float. On success the file at ``target`` is
-    replaced; returns ``(record, checks)`` (``checks`` None when the budget ran out). Each step
-    records what it cost: file size and native batch-1 latency."""
-    import os
-
+    passes the gate or ``budget`` layers are in float (``fallback.keep_in_float``)."""
+    from dlcli.export.fallback import keep_in_float
     from dlcli.latency import tflite as native
 
     # never every layer: a file with nothing quantized is the float model under another name
     ranked = [e for e in layers if math.isfinite(e.steps)][:min(budget, len(layers) - 1)]
-    record: dict[str, Any] = {"budget": budget, "layers": [], "steps": [], "passed": False}
-    deny: list[str] = []
-    for layer in ranked:
-        deny.append(layer.tensor)
-        log(f"fallback: keeping {len(deny)} layer(s) in float ({layer.op} {layer.tensor[:60]}) ...")
-        data = selective_model(dbg, deny)
-        trial = target.with_name(f".{target.name}.tmp-{os.getpid()}.tflite")  # swept if a kill leaves it
-        trial.write_bytes(data)
-        try:
-            checks = check(trial)
-            timing = native(trial, threads=1, warmup=10, runs=100)
-        except BaseException:
-            trial.unlink(missing_ok=True)
-            raise
-        record["steps"].append({"float_layers": len(deny), "layer": layer.tensor, "op": layer.op,
-                                "size_bytes": len(data), "native_p50_ms": (timing.latency_ms or {}).get("p50"),
-                                "passed": checks.passed, "failures": checks.failures})
-        if checks.passed:
-            os.replace(trial, target)  # same folder: atomic
-            record.update(layers=list(deny), passed=True)
-            return record, checks
-        trial.unlink(missing_ok=True)
-    return record, None
+    return keep_in_float(
+        (([e.tensor], e.op, e.tensor) for e in ranked), target, budget=budget, check=check, log=log,
+        build=lambda deny, path: path.write_bytes(selective_model(dbg, deny)),
+        timer=lambda path: native(path, threads=1, warmup=10, runs=100),
+        kind="layers", unit="layer(s)", describe=lambda deny, label: {"float_layers": len(deny), "layer": label})
