@@ -70,7 +70,7 @@ def bench(name: str, epochs: int | None, root: Path) -> list[list]:
     print(f"{name}: trained in {time.perf_counter() - t0:.0f} s", file=sys.stderr, flush=True)
     rows, ref, keras_float = [], None, None
     for label, formats, q, options, artifact in MODES:
-        res = export_run(run, formats, q, out_dir=run / label.replace(" ", "_"), options=options)
+        res = export_run(run, formats, q, out_dir=run / label.replace(" ", "_"), **options)
         art = next((a for a in res.artifacts if a.name == artifact), None)
         if art is None:
             continue

@@ -4,6 +4,7 @@ from pathlib import Path
 
 import typer
 
+from dlcli.cli import options
 from dlcli.cli.common import emit_json, handle_errors, native_quiet, quiet_frameworks, stdout_console
 
 
@@ -15,9 +16,9 @@ def distill(
     alpha: float = typer.Option(None, "--alpha", help="Weight of the distillation loss in [0, 1] (default 0.5)."),
     out: Path = typer.Option(None, "--run-dir", "-o", help="New run directory (default: STUDENT-distilled beside the teacher)."),
     set_: list[str] = typer.Option([], "--set", help="Override a student recipe key KEY.PATH=VALUE; repeatable."),
-    overwrite: bool = typer.Option(False, "--overwrite", help="Replace an existing output run."),
+    overwrite: bool = options.OVERWRITE,
     allow_code: bool = typer.Option(False, "--allow-code", help="Allow a `model.code` student."),
-    json_out: bool = typer.Option(False, "--json", help="Print one JSON object."),
+    json_out: bool = options.JSON,
 ) -> None:
     """Knowledge distillation into a smaller student model.
 

@@ -68,15 +68,15 @@ def export(
         run_dir = latest_run()
         print(f"using the most recent run: {run_dir}", file=sys.stderr)
     formats = [f for f, on in (("saved_model", saved_model), ("tflite", tflite), ("onnx", onnx)) if on or all_]
-    options = {k: v for k, v in (("explain", explain), ("fallback", fallback.value if fallback else None),
-                                 ("fallback_budget", fallback_budget)) if v is not None}
     with native_quiet() as err:
         log = (lambda msg: None) if json_out else (lambda msg: print(msg, file=err, flush=True))
-        result = export_run(run_dir, formats or None, plain(quantize), out, representative_samples,
-                            _gate(max_abs_error, min_top1_agreement, max_metric_drop), opset, int8_float_fallback,
-                            int8_per_channel=int8_per_channel, log=log, include_preprocessing=include_preprocessing,
-                            onnx_quantize=plain(onnx_quantize), onnx_calibration=plain(onnx_calibration), options=options,
-                            part="decoder" if decoder else None)
+        result = export_run(run_dir, formats or None, plain(quantize), out, log=log, part="decoder" if decoder else None,
+                            representative_samples=representative_samples, opset=opset,
+                            gate=_gate(max_abs_error, min_top1_agreement, max_metric_drop),
+                            int8_float_fallback=int8_float_fallback, int8_per_channel=int8_per_channel,
+                            include_preprocessing=include_preprocessing, onnx_quantize=plain(onnx_quantize),
+                            onnx_calibration=plain(onnx_calibration), explain=explain, fallback=plain(fallback),
+                            fallback_budget=fallback_budget)
     _render(result, json_out, bool(explain))
     result.raise_for_failures()
 

@@ -4,6 +4,7 @@ from pathlib import Path
 
 import typer
 
+from dlcli.cli import options
 from dlcli.cli.choices import choice, plain
 from dlcli.cli.common import emit_json, handle_errors, native_quiet, quiet_frameworks, stdout_console
 from dlcli.recipe.schema import PruneSpec
@@ -27,11 +28,11 @@ def prune(
     learning_rate: float = typer.Option(None, "--learning-rate", help="Fine-tuning rate (default: training rate / 3)."),
     exclude: list[str] = typer.Option(None, "--exclude", help="Layer name to leave dense; repeatable."),
     out: Path = typer.Option(None, "--run-dir", "-o", help="New run directory (default: RUN_DIR-pruned)."),
-    set_: list[str] = typer.Option([], "--set", help="Override a key of the source run's recipe for fine-tuning, "
-                                   "KEY.PATH=VALUE (e.g. train.batch_size=64); repeatable."),
-    overwrite: bool = typer.Option(False, "--overwrite", help="Replace an existing output run."),
-    json_out: bool = typer.Option(False, "--json", help="Print one JSON object."),
-    quiet: bool = typer.Option(False, "--quiet", help="No per-epoch lines."),
+    set_: list[str] = options.SOURCE_SET,
+    overwrite: bool = options.OVERWRITE,
+    resume: bool = options.RESUME,
+    json_out: bool = options.JSON,
+    quiet: bool = options.QUIET,
 ) -> None:
     """Magnitude-prune a trained model into a new run (Keras 3, no tfmot).
 
@@ -41,10 +42,11 @@ def prune(
     from dlcli.compress.prune import prune as prune_fn
 
     with native_quiet():
-        res = prune_fn(run_dir, out, sparsity=sparsity, schedule=plain(schedule), structure=plain(structure), epochs=epochs,
-                       exclude=exclude or None, learning_rate=learning_rate, overwrite=overwrite, scope=plain(scope),
-                       min_size=min_size, keep_first_conv=keep_first_conv, overrides=set_ or None,
-                       progress="none" if (json_out or quiet) else "plain")
+        res = prune_fn(run_dir, out, overwrite=overwrite, resume=resume, overrides=set_ or None,
+                       progress="none" if (json_out or quiet) else "plain",
+                       sparsity=sparsity, schedule=plain(schedule), structure=plain(structure), scope=plain(scope),
+                       epochs=epochs, exclude=exclude or None, learning_rate=learning_rate, min_size=min_size,
+                       keep_first_conv=keep_first_conv)
     if json_out:
         emit_json({**res.to_json(), "layers": res.sparsity["layers"]})
         return

@@ -4,6 +4,7 @@ from pathlib import Path
 
 import typer
 
+from dlcli.cli import options
 from dlcli.cli.common import emit_json, handle_errors, native_quiet, quiet_frameworks, stdout_console
 
 
@@ -16,12 +17,11 @@ def qat(
     per_channel: bool = typer.Option(None, "--per-channel/--per-tensor", help="Conv2D / DepthwiseConv2D kernel "
                                      "scales per channel (default) or per tensor (then export with --int8-per-tensor)."),
     out: Path = typer.Option(None, "--run-dir", "-o", help="New run directory (default: RUN_DIR-qat)."),
-    set_: list[str] = typer.Option([], "--set", help="Override a key of the source run's recipe for fine-tuning, "
-                                   "KEY.PATH=VALUE (e.g. train.batch_size=64); repeatable."),
-    overwrite: bool = typer.Option(False, "--overwrite", help="Replace an existing output run."),
-    resume: bool = typer.Option(False, "--resume", help="Continue an interrupted run in --run-dir."),
-    json_out: bool = typer.Option(False, "--json", help="Print one JSON object."),
-    quiet: bool = typer.Option(False, "--quiet", help="No per-epoch lines."),
+    set_: list[str] = options.SOURCE_SET,
+    overwrite: bool = options.OVERWRITE,
+    resume: bool = options.RESUME,
+    json_out: bool = options.JSON,
+    quiet: bool = options.QUIET,
 ) -> None:
     """Quantization-aware training (Keras 3, no tfmot) into a new run.
 

@@ -105,15 +105,13 @@ def tflite_gzip_size(model) -> tuple[int, int]:
     return len(data), len(gzip.compress(data, compresslevel=9))
 
 
-def prune(run_dir: str | Path, out_dir: str | Path | None = None, *, sparsity: float | None = None,
-          schedule: str | None = None, structure: str | None = None, epochs: int | None = None,
-          exclude: list[str] | None = None, learning_rate: float | None = None, overwrite: bool = False,
-          scope: str | None = None, min_size: int | None = None, keep_first_conv: bool | None = None, spec=None,
-          progress: str = "plain", console=None, resume: bool = False, reuse: bool = False, log=None,
-          overrides: list[str] | None = None) -> PruneResult:
+def prune(run_dir: str | Path, out_dir: str | Path | None = None, *, spec=None, overwrite: bool = False,
+          resume: bool = False, reuse: bool = False, progress: str = "plain", console=None, log=None,
+          overrides: list[str] | None = None, **options) -> PruneResult:
     """Fine-tune ``run_dir``'s model to the target sparsity, through the one trainer (the
-    source recipe's strategy, augmentation, class weights, seeds; resumable). Unset
-    arguments come from ``spec`` (a PruneSpec), else from the run's ``compress.prune``;
+    source recipe's strategy, augmentation, class weights, seeds; resumable). ``options``
+    are PruneSpec keys (``sparsity=0.9``, ``scope="layer"``; None leaves the value) laid over
+    ``spec``, else the run's ``compress.prune``, and validated by its schema;
     ``overrides`` (``--set KEY=VALUE``) change the source recipe as the stage reads it
     (e.g. ``train.batch_size``, ``train.callbacks.checkpoint.min_interval_seconds``)."""
     from dlcli.rundir import open_run
@@ -122,9 +120,7 @@ def prune(run_dir: str | Path, out_dir: str | Path | None = None, *, sparsity: f
     t0 = time.time()
     run = open_run(run_dir, overrides)
     prepare_devices(run.recipe.train)
-    spec = _resolve_spec(run, spec, sparsity=sparsity, schedule=schedule, structure=structure, epochs=epochs,
-                         exclude=exclude, learning_rate=learning_rate, scope=scope, min_size=min_size,
-                         keep_first_conv=keep_first_conv)
+    spec = _resolve_spec(run, spec, **options)
     out = Path(out_dir) if out_dir else run.path.parent / f"{run.path.name}-pruned"
     if out.resolve() == run.path.resolve():
         raise RunDirError(f"{out}: the pruned run needs its own directory (not the source run)")

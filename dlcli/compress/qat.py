@@ -182,14 +182,13 @@ class QatResult:
                 "weights_sha256": self.weights_sha256}
 
 
-def qat(run_dir: str | Path, out_dir: str | Path | None = None, *, spec=None, epochs: int | None = None,
-        learning_rate: float | None = None, exclude: list[str] | None = None, per_channel: bool | None = None,
-        overwrite: bool = False,
+def qat(run_dir: str | Path, out_dir: str | Path | None = None, *, spec=None, overwrite: bool = False,
         resume: bool = False, reuse: bool = False, progress: str = "plain", console=None, log=None,
-        overrides: list[str] | None = None) -> QatResult:
+        overrides: list[str] | None = None, **options) -> QatResult:
     """Quantization-aware fine-tuning of ``run_dir``'s model through the one trainer, into
-    ``out_dir`` (default RUN_DIR-qat). Unset arguments come from ``spec`` (a QatSpec), else
-    the run's ``compress.qat``; ``overrides`` (``--set``) change the source recipe as read."""
+    ``out_dir`` (default RUN_DIR-qat). ``options`` are QatSpec keys (``epochs=2``; None
+    leaves the value) laid over ``spec``, else the run's ``compress.qat``, and validated;
+    ``overrides`` (``--set``) change the source recipe as read."""
     import json
 
     from dlcli.recipe.overrides import apply_overrides
@@ -199,8 +198,7 @@ def qat(run_dir: str | Path, out_dir: str | Path | None = None, *, spec=None, ep
     t0 = time.time()
     run = open_run(run_dir, overrides)
     prepare_devices(run.recipe.train)
-    spec = apply_overrides(spec or run.recipe.compress.qat_spec(), {"epochs": epochs, "learning_rate": learning_rate,
-                                                                     "exclude": exclude, "per_channel": per_channel})
+    spec = apply_overrides(spec or run.recipe.compress.qat_spec(), options)
     if spec.learning_rate is None:
         lr = run.recipe.train.optimizer.learning_rate
         spec = spec.model_copy(update={"learning_rate": (lr if isinstance(lr, float) else lr.initial) / 10})

@@ -189,29 +189,19 @@ def export_options(spec, overrides: dict[str, Any]):
 
 
 def export_run(run_dir: str | Path, formats: list[str] | None = None, quantize: str | None = None,
-               out_dir: str | Path | None = None, representative_samples: int | None = None,
-               gate=None, opset: int | None = None, int8_float_fallback: bool | None = None,
-               tflite_batch_size: int | str | None = None, parity_samples: int | None = None,
-               int8_per_channel: bool | None = None, log=None,
-               include_preprocessing: bool | None = None, onnx_quantize: str | None = None,
-               onnx_calibration: str | None = None, options: dict[str, Any] | None = None,
-               part: str | None = None) -> ExportResult:
-    """Export ``run_dir``'s model (``part="decoder"``: a VAE's decoder, into export/decoder);
-    the recipe's ``export:`` section fills unset arguments.
-    ``include_preprocessing``: the artifacts take raw feature values (the gate feeds them).
-    ``options``: further ``export:`` keys overriding the recipe's, e.g. ``{"fallback": "auto"}``.
-    Every setting is validated by the ``export:`` schema (:func:`export_options`)."""
+               out_dir: str | Path | None = None, *, log=None, part: str | None = None,
+               **options: Any) -> ExportResult:
+    """Export ``run_dir``'s model into ``out_dir`` (default RUN_DIR/export; ``part="decoder"``:
+    a VAE's decoder, into export/decoder). ``options`` are keys of the recipe's ``export:``
+    section (``int8_float_fallback=True``, ``gate=GateSpec(...)``, ``fallback="auto"`` ...):
+    laid over the run's own section and validated by its schema (:func:`export_options`),
+    the one options object; None values leave the recipe's."""
     from dlcli import tracking
     from dlcli.rundir import open_run
 
     log = log or (lambda msg: None)
     run = open_run(run_dir)
-    given = {"formats": formats or None, "quantize": quantize, "representative_samples": representative_samples,
-             "gate": gate, "opset": opset, "int8_float_fallback": int8_float_fallback,
-             "tflite_batch_size": tflite_batch_size, "parity_samples": parity_samples,
-             "int8_per_channel": int8_per_channel, "include_preprocessing": include_preprocessing,
-             "onnx_quantize": onnx_quantize, "onnx_calibration": onnx_calibration}
-    spec = export_options(run.recipe.export, {**(options or {}), **{k: v for k, v in given.items() if v is not None}})
+    spec = export_options(run.recipe.export, {**options, "formats": formats or None, "quantize": quantize})
     out = Path(out_dir) if out_dir else run.path / "export" / (part or "")
     reference = reference_of(run, spec, part)
     _make_folder(out)
