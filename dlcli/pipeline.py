@@ -89,28 +89,23 @@ def run_pipeline(recipe, run_dir: Path, *, allow_code: bool = False, log=None, c
     current = run_dir
     c = recipe.compress
     common = {"progress": progress, "console": console, "reuse": True, "log": log}
-    if c.distill:
-        if not c.distill.student:
-            raise UsageError("compress.distill.student: the pipeline needs a student recipe file")
-        log(f"distilling into {run_dir / 'distilled'} ...")
-        res = distill(current, c.distill.student, run_dir / "distilled", temperature=c.distill.temperature,
-                      alpha=c.distill.alpha, allow_code=allow_code, **common)
-        result.weights["distill"] = res.weights_sha256
-        current = run_dir / "distilled"
+    if c.distill and not c.distill.student:
+        raise UsageError("compress.distill.student: the pipeline needs a student recipe file")
+    stages = (  # (name, folder, what the log says, how to run it from the current run)
+        ("distill", "distilled", "distilling", c.distill, lambda src, dst: distill(
+            src, c.distill.student, dst, temperature=c.distill.temperature, alpha=c.distill.alpha,
+            allow_code=allow_code, **common)),
+        ("prune", "pruned", "pruning", c.prune, lambda src, dst: prune(src, dst, spec=c.prune, **common)),
+        ("qat", "qat", "quantization-aware training", c.qat, lambda src, dst: qat(src, dst, spec=c.qat, **common)),
+    )
+    for name, folder, doing, spec, run_it in stages:
+        if spec is None:
+            continue
+        log(f"{doing} into {run_dir / folder} ...")
+        result.weights[name] = run_it(current, run_dir / folder).weights_sha256
+        current = run_dir / folder
         if chief:
-            result.stages.append(_stage("distill", current))
-    if c.prune:
-        log(f"pruning into {run_dir / 'pruned'} ...")
-        result.weights["prune"] = prune(current, run_dir / "pruned", spec=c.prune, **common).weights_sha256
-        current = run_dir / "pruned"
-        if chief:
-            result.stages.append(_stage("prune", current))
-    if c.qat:
-        log(f"quantization-aware training into {run_dir / 'qat'} ...")
-        result.weights["qat"] = qat(current, run_dir / "qat", spec=c.qat, **common).weights_sha256
-        current = run_dir / "qat"
-        if chief:
-            result.stages.append(_stage("qat", current))
+            result.stages.append(_stage(name, current))
     if not chief:
         return result
     if recipe.export.formats or c.prune or c.distill or c.qat:
