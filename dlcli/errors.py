@@ -9,6 +9,7 @@ The table is documented in docs/cli.md; a test keeps the two in step.
 from __future__ import annotations
 
 from enum import IntEnum
+from pathlib import Path
 
 
 class ExitCode(IntEnum):
@@ -170,3 +171,28 @@ EXIT_CODE_DOCS: dict[ExitCode, str] = {
     ExitCode.INTERRUPTED: "interrupted by SIGINT or SIGTERM: the current step finished and a checkpoint "
     "was written; continue with --resume",
 }
+
+
+# programming errors: raised in dlcli's own code, they are bugs, whatever the library call around them
+BUG_TYPES = (AssertionError, AttributeError, IndexError, KeyError, NameError, TypeError, UnboundLocalError)
+_PACKAGE = Path(__file__).resolve().parent
+
+
+def is_dlcli_bug(exc: BaseException) -> bool:
+    """Whether ``exc`` is a programming error raised in dlcli's own code (the innermost frame
+    of its traceback is in the ``dlcli`` package), as opposed to a library refusing the
+    user's model or data."""
+    if not isinstance(exc, BUG_TYPES):
+        return False
+    tb, where = exc.__traceback__, None
+    while tb is not None:
+        where, tb = tb.tb_frame.f_code.co_filename, tb.tb_next
+    return where is not None and Path(where).resolve().is_relative_to(_PACKAGE)
+
+
+def raise_if_bug(exc: BaseException) -> None:
+    """In a broad ``except`` that translates a library's failure into a user error (or records
+    it on an artifact): let a dlcli bug through to the top-level mapper (exit 1, its traceback
+    with --debug) instead of disguising it as the user's fault."""
+    if is_dlcli_bug(exc):
+        raise exc

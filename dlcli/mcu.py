@@ -21,7 +21,7 @@ import tempfile
 from dataclasses import dataclass, field
 from typing import Any
 
-from dlcli.errors import UsageError
+from dlcli.errors import UsageError, raise_if_bug
 
 # TFLite builtin operator -> the MicroMutableOpResolver method that registers it
 # (tensorflow/lite/micro/micro_mutable_op_resolver.h). Not derivable from the name:
@@ -84,6 +84,7 @@ def inspect_model(model: bytes) -> ModelInfo:
     try:
         m = schema.ModelT.InitFromPackedBuf(bytearray(model), 0)
     except Exception as exc:  # a corrupt flatbuffer is the user's file
+        raise_if_bug(exc)
         raise UsageError(f"not a readable TFLite model: {type(exc).__name__}: {exc}") from exc
     op_names, type_names = _enum_names(schema.BuiltinOperator), _enum_names(schema.TensorType)
     sizes = {"INT8": 1, "UINT8": 1, "BOOL": 1, "INT16": 2, "FLOAT16": 2, "INT32": 4, "FLOAT32": 4, "INT64": 8,

@@ -16,7 +16,7 @@ from pathlib import Path
 from typing import Any
 
 from dlcli.data.preprocess import Preprocessor
-from dlcli.errors import RunDirError
+from dlcli.errors import RunDirError, raise_if_bug
 
 RUN_MARKERS = ("env.json", "recipe.yaml")
 BESIDE = ("preprocessing.json", "labels.txt", "anomaly.json")  # what a model of a run needs beside it
@@ -204,6 +204,7 @@ def load_keras_model(path: Path):
     try:
         return keras.saving.load_model(path, safe_mode=True)
     except Exception as exc:
+        raise_if_bug(exc)
         raise RunDirError(f"{path}: cannot load the model: {str(exc).splitlines()[0]}") from exc
 
 

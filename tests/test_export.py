@@ -171,6 +171,38 @@ def test_conversion_that_writes_nothing_is_a_failure(runs, monkeypatch):
     assert result.failed and "produced no file" in result.failed[0].error
 
 
+def test_a_dlcli_bug_in_conversion_is_exit_1_not_a_failed_artifact(runs, cli, monkeypatch):
+    """A programming error raised in dlcli's own code is a bug (exit 1, its traceback with
+    --debug), not the user's model failing to convert (exit 6); a converter's own refusal
+    stays a failed artifact (the test above)."""
+    from dlcli.export import signature
+
+    monkeypatch.setattr(signature, "input_signature", None)  # export/tflite.py calls it: a TypeError in dlcli
+    run = runs("mlp")
+    out = run / "export_bug"
+    r = cli("export", run, "--tflite", "--out", out)
+    assert r.exit_code == 1, (r.exit_code, r.stderr)
+    assert "internal error" in r.stderr.lower() or "bug" in r.stderr.lower(), r.stderr
+    assert not [p for p in out.iterdir() if ".tmp-" in p.name]  # nothing half-written left
+
+
+def test_is_dlcli_bug_tells_dlcli_frames_from_library_frames():
+    import json as stdlib_json
+
+    from dlcli.errors import is_dlcli_bug
+    from dlcli.recipe.overrides import apply_overrides
+
+    try:
+        apply_overrides(None, {})  # dlcli code on a None spec: AttributeError raised in dlcli
+    except AttributeError as exc:
+        assert is_dlcli_bug(exc)
+    try:
+        stdlib_json.loads(None)  # a TypeError raised by the library
+    except TypeError as exc:
+        assert not is_dlcli_bug(exc)
+    assert not is_dlcli_bug(ValueError("a value a user gave"))
+
+
 def test_cli_export_evaluate_and_predict_artifacts(runs, cli, tmp_path):
     run = runs("cnn")
     r = cli("export", run, "--all", "--quantize", "int8", "--json")

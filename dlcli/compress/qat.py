@@ -20,7 +20,7 @@ from typing import Any
 import numpy as np
 
 from dlcli.atomic import write_json
-from dlcli.errors import ModelError, RunDirError, UsageError
+from dlcli.errors import ModelError, RunDirError, UsageError, raise_if_bug
 
 _RELUS = {"relu", "relu6"}
 
@@ -137,6 +137,7 @@ def qat_model(model, spec):
     try:
         out = keras.models.clone_model(model, clone_function=clone)
     except Exception as exc:
+        raise_if_bug(exc)
         raise ModelError(f"cannot wrap this model for quantization-aware training: {str(exc).splitlines()[0][:200]} "
                          "(a functional or Sequential model is needed)") from exc
     for name, source in plan.wrap.items():

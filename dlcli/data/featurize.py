@@ -14,7 +14,7 @@ from typing import Any
 
 import numpy as np
 
-from dlcli.errors import DataError
+from dlcli.errors import DataError, raise_if_bug
 
 _READING: ContextVar[str | None] = ContextVar("dlcli_reading", default=None)
 
@@ -225,5 +225,6 @@ class ImageFeaturizer(Featurizer):
             try:
                 out[i] = self.tf_decode(path).numpy()
             except Exception as exc:  # TF raises several types
+                raise_if_bug(exc)
                 raise DataError(f"{path}: cannot decode image: {str(exc).splitlines()[0]}") from exc
         return out

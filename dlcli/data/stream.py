@@ -22,7 +22,7 @@ from pathlib import Path
 
 import numpy as np
 
-from dlcli.errors import DataError
+from dlcli.errors import DataError, raise_if_bug
 
 
 def one_hot_map(k: int | None):
@@ -137,6 +137,7 @@ class FileSplit:
             try:
                 self.decode(key)
             except Exception as exc:  # noqa: BLE001 - TF raises several types
+                raise_if_bug(exc)
                 return key, tf_message(exc)
         return None
 

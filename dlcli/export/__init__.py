@@ -23,6 +23,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from dlcli.errors import raise_if_bug
 from dlcli.export.quality import _inspect_tflite, _onnx_debug, _quant_debug, calibration_report
 from dlcli.export.reference import Reference, reference_of
 from dlcli.recipe.schema import CALIBRATED
@@ -298,9 +299,10 @@ def _export_one(fmt_name: str, q: str, out: Path, plan: Plan, reference: Referen
             raise RuntimeError("the converter reported success but produced no file")
         _place(tmp, target)
     except Exception as exc:  # noqa: BLE001 - any converter failure is recorded, not fatal
+        shutil.rmtree(tmp, ignore_errors=True) if tmp.is_dir() else tmp.unlink(missing_ok=True)
+        raise_if_bug(exc)  # a dlcli bug is not a failed artifact: exit 1 with its traceback
         art.error = f"conversion failed: {type(exc).__name__}: {_first_line(exc)}"
         art.conversion_seconds = round(time.perf_counter() - t0, 3)
-        shutil.rmtree(tmp, ignore_errors=True) if tmp.is_dir() else tmp.unlink(missing_ok=True)
         return art
     art.sha256, art.size_bytes = sha256_path(target)
     checks = _gate(art, fmt, target, reference, spec.gate)
@@ -332,6 +334,7 @@ def _gate(art: Artifact | None, fmt, path: Path, reference: Reference, gate):
         runner = fmt.load(path)
         got = runner.predict(reference.x)
     except Exception as exc:  # the runtime refusing the artifact is a failure (a fallback candidate: raised)
+        raise_if_bug(exc)
         if art is None:
             raise
         art.error = f"{fmt.runtime} could not run it: {type(exc).__name__}: {_first_line(exc)}"

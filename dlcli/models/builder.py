@@ -12,7 +12,7 @@ import importlib
 import math
 from typing import Any
 
-from dlcli.errors import ModelError, ShapeMismatchError
+from dlcli.errors import ModelError, ShapeMismatchError, raise_if_bug
 from dlcli.models.context import BuildContext, InputInfo
 
 
@@ -121,7 +121,7 @@ def make_layer(spec, where: str, name: str | None = None):
         args["layer"] = make_layer(inner, f"{where}.layer")
     try:
         return cls(**args)
-    except Exception as exc:  # layer constructors raise many types
+    except Exception as exc:  # constructors raise many types; a TypeError here is the recipe's arguments, not a bug
         raise ModelError(f"{where} ({spec.type}): {_first_line(exc)}") from exc
 
 
@@ -151,6 +151,7 @@ def _call(layer, x, where: str):
     try:
         return layer(x)
     except Exception as exc:
+        raise_if_bug(exc)
         shape = [t.shape for t in x] if isinstance(x, list) else x.shape
         raise ModelError(f"{where}: cannot apply {type(layer).__name__} to input of shape {shape}: {_first_line(exc)}") from exc
 
@@ -227,6 +228,7 @@ def build_application(spec, ctx: BuildContext):
     try:
         backbone = ctor(include_top=False, weights=None, input_shape=shape, pooling=app.pooling, **app.kwargs)
     except Exception as exc:
+        raise_if_bug(exc)
         raise ModelError(f"model.application ({app.name}): {_first_line(exc)}") from exc
     if app.weights:
         from pathlib import Path
@@ -239,6 +241,7 @@ def build_application(spec, ctx: BuildContext):
         try:
             backbone.load_weights(str(path))
         except Exception as exc:
+            raise_if_bug(exc)
             raise ModelError(f"model.application.weights: {path}: {_first_line(exc)}") from exc
     if app.batchnorm_momentum is not None:
         for layer in backbone.layers:
