@@ -97,6 +97,7 @@ def test_anomaly_detector_calibrates_and_flags(cli, write_recipe, tmp_path):
     assert "anomaly" in json.loads(r.stdout)["sections"]
 
 
+@pytest.mark.slow  # quick tier under 10 min: heavier cases run in make test-slow (CI runs both)
 def test_a_vae_trains_samples_reconstructs_and_exports(cli, write_recipe, tmp_path):
     import keras
 

@@ -24,6 +24,7 @@ def teacher(tmp_path_factory):
     return root
 
 
+@pytest.mark.slow  # quick tier under 10 min: heavier cases run in make test-slow (CI runs both)
 def test_distill_reports_teacher_alone_and_distilled(teacher, cli, tmp_path):
     r = cli("distill", teacher / "teacher", teacher / "s.yaml", "--run-dir", tmp_path / "d", "--json",
             "--temperature", "4", "--alpha", "0.7")

@@ -54,6 +54,7 @@ def test_a_regression_output_clipped_by_calibration_fails_the_gate(runs):
     assert clipped == (wider.checks["saturation"]["clipped"] > 0)
 
 
+@pytest.mark.slow  # quick tier under 10 min: heavier cases run in make test-slow (CI runs both)
 def test_ops_left_in_float_and_quantization_that_did_nothing_are_reported(runs, cli):
     run = runs["cls"]
     res = export_run(run, ["tflite"], "int8", out_dir=run / "int8")
@@ -179,6 +180,7 @@ def raw_run(tmp_path_factory):
     return root / "run"
 
 
+@pytest.mark.slow  # quick tier under 10 min: heavier cases run in make test-slow (CI runs both)
 def test_explain_ranks_layers_and_fallback_keeps_the_worst_in_float(raw_run, cli):
     from ai_edge_litert.interpreter import Interpreter
 

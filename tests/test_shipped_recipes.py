@@ -26,7 +26,7 @@ def test_validates(cli, path):
 
 # the heaviest (a whole pipeline, a transfer backbone, transformers) run with -m slow
 SLOW_BRIEF = {"recipes/digits_compress", "recipes/digits_transfer", "recipes/digits_transformer",
-              "templates/transformer", "recipes/digits_cnn_tune",
+              "templates/transformer", "templates/transfer", "recipes/digits_cnn_tune",
               "recipes/digits_gan", "recipes/digits_cgan"}  # GANs: tests/test_gan.py covers them in the quick tier
 
 

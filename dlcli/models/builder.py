@@ -227,8 +227,7 @@ def build_application(spec, ctx: BuildContext):
         x = keras.layers.Resizing(*app.resize, name="resize")(x)
     try:
         backbone = ctor(include_top=False, weights=None, input_shape=shape, pooling=app.pooling, **app.kwargs)
-    except Exception as exc:
-        raise_if_bug(exc)
+    except Exception as exc:  # a TypeError here is the recipe's kwargs (weights=...), not a bug
         raise ModelError(f"model.application ({app.name}): {_first_line(exc)}") from exc
     if app.weights:
         from pathlib import Path
