@@ -165,7 +165,7 @@ class TrainSpec(StrictModel):
     steps_per_epoch: int | None = Field(None, ge=1, description="Limit steps per epoch (default: the whole training split).")
     steps_per_execution: Annotated[int, Field(ge=1)] | Literal["auto"] = Field(
         "auto", description="Training steps run in one compiled call (logs, callbacks, signals and checkpoints are "
-        "seen between calls). auto: enough steps for about 50 ms per call, at most 64 and one epoch.")
+        "seen between calls). auto: enough steps for about 200 ms per call, at most 64 and one epoch.")
     strategy: Literal["auto", "default", "one_device", "mirrored", "multi_worker", "tpu"] = Field(
         "auto", description="tf.distribute strategy; auto: TPU if configured, multi-worker if TF_CONFIG / SLURM "
         "describe several workers, mirrored with several GPUs, else default."

@@ -279,10 +279,10 @@ class TrainLoop:
         return self._metrics_result(model)
 
     # ---- the loop -------------------------------------------------------------------------
-    _AUTO_SECONDS, _AUTO_MAX = 0.05, 64
+    _AUTO_SECONDS, _AUTO_MAX = 0.2, 64
 
     def _adapt(self, k: int, seconds: float) -> None:
-        """``steps_per_execution: auto``: about 50 ms per call, measured after the first
+        """``steps_per_execution: auto``: about 200 ms per call, measured after the first
         calls (which trace). Every worker must run the same number of steps per call, so
         multi-worker keeps a fixed value (16 for auto)."""
         self._calls += 1

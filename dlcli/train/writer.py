@@ -43,8 +43,10 @@ class DeviceStash:
         self.meta = None
 
 
-@tf.function
 def _copy(source, target):
+    """Variable-to-variable assignments, eagerly: one small op per variable costs less than
+    tracing a function over every variable once more per run (measured: ~0.5 s per run on
+    the quick start against ~1 ms per epoch eagerly)."""
     for s, t in zip(source, target, strict=True):
         t.assign(s)
 
