@@ -9,6 +9,7 @@ like every other dlcli error, instead of Typer's framed usage box.
 
 from __future__ import annotations
 
+import contextlib
 import functools
 import sys
 from enum import Enum
@@ -48,17 +49,16 @@ class OneLineErrors(TyperGroup):
             return super().invoke(ctx)
 
 
-class _one_line:  # a context manager: click's UsageError -> one line and Exit(2)
-    def __init__(self, where: str) -> None:
-        self.where = where
-
-    def __enter__(self) -> None:
-        return None
-
-    def __exit__(self, kind, exc, tb) -> bool:
-        if not isinstance(exc, click_errors.UsageError) or isinstance(exc, click_errors.NoArgsIsHelpError):
-            return False  # a bare group's help, and everything else, go on as they are
-        where = exc.ctx.command_path if exc.ctx is not None else self.where
+@contextlib.contextmanager
+def _one_line(where: str):
+    """Click's UsageError -> one line on stderr and Exit(2); a bare group's help (also a
+    UsageError) and everything else go on as they are."""
+    try:
+        yield
+    except click_errors.NoArgsIsHelpError:
+        raise
+    except click_errors.UsageError as exc:
+        where = exc.ctx.command_path if exc.ctx is not None else where
         message = exc.format_message().replace(": Value error, ", ": ")  # Typer's wording for a bad choice
         print(f"error: {where}: {message} (see: {where} --help)", file=sys.stderr, flush=True)
         raise Exit(exc.exit_code) from exc
