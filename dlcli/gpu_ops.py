@@ -4,11 +4,11 @@ LiteRT's GPU accelerator (ML Drift, shipped in ai-edge-litert as the WebGPU / GP
 libraries) decides node by node in ``IsNodeSupported`` (``ml_drift_delegate/tflite/support/
 support.cc``); ``GPU_OPS`` below is that function's list of builtin ops, read on 2026-12-02
 against ai-edge-litert 2.x. LSTM is listed there but always refused (``return false`` in that
-version), so it is left out here. Not checked: the bool-tensor and quantized-tensor switches
-(the caller's options; dlcli converts a float model for this target) and the per-op
-limits (tensor ranks, op versions, broadcasting) are not checked here: on a machine with a
-GPU adapter, the pre-flight also asks LiteRT itself (``CompiledModel`` on the GPU
-accelerator) whether the whole model is accelerated.
+version), so it is left out here. Not checked here: the bool-tensor and quantized-tensor
+switches (the caller's options; dlcli converts a float model for this target) and the
+per-op limits (tensor ranks, op versions, broadcasting). On a machine with a GPU adapter
+the pre-flight also asks LiteRT itself (``CompiledModel`` on the GPU accelerator) whether
+the whole model is accelerated.
 
 TensorFlow's ``tf.lite.experimental.Analyzer(gpu_compatibility=True)`` was tried first: in
 TF 2.21 it reports TOPK_V2, REVERSE_V2 and WHILE models alike as compatible, so it is not used.
