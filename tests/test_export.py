@@ -87,6 +87,9 @@ def _check_all_passed(result):
 
 # int8 TFLite of these keeps ops in float (attention's NEG); the gate fails them unless allowed
 FLOAT_OPS_IN_INT8 = {"transformer"}
+# an unrolled LSTM's gate SPLIT may stay in float with per-channel scales, depending on the
+# trained weights (the BiLSTM did on one CPU and not on another): allowed, never required
+MAY_KEEP_IN_FLOAT = {"lstm": {"SPLIT"}, "bilstm": {"SPLIT"}}
 # the quick tier exports a vector and an image model; the rest (text among them) run with -m slow
 QUICK_EXPORTS = ("mlp", "cnn")
 
@@ -96,7 +99,10 @@ def test_every_model_exports_to_every_format_and_passes(runs, name):
     run = runs(name)
     result = export_run(run, ["saved_model", "tflite", "onnx"], "int8")
     plain = next(a for a in result.artifacts if a.quantization == "int8")
-    assert bool(plain.float_ops) == (name in FLOAT_OPS_IN_INT8), plain.float_ops
+    if name in FLOAT_OPS_IN_INT8:
+        assert plain.float_ops
+    else:
+        assert set(plain.float_ops) <= MAY_KEEP_IN_FLOAT.get(name, set()), plain.float_ops
     if plain.float_ops:  # the converter leaves these in float: the gate fails them unless they are allowed
         assert plain.status == "failed" and "ops run in float inside the int8 model" in plain.failure()
         result = export_run(run, ["saved_model", "tflite", "onnx"], "int8", int8_float_fallback=True,
