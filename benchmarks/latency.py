@@ -5,9 +5,9 @@
 For each recipe: train it briefly (latency does not depend on the weights), export
 float32 and int8 TFLite and ONNX, then print per artifact
 - dlcli's native p50 (dlcli.latency: LiteRT CompiledModel / onnxruntime io_binding), for
-  TFLite the median over the benchmark's own figure and --repeats more,
-- `litert-benchmark`'s median (the tool shipped in the ai-edge-litert wheel, its own code
-  in a fresh process, unrounded) for TFLite,
+  TFLite the mean of the p50s of `dlcli benchmark`'s own process and --repeats fresh ones,
+- `litert-benchmark`'s median (the tool shipped in the ai-edge-litert wheel, its own code,
+  unrounded), the mean over --repeats fresh processes interleaved with dlcli's, for TFLite,
 - dlcli's Python-harness p50 (NumPy in and out) and the Python overhead,
 - the delegation status.
 Target (issue: native latency): dlcli's native TFLite figure within 20% of litert-benchmark's.
@@ -49,13 +49,34 @@ def litert_benchmark(path: Path, threads: int, warmup: int, runs: int) -> float:
     return json.loads(line[len("RESULT "):])["latency"]["median_ms"]
 
 
+# dlcli's own native measure (what `dlcli benchmark` calls), in a fresh process like the tool's:
+# a microsecond model runs at two speeds (on 2026-12-03 the digits CNN's int8 file 0.011 or
+# 0.017 ms) that switch between processes and in phases of tens of seconds, for both tools
+# alike, so each side's figure is the mean over interleaved processes, not one process (nor
+# their median: with two speeds, a median of a few processes jumps from one to the other).
+DLCLI = """
+import sys
+from pathlib import Path
+from dlcli.latency import native
+print("RESULT", native(Path(sys.argv[1]), "tflite", *map(int, sys.argv[2:])).latency_ms["p50"])
+"""
+
+
+def dlcli_native(path: Path, threads: int, warmup: int, runs: int) -> float:
+    """dlcli.latency.native's p50 for ``path``, measured in a fresh process."""
+    proc = subprocess.run([sys.executable, "-c", DLCLI, str(path), str(threads), str(warmup), str(runs)],
+                          check=True, capture_output=True, text=True)
+    return float(next(ln for ln in proc.stdout.splitlines() if ln.startswith("RESULT ")).split()[1])
+
+
 def main() -> None:
     ap = argparse.ArgumentParser()
     ap.add_argument("--recipes", nargs="+", default=DEFAULT)
     ap.add_argument("--threads", type=int, default=1)
     ap.add_argument("--warmup", type=int, default=50)
     ap.add_argument("--runs", type=int, default=2000)  # a 5 us model: 500 runs left +-25% between processes
-    ap.add_argument("--repeats", type=int, default=5, help="litert-benchmark runs (and as many more of dlcli's)")
+    ap.add_argument("--repeats", type=int, default=9,
+                    help="fresh processes of each tool per artifact (a process can be 2x faster than the next)")
     ap.add_argument("--verbose", action="store_true", help="print every measure")
     ap.add_argument("--root", default=str(REPO / "runs" / "latency"))
     args = ap.parse_args()
@@ -64,7 +85,6 @@ def main() -> None:
     logging.getLogger("tensorflow").setLevel(logging.ERROR)
     from dlcli.benchmark import benchmark
     from dlcli.export import export_run
-    from dlcli.latency import native
 
     rows = []
     for name in args.recipes:
@@ -81,14 +101,15 @@ def main() -> None:
             nat, tool = [m.native["latency_ms"]["p50"]], []
             for _ in range(args.repeats if m.format == "tflite" else 0):  # interleaved, fresh each time
                 tool.append(litert_benchmark(Path(m.path), args.threads, args.warmup, args.runs))
-                nat.append(native(Path(m.path), "tflite", args.threads, args.warmup, args.runs).latency_ms["p50"])
+                nat.append(dlcli_native(Path(m.path), args.threads, args.warmup, args.runs))
             if args.verbose and tool:
                 print(f"{name} {m.name}: dlcli {nat}, litert-benchmark {tool}", flush=True)
             ops = m.native["fallback_ops"]
-            rows.append((name, m.name, statistics.median(nat), statistics.median(tool) if tool else None,
+            rows.append((name, m.name, statistics.fmean(nat), statistics.fmean(tool) if tool else None,
                          m.latency_ms["p50"], m.python_overhead_ms, m.native["fully_accelerated"],
                          ",".join(ops[:4]) + (f",+{len(ops) - 4}" if len(ops) > 4 else "")))
-    print(f"threads {args.threads}, {args.warmup} warm-up, {args.runs} runs; times in ms (p50 / median)")
+    print(f"threads {args.threads}, {args.warmup} warm-up, {args.runs} runs; times in ms (p50 / median; TFLite: the mean "
+          f"over {args.repeats} processes of each tool)")
     print(f"{'recipe':20} {'artifact':22} {'native':>8} {'litert-bm':>9} {'ratio':>6} {'harness':>8} "
           f"{'py ovh':>7}  delegation")
     ratios = []
