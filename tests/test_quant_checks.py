@@ -4,7 +4,9 @@ clipped int8 outputs, ops left in float, and quantization that quantized nothing
 from __future__ import annotations
 
 import json
+import math
 
+import numpy as np
 import pytest
 from conftest import one_line_error
 
@@ -231,7 +233,11 @@ def test_onnx_int8_explains_and_falls_back_node_by_node(raw_run, cli):
     q = next(a for a in json.loads(plain.stdout)["artifacts"] if a["name"] == "model_int8.onnx")
     assert plain.exit_code == 6 and q["status"] == "failed", q["checks"]  # raw inputs: one int8 scale for all
     tensors = q["sensitivity"]
-    assert tensors == sorted(tensors, key=lambda e: e["qdq_sqnr_db"]) and tensors[0]["nodes"]
+    rank = [min(e["qdq_sqnr_db"], e["channel_sqnr_db"] if e["channel_sqnr_db"] is not None else math.inf)
+            for e in tensors]
+    assert rank == sorted(rank) and tensors[0]["nodes"]
+    inputs = {i.name for i in onnx.load(raw_run / "onnx_plain" / "model.onnx").graph.input}
+    assert tensors[0]["tensor"] in inputs and tensors[0]["channel_sqnr_db"] < 10 < tensors[0]["qdq_sqnr_db"], tensors[0]
     assert "quantization noise per tensor" in cli("export", raw_run, "--onnx", "--onnx-quantize", "int8",
                                                   "--explain", "--out", raw_run / "onnx_table").stdout
     res = cli("export", raw_run, "--onnx", "--onnx-quantize", "int8", "--fallback", "auto", "--json")  # RUN/export
@@ -248,3 +254,16 @@ def test_onnx_int8_explains_and_falls_back_node_by_node(raw_run, cli):
     report = cli("report", raw_run, "--json")
     assert report.exit_code == 0, report.stderr
     assert any(p.endswith("sensitivity_model_int8.onnx.png") for p in json.loads(report.stdout)["images"])
+
+
+def test_worst_channel_sqnr_sees_the_small_feature_that_one_scale_rounds_away():
+    from dlcli.export.onnx_fallback import worst_channel_sqnr
+
+    rng = np.random.default_rng(0)
+    x = np.stack([rng.uniform(0, 4000, 64), rng.uniform(0, 0.1, 64), np.zeros(64)], axis=1)  # 3 features
+    scale = 4000 / 255
+    q = np.round(x / scale) * scale  # one int8 scale for the whole tensor: feature 1 becomes 0
+    whole = 10 * np.log10((x ** 2).sum() / ((x - q) ** 2).sum())
+    worst = worst_channel_sqnr(list(x), list(q))
+    assert whole > 30 and abs(worst) < 1e-6  # the tensor looks fine; its small feature lost everything
+    assert worst_channel_sqnr(list(x), list(x)) == math.inf  # nothing lost; the all-zero feature is skipped

@@ -154,11 +154,12 @@ def _nodes(a) -> None:
     kept = set((a.fallback or {}).get("nodes", []))
     t = Table(title=f"{a.name}: quantization noise per tensor (SQNR in dB, worst first; onnxruntime's QDQ "
               "debugging)", title_justify="left")
-    for col in ("op", "tensor", "own QDQ", "vs float model", ""):
-        t.add_column(col, justify="right" if "QDQ" in col or "float" in col else "left")
+    for col in ("op", "tensor", "own QDQ", "worst channel", "vs float model", ""):
+        t.add_column(col, justify="left" if col in ("op", "tensor", "") else "right")
     for e in a.sensitivity[:20]:
         mark = "kept in float" if kept & set(e["nodes"]) else ""
-        t.add_row(e["op"], e["tensor"][-60:], _g(e["qdq_sqnr_db"]), _g(e["model_sqnr_db"]), mark)
+        t.add_row(e["op"], e["tensor"][-60:], _g(e["qdq_sqnr_db"]), _g(e.get("channel_sqnr_db")),
+                  _g(e["model_sqnr_db"]), mark)
     stdout_console().print(t)
 
 
