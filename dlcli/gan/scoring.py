@@ -15,18 +15,13 @@ from dlcli.gan.judge import Judge, frechet_distance
 SAMPLES_DIR = "samples"
 
 
-def split_arrays(split, limit: int | None = None) -> tuple[np.ndarray, np.ndarray]:
-    """(x, y) of a data split as arrays (at most ``limit`` rows, in order)."""
-    xs, ys, n = [], [], 0
+def split_arrays(split) -> tuple[np.ndarray, np.ndarray]:
+    """(x, y) of a data split as arrays, in order."""
+    xs, ys = [], []
     for batch in split.dataset(256):
-        x, y = batch[0], batch[1]
-        xs.append(np.asarray(x))
-        ys.append(np.asarray(y))
-        n += len(xs[-1])
-        if limit is not None and n >= limit:
-            break
-    x, y = np.concatenate(xs), np.concatenate(ys)
-    return (x[:limit], y[:limit]) if limit is not None else (x, y)
+        xs.append(np.asarray(batch[0]))
+        ys.append(np.asarray(batch[1]))
+    return np.concatenate(xs), np.concatenate(ys)
 
 
 def latent_inputs(spec, n: int, seed: int, num_classes: int):
