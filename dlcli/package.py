@@ -129,21 +129,22 @@ def _artifact_files(model_path: Path, name: str) -> dict[str, Path]:
     return files
 
 
-def resolve_artifact(run, target: Target, log) -> tuple[dict[str, Any], dict[str, Any], bool]:
+def resolve_artifact(run, target: Target, log, part: str | None = None) -> tuple[dict[str, Any], dict[str, Any], bool]:
     """The export manifest entry for ``target`` (exporting it first if it is not listed),
-    the whole manifest, and whether it was exported now."""
+    the whole manifest, and whether it was exported now; ``part="decoder"``: a VAE's decoder
+    (RUN_DIR/export/decoder)."""
     from dlcli.export import export_run, sha256_path
 
-    export_dir = run.path / "export"
+    export_dir = run.path / "export" / (part or "")
     manifest = _read_manifest(export_dir / MANIFEST)
     entry, exported = _find(manifest, target), False
     if entry is None or not artifact_path(export_dir, entry).exists():
         q = "" if target.quantization == "none" else f" {target.quantization}"
         log(f"no {target.format}{q} artifact in {export_dir}/{MANIFEST}: exporting it ...")
         if target.format == "onnx":  # ONNX int8 is onnxruntime's quantization of the ONNX export
-            export_run(run.path, ["onnx"], "none", log=log, onnx_quantize=target.quantization)
+            export_run(run.path, ["onnx"], "none", log=log, part=part, onnx_quantize=target.quantization)
         else:
-            export_run(run.path, [target.format], target.quantization, log=log)
+            export_run(run.path, [target.format], target.quantization, log=log, part=part)
         new = _read_manifest(export_dir / MANIFEST) or {"artifacts": []}  # export_run merged it
         manifest, entry, exported = new, _find(new, target), True
         if entry is None:
@@ -188,15 +189,16 @@ def preprocessing_doc(run, entry: dict[str, Any]) -> dict[str, Any]:
     return doc
 
 
-def _sources(run, target: Target, entry: dict[str, Any], log) -> tuple[dict[str, Any], dict[str, Any] | None]:
+def _sources(run, target: Target, entry: dict[str, Any], log,
+             part: str | None = None) -> tuple[dict[str, Any], dict[str, Any] | None]:
     """Archive name -> bytes or a file Path, and the mcu arena estimate."""
-    export_dir = run.path / "export"
+    export_dir = run.path / "export" / (part or "")
     model_path = artifact_path(export_dir, entry)
     files: dict[str, Any] = dict(_artifact_files(model_path, entry["name"]))
     pre = preprocessing_doc(run, entry)
     files["preprocessing.json"] = (json.dumps(pre, indent=2) + "\n").encode()
-    for extra in BESIDE[1:]:  # labels.txt; anomaly.json: the calibrated reconstruction-error threshold
-        if (run.path / extra).exists():
+    for extra in BESIDE[1:] if part is None else ():  # labels.txt; anomaly.json: the reconstruction-error
+        if (run.path / extra).exists():  # threshold (neither is about a decoder's samples)
             files[extra] = (run.path / extra).read_bytes()
     arena = None
     if target.name == "mcu":
@@ -209,11 +211,20 @@ def _sources(run, target: Target, entry: dict[str, Any], log) -> tuple[dict[str,
         arena = mcu.measure_arena(model, info, entry["name"])
         files.update(mcu.c_files(model, entry["name"], hashlib.sha256(model).hexdigest(), info, arena, entry["inputs"],
                                  entry["outputs"], dlcli.__version__))
-    gan = ({"latent_dim": run.recipe.model.gan.latent_dim, "conditional": run.recipe.model.gan.conditional}
-           if run.recipe.task == "gan" else None)
     files["README.md"] = readme(target.name, entry, pre, "labels.txt" in files, arena, run.path.name,
-                                run.env.get("recipe_hash"), gan).encode()
+                                run.env.get("recipe_hash"), _generator(run, entry, part)).encode()
     return files, arena
+
+
+def _generator(run, entry: dict[str, Any], part: str | None) -> dict[str, Any] | None:
+    """What the README says of a model that makes examples from latent vectors (a GAN's
+    generator, a VAE's decoder); None for any other model."""
+    if part == "decoder":
+        return {"network": "decoder", "latent_dim": entry["inputs"][0]["shape"][-1], "conditional": False}
+    if run.recipe.task == "gan":
+        gan = run.recipe.model.gan
+        return {"network": "generator", "latent_dim": gan.latent_dim, "conditional": gan.conditional}
+    return None
 
 
 def _digest(src) -> tuple[str, int]:
@@ -236,8 +247,9 @@ def _entry(name: str) -> zipfile.ZipInfo:
     return info
 
 
-def build_package(run_dir: str | Path, target: str, out: str | Path, log=None) -> PackageResult:
-    """Package ``run_dir``'s artifact for ``target`` into the zip archive ``out``."""
+def build_package(run_dir: str | Path, target: str, out: str | Path, log=None, part: str | None = None) -> PackageResult:
+    """Package ``run_dir``'s artifact for ``target`` into the zip archive ``out``;
+    ``part="decoder"``: a VAE run's decoder (latent vectors in, new examples out)."""
     from dlcli.atomic import atomic_path
     from dlcli.rundir import open_run
 
@@ -253,8 +265,8 @@ def build_package(run_dir: str | Path, target: str, out: str | Path, log=None) -
         raise UsageError(f"--target mcu: the model has several inputs ({', '.join(run.preprocessor.input_shape)}); "
                          "dlcli's TFLite Micro package (C array, one input buffer) takes one: package it for "
                          "tflite-int8, tflite, onnx or saved_model")
-    entry, export_manifest, exported = resolve_artifact(run, t, log)
-    files, arena = _sources(run, t, entry, log)
+    entry, export_manifest, exported = resolve_artifact(run, t, log, part)
+    files, arena = _sources(run, t, entry, log, part)
     listing = {}
     for name in sorted(files):
         sha, size = _digest(files[name])
@@ -264,6 +276,7 @@ def build_package(run_dir: str | Path, target: str, out: str | Path, log=None) -
         "target": t.name,
         "runtime": t.runtime,
         "model": entry["name"],
+        **({"part": part} if part else {}),
         "run": {"name": run.recipe.name, "dir": run.path.name, "task": run.recipe.task,
                 "recipe_hash": run.env.get("recipe_hash"), "seed": run.env.get("seed"),
                 "data_fingerprint": run.env.get("data_fingerprint")},
@@ -310,8 +323,9 @@ def _io_lines(entry: dict[str, Any], pre: dict[str, Any], has_labels: bool) -> l
 
 
 def readme(target: str, entry: dict[str, Any], pre: dict[str, Any], has_labels: bool,
-           arena: dict[str, Any] | None, run_name: str, recipe_hash: str | None, gan: dict | None = None) -> str:
-    """The package's README.md; ``gan`` (latent_dim, conditional): the model is a generator."""
+           arena: dict[str, Any] | None, run_name: str, recipe_hash: str | None, generator: dict | None = None) -> str:
+    """The package's README.md; ``generator`` (network, latent_dim, conditional): the model
+    makes examples from latent vectors (``_generator``)."""
     t = TARGETS[target]
     c = entry.get("checks") or {}
     agree = f", top-1 agreement {c['top1_agreement']:.3f}" if c.get("top1_agreement") is not None else ""
@@ -330,11 +344,11 @@ def readme(target: str, entry: dict[str, Any], pre: dict[str, Any], has_labels: 
              f"{c.get('metric', 'metric')} {c.get('artifact_metric', float('nan')):.4f} "
              f"(Keras {c.get('keras_metric', float('nan')):.4f})."), "",
              "| file | contents |", "|---|---|", *(f"| `{f}` | {d} |" for f, d in files), "",
-             "## Input and output", "", *(_io_lines(entry, pre, has_labels) if gan is None else [])]
-    if gan is not None:
+             "## Input and output", "", *(_io_lines(entry, pre, has_labels) if generator is None else [])]
+    if generator is not None:
         from dlcli.gan.package import readme_sections
 
-        lines += readme_sections(target, t, entry, pre, gan)
+        lines += readme_sections(target, t, entry, pre, generator)
     elif "inputs" in pre:  # several named inputs: each prepared as its entry in preprocessing.json says
         lines += [("Each input is prepared as its entry under `inputs` in `preprocessing.json` says (its columns, "
                    "type, fitted normalisation or vocabulary), then fed to the input of the same name."), ""]

@@ -5,8 +5,11 @@ report; resume; bad input."""
 from __future__ import annotations
 
 import json
+import os
+import re
 import subprocess
 import sys
+import zipfile
 
 import numpy as np
 import pytest
@@ -132,6 +135,22 @@ def test_a_vae_trains_samples_reconstructs_and_exports(cli, write_recipe, tmp_pa
     r = cli("benchmark", decoder, "--runs", "3", "--warmup", "1", "--json")
     assert r.exit_code == 0, r.stderr
     assert json.loads(r.stdout)["results"][0]["metric"]["name"] == "sample_error"
+    # packaged for a device: the decoder's int8 file, and its README example runs as written
+    r = cli("package", run, "--decoder", "--target", "tflite-int8", "--out", tmp_path / "decoder.zip", "--json")
+    assert r.exit_code == 0, r.stderr
+    with zipfile.ZipFile(tmp_path / "decoder.zip") as zf:
+        assert json.loads(zf.read("manifest.json"))["part"] == "decoder"
+        assert zf.read("model_int8.tflite") == decoder.read_bytes()
+        assert sorted(zf.namelist()) == ["README.md", "manifest.json", "model_int8.tflite", "preprocessing.json"]
+        zf.extractall(tmp_path / "pkg")
+    readme = (tmp_path / "pkg" / "README.md").read_text()
+    assert "The decoder takes a latent vector of 4 standard normal values." in readme
+    code = re.search(r"```python\n(.*?)```", readme, re.DOTALL).group(1)
+    done = subprocess.run([sys.executable, "-c", code], cwd=tmp_path / "pkg", capture_output=True, text=True,
+                          timeout=120, env={**os.environ, "TF_CPP_MIN_LOG_LEVEL": "3"}, check=False)
+    assert done.returncode == 0, done.stderr
+    shape, lo, hi = done.stdout.strip().splitlines()[-1].rsplit(" ", 2)
+    assert shape.startswith("(8, 8, 1)") and -0.5 <= float(lo) <= float(hi) <= 16.5  # raw pixels: 0..16
 
 
 def test_decoder_export_of_a_run_without_one_is_refused(cli, write_recipe, tmp_path):
@@ -140,6 +159,9 @@ def test_decoder_export_of_a_run_without_one_is_refused(cli, write_recipe, tmp_p
     r = cli("export", run, "--decoder")
     assert "has no decoder" in one_line_error(r, 2)
     assert not (run / "export" / "decoder").exists()
+    r = cli("package", run, "--decoder", "--target", "tflite", "--out", tmp_path / "d.zip")
+    assert "has no decoder" in one_line_error(r, 2)
+    assert not (run / "export" / "decoder").exists() and not (tmp_path / "d.zip").exists()
 
 
 def test_the_kl_term_is_in_the_loss(write_recipe, tmp_path):

@@ -63,6 +63,8 @@ def build(
     run_dir: Path = typer.Argument(..., help="A finished run; its artifact is exported first if RUN_DIR/export lacks it."),
     target: str = typer.Option(..., "--target", "-t", help="tflite, tflite-int8, onnx, onnx-int8, saved_model or mcu."),
     out: Path = typer.Option(..., "--out", "-o", help="The archive to write (.zip; replaced atomically)."),
+    decoder: bool = typer.Option(False, "--decoder", help="A VAE run: package its decoder (latent vectors in, "
+                                 "new examples out; RUN_DIR/export/decoder, exported first if missing)."),
     json_out: bool = typer.Option(False, "--json", help="Print one JSON object."),
 ) -> None:
     """Package a run's artifact for one target into a zip archive.
@@ -73,7 +75,8 @@ def build(
     get_target(target)  # an unknown target fails before TensorFlow loads
     quiet_frameworks()
     with _progress_stream(json_out) as stream, native_quiet():
-        result = build_package(run_dir, target, out, log=lambda msg: print(msg, file=stream, flush=True))
+        result = build_package(run_dir, target, out, log=lambda msg: print(msg, file=stream, flush=True),
+                               part="decoder" if decoder else None)
     if json_out:
         emit_json(result.to_json())
         return

@@ -1,5 +1,5 @@
-"""The README sections of a generator's package: its inputs (latent vector, class id) and
-a runnable example (template files ``generate*.py.in``) that draws samples and maps them
+"""The README sections of a generator's package (a GAN's generator, a VAE's decoder): its
+inputs (latent vector, class id) and a runnable example (template files ``generate*.py.in``) that draws samples and maps them
 back to the data's raw values."""
 
 from __future__ import annotations
@@ -17,7 +17,7 @@ def io_lines(entry: dict[str, Any], gan: dict[str, Any]) -> list[str]:
     lines = [f"- input {_tensor_line(t)}" for t in entry["inputs"]]
     lines += [(f"- output {_tensor_line(entry['outputs'][0])}: one generated example, in the normalised space of "
                "`preprocessing.json` (the example below maps it back to raw values)."), "",
-              f"The generator takes a latent vector of {gan['latent_dim']} standard normal values"
+              f"The {gan['network']} takes a latent vector of {gan['latent_dim']} standard normal values"
               + (" and a class id (an int32, the line of `labels.txt`)" if gan["conditional"] else "") + "."]
     return [*lines, ""]
 
