@@ -100,19 +100,24 @@ class PreflightResult:
 
 
 def preflight(recipe, target: str, *, allow_code: bool = False, flash_kb: int | None = None,
-              ram_kb: int | None = None, log=None) -> PreflightResult:
-    """Build, convert and inspect ``recipe``'s model for ``target`` (see the module doc)."""
+              ram_kb: int | None = None, log=None, prepare=None) -> PreflightResult:
+    """Build, convert and inspect ``recipe``'s model for ``target`` (see the module doc).
+    ``prepare()``, if given, runs once the conversion child has started (the CLI imports
+    TensorFlow quietly there, while the child imports its own)."""
     if target not in TARGETS:
         raise UsageError(f"--target {target!r}: expected one of {', '.join(TARGETS)}")
     log = log or (lambda m: None)
     t0 = time.perf_counter()
-    model, keys, rep = _build(recipe, allow_code, log)
-    log(f"converting for {target} in a child process ...")
-    if target == "onnx-int8":
-        return _onnx(recipe, model, keys, rep, t0)
-    if target == "gpu":
-        return _gpu(recipe, model, keys, rep, t0)
-    tflite, _ = _convert_isolated(model, rep)
+    with _Child(target) as convert:  # started first: its TensorFlow import overlaps this process's
+        if prepare is not None:
+            prepare()
+        model, keys, rep = _build(recipe, allow_code, log)
+        log(f"converting for {target} in a child process ...")
+        if target == "onnx-int8":
+            return _onnx(recipe, model, keys, rep, t0, convert)
+        if target == "gpu":
+            return _gpu(recipe, model, keys, rep, t0, convert)
+        tflite, _ = convert(model, rep)
     from dlcli import mcu
 
     info = mcu.inspect_model(tflite)
@@ -128,12 +133,12 @@ def preflight(recipe, target: str, *, allow_code: bool = False, flash_kb: int | 
     return res
 
 
-def _onnx(recipe, model, keys: dict[str, str], rep, t0: float) -> PreflightResult:
+def _onnx(recipe, model, keys: dict[str, str], rep, t0: float, convert) -> PreflightResult:
     """onnx-int8: Keras's ONNX export, statically quantized by onnxruntime (QDQ) as dlcli
     exports it; every node left in float is a finding."""
     from dlcli.export.onnx import float_nodes
 
-    data, _ = _convert_isolated(model, rep, "onnx-int8")
+    data, _ = convert(model, rep)
     with tempfile.TemporaryDirectory(prefix="dlcli-preflight-") as tmp:
         path = Path(tmp) / "model_int8.onnx"
         path.write_bytes(data)
@@ -147,12 +152,12 @@ def _onnx(recipe, model, keys: dict[str, str], rep, t0: float) -> PreflightResul
     return PreflightResult(_source_name(recipe), "onnx-int8", ops, findings, len(data), time.perf_counter() - t0)
 
 
-def _gpu(recipe, model, keys: dict[str, str], rep, t0: float) -> PreflightResult:
+def _gpu(recipe, model, keys: dict[str, str], rep, t0: float, convert) -> PreflightResult:
     """gpu: every op LiteRT's GPU accelerator has no kernel for (it would split the model and
     run them on the CPU); where the machine has a GPU adapter, LiteRT's own verdict too."""
     from dlcli.gpu_ops import ADVICE, GENERIC, inspect_gpu
 
-    data, probe = _convert_isolated(model, rep, "gpu")
+    data, probe = convert(model, rep)
     info = inspect_gpu(data)
     findings = []
     for op, reasons in sorted(info.offending.items()):
@@ -268,31 +273,52 @@ def _check_mcu(res: PreflightResult, tflite: bytes, info, flash_kb: int | None, 
                             f"the {ram_kb} KiB limit (smaller inputs or fewer filters)")
 
 
-def _convert_isolated(model, rep, target: str = "tflite-int8") -> tuple[bytes, dict[str, Any]]:
-    """int8 TFLite (onnx-int8: QDQ int8 ONNX; gpu: float32 TFLite) bytes, converted in a child
-    process (``python -m dlcli.preflight``), and, for gpu, what LiteRT's GPU accelerator said."""
-    import json
+class _Child:
+    """The conversion child, ``python -m dlcli.preflight FOLDER TARGET``: a converter crash
+    kills it, not dlcli. Started before the parent builds the model, it imports TensorFlow
+    meanwhile (on two cores, the two imports overlap) and converts when a line on its stdin
+    says so; leaving the block early kills it. ``with _Child(t) as convert``: ``convert(model,
+    rep)`` gives int8 TFLite bytes (onnx-int8: QDQ int8 ONNX; gpu: float32 TFLite) and, for
+    gpu, what LiteRT's GPU accelerator said."""
 
-    import numpy as np
+    def __init__(self, target: str):
+        self.target = target
 
-    with tempfile.TemporaryDirectory(prefix="dlcli-preflight-") as tmp:
-        folder = Path(tmp)
-        model.save(folder / "model.keras")
-        arrays = rep if isinstance(rep, dict) else {"__x__": rep}
-        np.savez(folder / "rep.npz", **arrays)
+    def __enter__(self):
+        self.tmp = tempfile.TemporaryDirectory(prefix="dlcli-preflight-")
+        self.folder = Path(self.tmp.name)
         env = {**os.environ, "TF_CPP_MIN_LOG_LEVEL": "3"}
-        proc = subprocess.run([sys.executable, "-m", "dlcli.preflight", str(folder), target], capture_output=True,
-                              check=False, text=True, env=env, stdin=subprocess.DEVNULL)
-        out = folder / "model.out"
-        tool = "ONNX exporter or onnxruntime's quantizer" if target == "onnx-int8" else "TFLite converter"
-        if proc.returncode < 0:
-            raise TargetError(f"the {tool} crashed (signal {-proc.returncode}) on this model")
-        if proc.returncode != 0 or not out.exists():
-            error = folder / "error.txt"
-            why = error.read_text(encoding="utf-8") if error.exists() else (proc.stderr.strip().splitlines() or
+        self.proc = subprocess.Popen([sys.executable, "-m", "dlcli.preflight", str(self.folder), self.target],
+                                     stdin=subprocess.PIPE, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
+                                     text=True, env=env)
+        return self.convert
+
+    def __exit__(self, *exc) -> None:
+        if self.proc.poll() is None:
+            self.proc.kill()
+            self.proc.communicate()
+        self.tmp.cleanup()
+
+    def convert(self, model, rep) -> tuple[bytes, dict[str, Any]]:
+        import json
+
+        import numpy as np
+
+        model.save(self.folder / "model.keras")
+        arrays = rep if isinstance(rep, dict) else {"__x__": rep}
+        np.savez(self.folder / "rep.npz", **arrays)
+        _, stderr = self.proc.communicate("convert\n")
+        out = self.folder / "model.out"
+        tool = "ONNX exporter or onnxruntime's quantizer" if self.target == "onnx-int8" else "TFLite converter"
+        if self.proc.returncode < 0:
+            raise TargetError(f"the {tool} crashed (signal {-self.proc.returncode}) on this model")
+        if self.proc.returncode != 0 or not out.exists():
+            error = self.folder / "error.txt"
+            why = error.read_text(encoding="utf-8") if error.exists() else (stderr.strip().splitlines() or
                                                                             ["no output"])[-1]
-            raise TargetError(f"the {tool} cannot convert this model{'' if target == 'gpu' else ' to int8'}: {why}")
-        probe = folder / "probe.json"
+            raise TargetError(f"the {tool} cannot convert this model"
+                              f"{'' if self.target == 'gpu' else ' to int8'}: {why}")
+        probe = self.folder / "probe.json"
         return out.read_bytes(), json.loads(probe.read_text(encoding="utf-8")) if probe.exists() else {}
 
 
@@ -309,6 +335,8 @@ def _child(folder: Path, target: str) -> int:
     from dlcli.export import Plan
     from dlcli.export.tflite import convert
 
+    if sys.stdin.readline().strip() != "convert":  # the parent stopped before converting
+        return 0
     try:
         model = keras.saving.load_model(folder / "model.keras", safe_mode=True, compile=False)
         with np.load(folder / "rep.npz", allow_pickle=False) as z:

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 
+import numpy as np
 import pytest
 from conftest import one_line_error
 
@@ -130,3 +131,26 @@ def test_the_gpu_op_list_names_real_tflite_builtins():
     builtins = {k for k in vars(schema.BuiltinOperator) if not k.startswith("_")}
     assert GPU_OPS <= builtins and set(RECURRENT) <= builtins  # a typo would pass every model
     assert "WHILE" not in GPU_OPS and "LSTM" not in GPU_OPS and {"CONV_2D", "FULLY_CONNECTED"} <= GPU_OPS
+
+
+def test_a_converter_crash_is_one_error_and_an_early_exit_leaves_no_child(tmp_path):
+    import os
+    import signal
+
+    import keras
+
+    from dlcli.errors import TargetError
+    from dlcli.preflight import _Child
+
+    model = keras.Sequential([keras.Input((3,)), keras.layers.Dense(2)])
+    with _Child("tflite-int8") as convert:  # the child dies as a converter segfault would
+        child = convert.__self__
+        os.kill(child.proc.pid, signal.SIGSEGV)
+        child.proc.wait()
+        with pytest.raises(TargetError, match=r"the TFLite converter crashed \(signal 11\) on this model"):
+            convert(model, np.zeros((4, 3), np.float32))
+    assert not child.folder.exists()
+    with pytest.raises(RuntimeError), _Child("tflite-int8") as convert:  # the model did not build: no orphan
+        child = convert.__self__
+        raise RuntimeError("the recipe's model did not build")
+    assert child.proc.returncode is not None and not child.folder.exists()

@@ -52,13 +52,12 @@ def validate(
 
 
 def _preflight(r, target: str, allow_code: bool, flash_kb, ram_kb, json_out: bool) -> None:
-    quiet_frameworks()
     from dlcli.preflight import preflight
 
     limits = r.export.target
     with native_quiet() as err:
         log = (lambda m: None) if json_out else (lambda m: print(m, file=err, flush=True))
-        res = preflight(r, target, allow_code=allow_code, log=log,
+        res = preflight(r, target, allow_code=allow_code, log=log, prepare=quiet_frameworks,
                         flash_kb=flash_kb if flash_kb is not None else limits.flash_kb,
                         ram_kb=ram_kb if ram_kb is not None else limits.ram_kb)
     if json_out:
