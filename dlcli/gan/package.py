@@ -1,6 +1,6 @@
 """The README sections of a generator's package (a GAN's generator, a VAE's decoder): its
-inputs (latent vector, class id) and a runnable example (template files ``generate*.py.in``) that draws samples and maps them
-back to the data's raw values."""
+inputs (latent vector, class id) and a runnable example (template files
+``generate*.py.in``) that draws samples and maps them back to the data's raw values."""
 
 from __future__ import annotations
 
